@@ -1,0 +1,121 @@
+"""The ``burden`` command line: a thin argparse layer over the library API.
+
+Bad input prints one line on stderr and exits with status 2; no traceback reaches the user
+unless ``BURDEN_DEBUG=1`` asks for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from .errors import BurdenError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints the whole usage; one line is enough
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    from .inputs import parse_batch
+
+    try:
+        return parse_batch(text)
+    except BurdenError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _depth(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"malformed depth {text!r}; give a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"depth must be 0 or more, got {value}")
+    return value
+
+
+def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", default="224", metavar="SIZE",
+                   help="input size: 224, 224x320 (H x W) or 3x224x224 (C x H x W); default 224")
+    p.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="batch size (default 1)")
+    p.add_argument("--dtype", default="float32",
+                   help="float32 (default), float16, bfloat16, int8 or float64: sets the bytes per value")
+    p.add_argument("--convention", default="convnet-burden", help="counting convention (default convnet-burden)")
+    p.add_argument("--device", default="meta",
+                   help="trace on 'meta' (default: no memory, any size) or on a real device such as 'cpu'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="burden", description="What will this network cost? Parameter memory, feature memory "
+                                               "and FLOPs of PyTorch models, per layer, under named rules.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    est = sub.add_parser("estimate", help="the burden of one model")
+    est.add_argument("model", help="a registered name (burden list) or package.module:factory")
+    _add_analysis_options(est)
+    est.add_argument("--layers", action="store_true", help="also print the per-layer table")
+    est.add_argument("--depth", type=_depth, default=None, metavar="N", help="with --layers: modules down to depth N")
+    est.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
+    est.set_defaults(run=_estimate)
+
+    lst = sub.add_parser("list", help="the registered models")
+    lst.set_defaults(run=_list)
+    return parser
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from .api import estimate
+
+    e = estimate(args.model, args.input, batch_size=args.batch, dtype=args.dtype, convention=args.convention,
+                 device=args.device)
+    if args.format == "json":
+        print(e.to_json())
+        return 0
+    print(e.summary())
+    if args.layers or args.depth is not None:
+        print()
+        print(e.table(fmt="simple", depth=args.depth))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .models import list_models, model_entry
+
+    names = list_models()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name.ljust(width)}  {model_entry(name).summary}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except BurdenError as exc:
+        print(f"burden: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("burden: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug in burden or in the user's model code: still one line
+        if os.environ.get("BURDEN_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"burden: internal error: {type(exc).__name__}: {first} (set BURDEN_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The convnet-burden convention: the rules behind the reference table (shared/design/conventions.md).
+
+A fused multiply-add is one operation. Every layer output is a new buffer and no buffer is ever
+reused, except that ReLU runs in place and views, flatten and dropout add nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..formulas import formula_table, prod
+from ..trace import OpEvent, Trace
+from . import Convention, register_convention
+from .ops import ALIAS_OPS, AUX_OUTPUT_OPS, COPY_OPS, DROPOUT_OPS, FACTORY_OPS, NORM_OPS, SOFTMAX_OPS
+
+aten = torch.ops.aten
+table = formula_table("convnet-burden")
+
+
+@table.register(aten.convolution, aten._convolution)
+def conv(x, w, bias, stride, padding, dilation, transposed, *rest, out_shape, **kwargs) -> int:
+    # weight is [C_out, C_in/groups, kh, kw], or [C_in, C_out/groups, kh, kw] when transposed
+    per_element = prod(w[1:])
+    macs = prod(x) * per_element if transposed else prod(out_shape) * per_element
+    return macs + (prod(out_shape) if bias is not None else 0)
+
+
+@table.register(aten.addmm)
+def addmm(bias, a, b, *rest, out_shape, **kwargs) -> int:
+    return prod(out_shape) * a[-1] + prod(out_shape)
+
+
+@table.register(aten.mm)
+def mm(a, b, *rest, out_shape, **kwargs) -> int:
+    return prod(out_shape) * a[-1]
+
+
+@table.register(aten.bmm)
+def bmm(a, b, *rest, out_shape, **kwargs) -> int:
+    return prod(out_shape) * a[-1]
+
+
+@table.register(aten.baddbmm)
+def baddbmm(bias, a, b, *rest, out_shape, **kwargs) -> int:
+    return prod(out_shape) * a[-1] + prod(out_shape)
+
+
+@table.register(aten.relu, aten.relu_)
+def relu(x, *rest, out_shape, **kwargs) -> int:
+    return 2 * prod(out_shape)  # compare and multiply
+
+
+def _window_pool(out_shape, stride) -> int:
+    return 2 * prod(out_shape) * prod(stride)  # the reference tool's rule, kept as it is
+
+
+@table.register(aten.max_pool1d_with_indices, aten.max_pool2d_with_indices, aten.max_pool3d_with_indices,
+                aten.max_pool1d, aten.max_pool2d)
+def max_pool(x, kernel_size, stride=(), *rest, out_shape, **kwargs) -> int:
+    out = out_shape[0] if isinstance(out_shape, tuple) else out_shape
+    return _window_pool(out, stride or kernel_size)
+
+
+@table.register(aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d)
+def avg_pool(x, kernel_size, stride=(), *rest, out_shape, **kwargs) -> int:
+    spatial = len(kernel_size) if isinstance(kernel_size, (list, tuple)) else 1
+    if all(int(d) == 1 for d in out_shape[-spatial:]):
+        return prod(x)  # global average pooling: one add per input element
+    return _window_pool(out_shape, stride or kernel_size)
+
+
+@table.register(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d,
+                aten.adaptive_max_pool3d)
+def adaptive_pool(x, output_size, *rest, out_shape, **kwargs) -> int:
+    out = out_shape[0] if isinstance(out_shape, tuple) else out_shape
+    n = len(output_size)
+    if all(int(d) == 1 for d in out[-n:]):
+        return prod(x)
+    # an adaptive window's stride is the input size over the output size
+    stride = [max(int(i) // int(o), 1) for i, o in zip(x[-n:], out[-n:])]
+    return _window_pool(out, stride)
+
+
+@table.register(aten.mean)
+def mean(x, *rest, out_shape, **kwargs) -> int:
+    return prod(x)  # global average pooling written as a mean over H and W
+
+
+@table.register(aten.add, aten.add_, aten.sub, aten.sub_, aten.rsub)
+def residual_sum(*args, out_shape, **kwargs) -> int:
+    return prod(out_shape)
+
+
+@table.register(aten.mul, aten.mul_)
+def scale(*args, out_shape, **kwargs) -> int:
+    return prod(out_shape)  # channel-wise scale: one multiply per output element
+
+
+@table.register(aten.addcmul, aten.addcmul_)
+def fused_scale_sum(*args, out_shape, **kwargs) -> int:
+    return 2 * prod(out_shape)  # Caffe's Axpy: scale * x + y
+
+
+table.zero(*ALIAS_OPS, *COPY_OPS, *DROPOUT_OPS, *FACTORY_OPS, *NORM_OPS, *SOFTMAX_OPS,
+           aten.sigmoid, aten.sigmoid_, aten.cat, aten.stack)
+
+# ops that never add a feature buffer under this convention
+_NO_BUFFER = {*ALIAS_OPS, *DROPOUT_OPS, *FACTORY_OPS, aten.relu, aten.relu_}
+
+
+def _output_bytes(event: OpEvent, elsize: int) -> int:
+    if event.packet in _NO_BUFFER:
+        return 0
+    outputs = event.outputs[:1] if event.packet in AUX_OUTPUT_OPS else event.outputs
+    fresh = event.fresh[: len(outputs)]
+    # an in-place write still counts as a new layer output (``out += identity``)
+    return sum(t.numel * (elsize if t.dtype.is_floating_point else t.dtype.itemsize)
+               for t, new in zip(outputs, fresh) if new or event.inplace)
+
+
+_SUMS = {aten.add, aten.add_}
+
+
+def _fused_scales(events: list[OpEvent]) -> set[int]:
+    """Indices of channel-wise scales (``x * s``) whose only use is the residual sum that follows:
+    the pair is one Axpy, whose single buffer is the sum's output."""
+    uses: dict[int, list[int]] = {}
+    for i, event in enumerate(events):
+        for t in event.tensor_inputs:
+            uses.setdefault(t.storage, []).append(i)
+    fused = set()
+    for i, event in enumerate(events):
+        if event.packet is not aten.mul or len(event.outputs) != 1 or not event.fresh[0]:
+            continue
+        ins = event.tensor_inputs
+        broadcast = len(ins) == 2 and tuple(ins[0].shape) != tuple(ins[1].shape)
+        consumers = uses.get(event.outputs[0].storage, [])
+        if broadcast and len(consumers) == 1 and events[consumers[0]].packet in _SUMS:
+            fused.add(i)
+    return fused
+
+
+def feature_bytes(trace: Trace, elsize: int) -> list[int]:
+    fused = _fused_scales(trace.events)
+    return [0 if i in fused else _output_bytes(e, elsize) for i, e in enumerate(trace.events)]
+
+
+CONVNET_BURDEN = register_convention(Convention(
+    name="convnet-burden",
+    summary="The rules of the MATLAB convnet-burden tool that produced the SE reference table: "
+            "a multiply-add is one FLOP, every layer output is a new buffer, ReLU runs in place.",
+    rules=(
+        ("convolution", "out_elements x (C_in / groups x k_h x k_w), plus out_elements with a bias"),
+        ("linear, matmul", "out_elements x in_features, plus out_elements with a bias"),
+        ("ReLU", "2 per element; runs in place, adds no buffer"),
+        ("pooling with a window", "2 x out_elements x stride_h x stride_w"),
+        ("global average pooling", "1 per input element"),
+        ("batch norm", "0 (folded into the convolution); its output is a buffer"),
+        ("residual sum, channel-wise scale", "1 per output element"),
+        ("fused scale + sum (Axpy)", "2 per output element, one buffer: addcmul, or a channel-wise "
+                                     "scale whose only use is the sum that follows it"),
+        ("sigmoid, softmax, concat, copies", "0 FLOPs; their outputs are buffers"),
+        ("views, flatten, dropout", "0 FLOPs, no buffer"),
+        ("feature memory", "every layer output, never reused; the input image is not counted"),
+        ("parameter memory", "parameters and floating-point buffers (BN running stats), shared ones once"),
+        ("anything else", "uncounted: 0 FLOPs, listed by name; its output memory still counts"),
+    ),
+    flops=table,
+    memory=feature_bytes,
+))

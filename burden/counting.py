@@ -1,0 +1,102 @@
+"""Apply a convention to a trace: per-op FLOPs and feature bytes, summed per module."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .conventions import Convention
+from .figures import LayerFigures, UncountedOp
+from .trace import Trace
+
+
+@dataclass(frozen=True)
+class Totals:
+    params: int
+    trainable_params: int
+    param_bytes: int
+    feature_bytes: int
+    flops: int
+
+
+def _tensor_key(t: torch.Tensor) -> tuple:
+    # Tied weights are one Parameter object, or two views of one storage: either way, count once.
+    return (t.untyped_storage()._cdata, t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+
+
+def own_params(model: nn.Module, elsize: int) -> dict[str, tuple[int, int, int]]:
+    """Per module path: (values, bytes, trainable values) of the state it holds directly.
+
+    Parameters and floating-point buffers count; integer counters do not. A tensor reachable
+    from several modules belongs to the first one in ``named_modules`` order.
+    """
+    seen: set[tuple] = set()
+    out: dict[str, tuple[int, int, int]] = {}
+    for path, module in model.named_modules():
+        values = nbytes = trainable = 0
+        tensors = [(p, p.requires_grad) for p in module.parameters(recurse=False)]
+        tensors += [(b, False) for b in module.buffers(recurse=False) if b.is_floating_point()]
+        for t, grad in tensors:
+            key = _tensor_key(t)
+            if key in seen:
+                continue
+            seen.add(key)
+            n = t.numel()
+            values += n
+            nbytes += n * (elsize if t.is_floating_point() else t.element_size())
+            trainable += n if grad else 0
+        out[path] = (values, nbytes, trainable)
+    return out
+
+
+def _parent(path: str) -> str | None:
+    if path == "":
+        return None
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def count(model: nn.Module, trace: Trace, convention: Convention, elsize: int
+          ) -> tuple[tuple[LayerFigures, ...], tuple[UncountedOp, ...], Totals]:
+    self_flops: dict[str, int] = defaultdict(int)
+    self_bytes: dict[str, int] = defaultdict(int)
+    uncounted_calls: dict[str, int] = defaultdict(int)
+    uncounted_layers: dict[str, list[str]] = defaultdict(list)
+    for event, nbytes in zip(trace.events, convention.memory(trace, elsize)):
+        flops = convention.flops.flops(event)
+        if flops is None:
+            uncounted_calls[event.name] += 1
+            if event.module not in uncounted_layers[event.name]:
+                uncounted_layers[event.name].append(event.module)
+            flops = 0
+        self_flops[event.module] += flops
+        self_bytes[event.module] += nbytes
+
+    owned = own_params(model, elsize)
+    paths = list(trace.modules)
+    inclusive: dict[str, list[int]] = {p: [owned[p][0], owned[p][1], self_bytes[p], self_flops[p], owned[p][2]]
+                                       for p in paths}
+    # deepest first, so each child is complete before it is added to its parent
+    for path in sorted(paths, key=lambda p: -trace.modules[p].depth):
+        parent = _parent(path)
+        if parent is not None and parent in inclusive:
+            for i, v in enumerate(inclusive[path]):
+                inclusive[parent][i] += v
+
+    layers = tuple(
+        LayerFigures(
+            name=p, type=info.type, depth=info.depth, output_shape=info.output_shape, calls=info.calls,
+            params=inclusive[p][0], param_bytes=inclusive[p][1], feature_bytes=inclusive[p][2],
+            flops=inclusive[p][3], self_params=owned[p][0], self_param_bytes=owned[p][1],
+            self_feature_bytes=self_bytes[p], self_flops=self_flops[p],
+        )
+        for p, info in trace.modules.items()
+    )
+    root = inclusive[""]
+    totals = Totals(params=root[0], param_bytes=root[1], feature_bytes=root[2], flops=root[3],
+                    trainable_params=root[4])
+    uncounted = tuple(UncountedOp(op=name, calls=n, layers=tuple(uncounted_layers[name]))
+                      for name, n in sorted(uncounted_calls.items()))
+    return layers, uncounted, totals

@@ -1,0 +1,92 @@
+"""The figures burden reports: one frozen record per layer and the immutable result of an analysis.
+
+Nothing here formats numbers; ``burden.render`` does. The convenience methods on ``Estimate``
+hand off to the renderers so that a notebook needs one import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LayerFigures:
+    """One module's figures. ``params``, ``feature_bytes`` and ``flops`` include its submodules;
+    the ``self_`` figures are its own: its direct parameters and the ops its ``forward`` runs
+    outside any submodule. A parent's figure is the sum of its children's plus its own."""
+
+    name: str  # module path; "" for the model itself
+    type: str
+    depth: int
+    output_shape: Any  # nested lists of ints, as the module's output nests tensors; None if never called
+    calls: int
+    params: int
+    param_bytes: int
+    feature_bytes: int
+    flops: int
+    self_params: int
+    self_param_bytes: int
+    self_feature_bytes: int
+    self_flops: int
+
+
+@dataclass(frozen=True)
+class UncountedOp:
+    """An op the convention has no rule for: it counted 0 FLOPs, its output memory still counted."""
+
+    op: str
+    calls: int
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The burden of one model at one input size, batch size and dtype, under one convention."""
+
+    model: str
+    input: tuple[int, ...]  # per-sample shape, [C, H, W] for images
+    batch: int
+    dtype: str
+    convention: str
+    params: int
+    trainable_params: int
+    param_bytes: int
+    feature_bytes: int
+    flops: int
+    layers: tuple[LayerFigures, ...]
+    uncounted_ops: tuple[UncountedOp, ...]
+
+    def layer(self, name: str) -> LayerFigures:
+        for record in self.layers:
+            if record.name == name:
+                return record
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        from .render.json import estimate_to_dict
+
+        return estimate_to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        from .render.json import estimate_to_json
+
+        return estimate_to_json(self, indent=indent)
+
+    def summary(self) -> str:
+        from .render.text import summary
+
+        return summary(self)
+
+    def table(self, fmt: str = "github", depth: int | None = None, columns: list[str] | None = None,
+              sort: str | None = None, top: int | None = None) -> str:
+        from .render.text import layer_table
+
+        return layer_table(self, fmt=fmt, depth=depth, columns=columns, sort=sort, top=top)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def layer_dict(record: LayerFigures) -> dict[str, Any]:
+    return asdict(record)

@@ -1,0 +1,108 @@
+"""The formula registry: shape-only FLOP formulas per aten op, one table per convention.
+
+A formula receives the op's arguments with every tensor replaced by its shape (``torch.Size``)
+and the output shape(s) as ``out_shape``, as in ``torch.utils.flop_counter``; it returns an int.
+Registering the same op twice in one table is refused. Ops known to cost nothing are kept apart
+from ops with no rule: the first count as 0, the second are reported as uncounted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+from torch.utils._pytree import tree_map
+
+from .trace import OpEvent, TensorInfo
+
+Formula = Callable[..., int]
+Target = Any  # an OpOverloadPacket (aten.add) or an OpOverload (aten.add.Tensor)
+
+_ZERO: Formula = lambda *args, **kwargs: 0  # noqa: E731
+
+
+def prod(shape: Iterable[int]) -> int:
+    return math.prod(int(d) for d in shape)
+
+
+def _key(target: Target) -> Any:
+    if isinstance(target, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
+        return target
+    raise TypeError(f"a formula target must be an aten op such as torch.ops.aten.add, not {target!r}")
+
+
+class FormulaTable:
+    """FLOP formulas of one convention, keyed by op."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._formulas: dict[Any, Formula] = {}
+        self._zero: set[Any] = set()
+
+    def _add(self, target: Target, formula: Formula, zero: bool) -> None:
+        key = _key(target)
+        if key in self._formulas:
+            raise ValueError(f"{self.name}: a formula for {key} is already registered")
+        self._formulas[key] = formula
+        if zero:
+            self._zero.add(key)
+
+    def register(self, *targets: Target) -> Callable[[Formula], Formula]:
+        """Decorator: ``@table.register(aten.mm, aten.bmm)``."""
+
+        def wrap(formula: Formula) -> Formula:
+            for target in targets:
+                self._add(target, formula, zero=False)
+            return formula
+
+        return wrap
+
+    def zero(self, *targets: Target) -> None:
+        """Mark ops as costing nothing under this convention (views, copies, BN folded away...)."""
+        for target in targets:
+            self._add(target, _ZERO, zero=True)
+
+    def lookup(self, func: torch._ops.OpOverload) -> Formula | None:
+        return self._formulas.get(func) or self._formulas.get(func.overloadpacket)
+
+    def covers(self, func: torch._ops.OpOverload) -> bool:
+        return self.lookup(func) is not None
+
+    def flops(self, event: OpEvent) -> int | None:
+        """FLOPs of one recorded op, or None when the table has no rule for it."""
+        formula = self.lookup(event.func)
+        if formula is None:
+            return None
+        if formula is _ZERO:
+            return 0
+        args, kwargs, out_shape = tree_map(_as_shape, (event.args, event.kwargs, event.out))
+        return int(formula(*args, out_shape=out_shape, **kwargs))
+
+    def ops(self) -> list[str]:
+        return sorted(str(k) for k in self._formulas)
+
+
+def _as_shape(x: Any) -> Any:
+    return x.shape if isinstance(x, TensorInfo) else x
+
+
+_TABLES: dict[str, FormulaTable] = {}
+
+
+def formula_table(name: str) -> FormulaTable:
+    """The table of a convention, created on first use."""
+    if name not in _TABLES:
+        _TABLES[name] = FormulaTable(name)
+    return _TABLES[name]
+
+
+def register_formula(*targets: Target, convention: str = "convnet-burden") -> Callable[[Formula], Formula]:
+    """Register a FLOP formula for one or more aten ops under a convention, without editing burden.
+
+    ``@burden.register_formula(torch.ops.aten.gelu)`` then ``def gelu(x, out_shape, **kw): ...``.
+    A second registration of the same op in the same convention raises ``ValueError``.
+    """
+    from .conventions import get_convention  # the convention must exist, and own this table
+
+    return get_convention(convention).flops.register(*targets)

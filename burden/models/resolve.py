@@ -1,0 +1,54 @@
+"""Turn what the user names into a model: a registered name, ``package.module:factory``,
+``torchvision:NAME`` or ``timm:NAME`` (those two only where the package is installed)."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from ..errors import FactoryImportError
+from .registry import model_entry
+
+
+def _external(prefix: str, name: str) -> nn.Module:
+    try:
+        package = importlib.import_module(prefix)
+    except Exception as exc:  # torchvision can fail to import beside a mismatched torch build
+        raise FactoryImportError(f"{prefix}:{name} needs {prefix}, which does not import here: "
+                                 f"{type(exc).__name__}: {exc}") from None
+    try:
+        if prefix == "timm":
+            return package.create_model(name, pretrained=False)
+        return package.models.get_model(name, weights=None)
+    except Exception as exc:
+        raise FactoryImportError(f"{prefix} has no model {name!r}: {exc}") from None
+
+
+def _factory(path: str) -> nn.Module:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise FactoryImportError(f"cannot import {module_name!r} for {path!r}: {type(exc).__name__}: {exc}") from None
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise FactoryImportError(f"{module_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    built = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(built, nn.Module):
+        raise FactoryImportError(f"{path!r} did not give an nn.Module but {type(built).__name__}")
+    return built
+
+
+def resolve_model(spec: str) -> tuple[str, nn.Module]:
+    """Build the model ``spec`` names, on the meta device so that no weights are allocated."""
+    prefix, sep, rest = spec.partition(":")
+    with torch.device("meta"):
+        if sep and prefix in ("torchvision", "timm"):
+            return spec, _external(prefix, rest)
+        if sep:
+            return spec, _factory(spec)
+        return spec, model_entry(spec).factory()

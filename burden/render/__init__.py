@@ -1,0 +1,1 @@
+"""Rendering: text, JSON and HTML views of figures. Nothing here counts."""

@@ -1,0 +1,83 @@
+"""Plain-text views of an Estimate: the short summary and the per-layer table (tabulate)."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from ..errors import InputSpecError
+from ..figures import Estimate, LayerFigures
+from .units import fmt_bytes, fmt_count, fmt_flops, fmt_shape
+
+
+def summary(e: Estimate) -> str:
+    rows = [
+        ("model", e.model),
+        ("input", " x ".join(str(d) for d in e.input)),
+        ("batch", str(e.batch)),
+        ("dtype", e.dtype),
+        ("convention", e.convention),
+        ("params", fmt_count(e.params)),
+        ("param memory", fmt_bytes(e.param_bytes)),
+        ("feature memory", fmt_bytes(e.feature_bytes)),
+        ("FLOPs", fmt_flops(e.flops)),
+    ]
+    if e.uncounted_ops:
+        rows.append(("uncounted ops", ", ".join(f"{u.op} x{u.calls}" for u in e.uncounted_ops)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+# column key -> (header, value for display, value for sorting)
+COLUMNS: dict[str, tuple[str, Callable[[LayerFigures, Estimate], str], Callable[[LayerFigures], object]]] = {
+    "name": ("name", lambda r, e: r.name or "(model)", lambda r: r.name),
+    "type": ("type", lambda r, e: r.type, lambda r: r.type),
+    "depth": ("depth", lambda r, e: str(r.depth), lambda r: r.depth),
+    "output_shape": ("output shape", lambda r, e: fmt_shape(r.output_shape), lambda r: fmt_shape(r.output_shape)),
+    "params": ("params", lambda r, e: fmt_count(r.params), lambda r: r.params),
+    "param_bytes": ("param mem", lambda r, e: fmt_bytes(r.param_bytes), lambda r: r.param_bytes),
+    "feature_bytes": ("feature mem", lambda r, e: fmt_bytes(r.feature_bytes), lambda r: r.feature_bytes),
+    "flops": ("FLOPs", lambda r, e: fmt_flops(r.flops), lambda r: r.flops),
+    "flops_pct": ("% FLOPs", lambda r, e: f"{100 * r.flops / e.flops:.2f}" if e.flops else "-", lambda r: r.flops),
+    "self_flops": ("own FLOPs", lambda r, e: fmt_flops(r.self_flops), lambda r: r.self_flops),
+    "self_feature_bytes": ("own feature mem", lambda r, e: fmt_bytes(r.self_feature_bytes),
+                           lambda r: r.self_feature_bytes),
+}
+DEFAULT_COLUMNS = ("name", "type", "output_shape", "params", "param_bytes", "feature_bytes", "flops", "flops_pct")
+
+
+def select_layers(e: Estimate, depth: int | None = None, sort: str | None = None,
+                  top: int | None = None) -> list[LayerFigures]:
+    """The model's modules in execution order, down to ``depth``, optionally sorted (largest first)."""
+    if depth is not None and depth < 0:
+        raise InputSpecError(f"depth must be 0 or more, got {depth}")
+    rows = [r for r in e.layers if r.depth > 0 and (depth is None or r.depth <= depth)]
+    if sort is not None:
+        if sort not in COLUMNS:
+            raise InputSpecError(f"unknown sort column {sort!r}; choose one of {', '.join(COLUMNS)}")
+        key = COLUMNS[sort][2]
+        rows.sort(key=key, reverse=sort not in ("name", "type", "output_shape"))
+    if top is not None:
+        if top <= 0:
+            raise InputSpecError(f"top must be positive, got {top}")
+        rows = rows[:top]
+    return rows
+
+
+def layer_table(e: Estimate, fmt: str = "github", depth: int | None = None,
+                columns: Sequence[str] | None = None, sort: str | None = None, top: int | None = None) -> str:
+    from tabulate import tabulate, tabulate_formats
+
+    if fmt not in tabulate_formats:
+        raise InputSpecError(f"unknown table format {fmt!r}; choose one of {', '.join(tabulate_formats)}")
+    keys = list(columns or DEFAULT_COLUMNS)
+    unknown = [k for k in keys if k not in COLUMNS]
+    if unknown:
+        raise InputSpecError(f"unknown column {unknown[0]!r}; choose from {', '.join(COLUMNS)}")
+    rows = [[COLUMNS[k][1](r, e) for k in keys] for r in select_layers(e, depth, sort, top)]
+    total = {"name": "total", "params": fmt_count(e.params), "param_bytes": fmt_bytes(e.param_bytes),
+             "feature_bytes": fmt_bytes(e.feature_bytes), "flops": fmt_flops(e.flops), "flops_pct": "100.00"}
+    rows.append([total.get(k, "") for k in keys])
+    numeric = {"params", "param_bytes", "feature_bytes", "flops", "flops_pct", "self_flops", "self_feature_bytes"}
+    align = ["right" if k in numeric else "left" for k in keys]
+    return tabulate(rows, headers=[COLUMNS[k][0] for k in keys], tablefmt=fmt, colalign=align,
+                    disable_numparse=True)

@@ -1,0 +1,286 @@
+"""The tracing engine: one forward pass, recorded op by op and attributed to modules.
+
+Forward hooks on every module keep a stack of module paths; a ``TorchDispatchMode`` sees every
+aten op, including the work that ``forward`` does through functional calls (``F.relu``, the
+SE rescale, residual sums, ``flatten``). Each op becomes an ``OpEvent`` owned by the innermost
+module on the stack. Nothing here counts FLOPs or bytes: counting applies a convention to the
+recorded events afterwards, so one trace serves every convention.
+
+By default the pass runs on the meta device. Parameters, buffers and any other tensor the model
+holds are swapped for meta stand-ins at the moment an op uses them, so no weights are copied and
+no activation memory is allocated, and the user's tensors are never written to.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from .errors import BurdenError, ForwardError, ShapeError
+
+aten = torch.ops.aten
+
+# Metadata queries: they are not work, and some (size, stride) must not be intercepted at all.
+_QUERIES = {
+    aten.is_contiguous.default, aten.is_contiguous.memory_format, aten.is_strides_like_format.default,
+    aten.is_non_overlapping_and_dense.default, aten.size.default, aten.sym_size.default,
+    aten.stride.default, aten.sym_stride.default, aten.storage_offset.default,
+    aten.sym_storage_offset.default, aten.numel.default, aten.sym_numel.default, aten.dim.default,
+    torch.ops.prim.layout.default, torch.ops.prim.device.default,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class TensorInfo:
+    """What counting needs to know about a tensor: its shape, dtype and which storage it lives in."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+    storage: int  # burden's own storage number, stable for the whole trace
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+
+@dataclass(frozen=True, eq=False)
+class OpEvent:
+    """One aten op as it ran: arguments with tensors replaced by ``TensorInfo``, and its outputs."""
+
+    func: torch._ops.OpOverload
+    module: str
+    args: tuple
+    kwargs: dict
+    out: Any  # the op's return value with tensors replaced by TensorInfo
+    outputs: tuple[TensorInfo, ...]  # the tensors in ``out``, flattened
+    fresh: tuple[bool, ...]  # per output: new storage, not a view of or a write into an input
+
+    @property
+    def name(self) -> str:
+        return str(self.func.overloadpacket).replace("aten::", "aten.")
+
+    @property
+    def packet(self) -> torch._ops.OpOverloadPacket:
+        return self.func.overloadpacket
+
+    @property
+    def inplace(self) -> bool:
+        return self.func._schema.is_mutable
+
+    @property
+    def tensor_inputs(self) -> list[TensorInfo]:
+        leaves, _ = tree_flatten((self.args, self.kwargs))
+        return [x for x in leaves if isinstance(x, TensorInfo)]
+
+
+@dataclass
+class ModuleInfo:
+    path: str
+    type: str
+    depth: int
+    order: int  # position in execution order (first call); never-called modules come last
+    calls: int = 0
+    output_shape: Any = None  # shapes of the first call's output, nested like the output
+
+
+@dataclass
+class Trace:
+    events: list[OpEvent]
+    modules: dict[str, ModuleInfo]  # path -> info, in execution order
+    # model inputs as the first op saw them; feature memory never counts them
+    input_storages: set[int] = field(default_factory=set)
+
+
+def _shape_tree(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return list(value.shape)
+    if isinstance(value, (list, tuple)):
+        return [_shape_tree(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _shape_tree(v) for k, v in value.items()}
+    return None
+
+
+def describe_shapes(value: Any) -> str:
+    """Shapes of the tensors in an argument list, as a person reads them: ``1x3x224x224``."""
+    leaves, _ = tree_flatten(value)
+    shapes = ["x".join(str(int(d)) for d in t.shape) for t in leaves if isinstance(t, (torch.Tensor, TensorInfo))]
+    return ", ".join(shapes) if shapes else "no tensors"
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, tracer: "Tracer") -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
+        kwargs = kwargs or {}
+        if func in _QUERIES:
+            return func(*args, **kwargs)
+        # Like torch's FlopCounterMode: see an op through its decomposition where it has one, so
+        # both look at the same primitive ops.
+        with self:
+            decomposed = func.decompose(*args, **kwargs)
+        if decomposed is not NotImplemented:
+            return decomposed
+        return self.tracer.run_op(func, args, kwargs)
+
+
+class Tracer:
+    """Runs one forward pass of ``model`` and records it. Use ``trace_forward``."""
+
+    def __init__(self, model: nn.Module, meta: bool) -> None:
+        self.model = model
+        self.meta = meta
+        self.events: list[OpEvent] = []
+        self.modules: dict[str, ModuleInfo] = {}
+        self.stack: list[str] = []
+        self._storage_ids: dict[int, int] = {}
+        self._next_storage = itertools.count()
+        self._order = itertools.count()
+        self.failure: BurdenError | None = None
+
+    # storage numbering -------------------------------------------------------------------------
+    def _storage_of(self, t: torch.Tensor, fresh: bool = False) -> int:
+        key = t.untyped_storage()._cdata
+        if fresh or key not in self._storage_ids:
+            # A fresh output at an address seen before means the old storage was freed and reused.
+            self._storage_ids[key] = next(self._next_storage)
+        return self._storage_ids[key]
+
+    def _info(self, t: torch.Tensor, fresh: bool = False) -> TensorInfo:
+        return TensorInfo(shape=t.shape, dtype=t.dtype, storage=self._storage_of(t, fresh))
+
+    # op interception ---------------------------------------------------------------------------
+    def _to_meta(self, x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.device.type != "meta":
+            out = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+            # keep storage identity: the stand-in is the same storage as the real tensor
+            self._storage_ids[out.untyped_storage()._cdata] = self._storage_of(x)
+            return out
+        if isinstance(x, torch.device) and x.type != "meta":
+            return torch.device("meta")
+        return x
+
+    def run_op(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+        if self.meta:
+            args, kwargs = tree_map(self._to_meta, (args, kwargs))
+        module = self.stack[-1] if self.stack else ""
+        in_info = tree_map(lambda x: self._info(x) if isinstance(x, torch.Tensor) else x, (args, kwargs))
+        try:
+            out = func(*args, **kwargs)
+        except BurdenError:
+            raise
+        except Exception as exc:  # the op itself refused: shapes that do not fit
+            self.failure = _op_failure(func, module, self.modules, args, exc)
+            raise self.failure from None
+        aliased = [r.alias_info is not None for r in func._schema.returns]
+        flat_out, spec = tree_flatten(out)
+        infos, fresh = [], []
+        returns = aliased + [False] * (len(flat_out) - len(aliased))
+        for leaf, alias in zip(flat_out, returns):
+            if isinstance(leaf, torch.Tensor):
+                infos.append(self._info(leaf, fresh=not alias))
+                fresh.append(not alias)
+        it = iter(infos)
+        out_info = spec.unflatten([next(it) if isinstance(x, torch.Tensor) else x for x in flat_out])
+        self.events.append(OpEvent(func=func, module=module, args=in_info[0], kwargs=in_info[1],
+                                   out=out_info, outputs=tuple(infos), fresh=tuple(fresh)))
+        return out
+
+    # module hooks ------------------------------------------------------------------------------
+    def _pre_hook(self, path: str) -> Callable:
+        def hook(module: nn.Module, args: Any) -> None:
+            info = self.modules[path]
+            if info.calls == 0:
+                info.order = next(self._order)
+            info.calls += 1
+            self.stack.append(path)
+        return hook
+
+    def _post_hook(self, path: str) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            info = self.modules[path]
+            if info.output_shape is None:
+                info.output_shape = _shape_tree(output)
+            self.stack.pop()
+        return hook
+
+    def run(self, args: tuple, kwargs: dict) -> Trace:
+        handles = []
+        never = 10**9
+        try:
+            for path, module in self.model.named_modules():
+                depth = 0 if path == "" else path.count(".") + 1
+                self.modules[path] = ModuleInfo(path=path, type=type(module).__name__, depth=depth, order=never)
+                handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
+                handles.append(module.register_forward_hook(self._post_hook(path)))
+            inputs = {self._storage_of(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+            with _Recorder(self):
+                try:
+                    self.model(*args, **kwargs)
+                except BurdenError:
+                    raise
+                except Exception as exc:
+                    raise _forward_failure(self.stack, self.modules, args, exc) from None
+        finally:
+            for h in handles:
+                h.remove()
+        ordered = dict(sorted(self.modules.items(), key=lambda kv: kv[1].order))
+        return Trace(events=self.events, modules=ordered, input_storages=inputs)
+
+
+def _where(path: str, modules: dict[str, ModuleInfo]) -> str:
+    if path == "" or path not in modules:
+        return "the model's own forward"
+    return f"layer {path} ({modules[path].type})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _op_failure(func: Any, module: str, modules: dict[str, ModuleInfo], args: tuple, exc: Exception) -> BurdenError:
+    op = str(func.overloadpacket).replace("aten::", "")
+    return ShapeError(f"the input does not fit at {_where(module, modules)}: {op} got {describe_shapes(args)}: "
+                      f"{_first_line(exc)}")
+
+
+def _forward_failure(stack: list[str], modules: dict[str, ModuleInfo], args: tuple, exc: Exception) -> BurdenError:
+    path = stack[-1] if stack else ""
+    where = _where(path, modules)
+    if isinstance(exc, NotImplementedError) or "meta" in str(exc).lower():
+        return ForwardError(f"forward failed at {where}: {_first_line(exc)} (the model needs real tensor "
+                            f"values; analyse it with device='cpu')")
+    return ForwardError(f"forward failed at {where} (model inputs: {describe_shapes(args)}): "
+                        f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True) -> Trace:
+    """Trace one forward pass of ``model`` on ``args``.
+
+    The caller owns the model's mode and grad state; this function only adds hooks and removes
+    them again, whether the pass succeeds or raises.
+    """
+    kwargs = kwargs or {}
+    tracer = Tracer(model, meta=meta)
+    if meta:
+        with torch.device("meta"):
+            return tracer.run(args, kwargs)
+    return tracer.run(args, kwargs)
+
+
+def iter_tensors(value: Any) -> Iterator[torch.Tensor]:
+    for leaf in tree_flatten(value)[0]:
+        if isinstance(leaf, torch.Tensor):
+            yield leaf

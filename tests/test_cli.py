@@ -1,0 +1,116 @@
+"""The command line: summary, per-layer table, JSON, and one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from burden.cli import main
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_estimate_summary(capsys):
+    code, out, err = run(capsys, "estimate", "se_resnet152", "--input", "224")
+    assert code == 0 and err == ""
+    assert out.splitlines()[0].split() == ["model", "se_resnet152"]
+    assert "3 x 224 x 224" in out and "convnet-burden" in out and "float32" in out
+    assert "66,973,272" in out
+    assert "255.48 MiB" in out  # 66,973,272 x 4 B / 2^20
+    assert "GFLOPs" in out
+
+
+@pytest.mark.parametrize("spec,shape", [("224", [3, 224, 224]), ("224x320", [3, 224, 320]),
+                                        ("3x160x192", [3, 160, 192])])
+def test_input_forms(capsys, spec, shape):
+    code, out, _ = run(capsys, "estimate", "se_resnet50", "--input", spec, "--format", "json")
+    assert code == 0
+    assert json.loads(out)["input"] == shape
+
+
+def test_json_keys_and_exact_integers(capsys):
+    code, out, _ = run(capsys, "estimate", "se_resnet50", "--batch", "2", "--dtype", "float16", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    for key in ("model", "input", "batch", "dtype", "convention", "params", "param_bytes", "feature_bytes",
+                "flops", "layers", "uncounted_ops"):
+        assert key in data
+    assert data["batch"] == 2 and data["dtype"] == "float16" and data["convention"] == "convnet-burden"
+    assert data["params"] == 28_141_144 and data["param_bytes"] == 2 * 28_141_144
+    layer = next(r for r in data["layers"] if r["name"] == "stem.conv1.conv")
+    # 7x7 conv, 3 -> 64 channels, stride 2 on 224: 64 x 112 x 112 outputs, 147 multiply-adds each, batch 2
+    assert layer["flops"] == 2 * 64 * 112 * 112 * 147
+    assert layer["output_shape"] == [2, 64, 112, 112]
+    assert layer["feature_bytes"] == 2 * 64 * 112 * 112 * 2
+    assert layer["params"] == 64 * 3 * 49 and layer["type"] == "Conv2d"
+    for r in data["layers"]:
+        for key in ("name", "type", "output_shape", "params", "param_bytes", "feature_bytes", "flops"):
+            assert key in r
+
+
+def test_layers_table_with_depth(capsys):
+    code, out, _ = run(capsys, "estimate", "se_resnet50", "--layers", "--depth", "1")
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("name"))
+    for col in ("name", "type", "output shape", "params", "param mem", "feature mem", "FLOPs", "% FLOPs"):
+        assert col in header
+    rows = [line.split()[0] for line in out.splitlines()[out.splitlines().index(header) + 2:]]
+    assert rows == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc", "total"]
+
+
+def test_list(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    names = [line.split()[0] for line in out.strip().splitlines()]
+    assert sorted(names) == sorted(["se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50_32x4d",
+                                    "se_resnext101_32x4d", "senet154", "se_bn_inception"])
+    assert all(len(line.split(None, 1)) == 2 for line in out.strip().splitlines())
+
+
+ERRORS = [
+    (["estimate", "se_resnet5"], "se_resnet50"),  # unknown name: closest names suggested
+    (["estimate", "senet"], "senet154"),
+    (["estimate", "se_resnet50", "--input", "22a"], "malformed input size"),
+    (["estimate", "se_resnet50", "--input", "224x"], "malformed input size"),
+    (["estimate", "se_resnet50", "--input", "0"], "zero or negative"),
+    (["estimate", "se_resnet50", "--input", "-224"], "zero or negative"),
+    (["estimate", "se_resnet50", "--batch", "0"], "batch size must be positive"),
+    (["estimate", "se_resnet50", "--batch", "-2"], "batch size must be positive"),
+    (["estimate", "se_resnet50", "--batch", "two"], "malformed batch size"),
+    (["estimate", "se_resnet50", "--input", "1"], "stem.pool"),  # too small: the layer is named
+    (["estimate", "se_bn_inception", "--input", "112"], "inception_4e"),  # branches no longer line up
+    (["estimate", "se_resnet50", "--input", "4x224x224"], "stem.conv1.conv"),
+    (["estimate", "se_resnet50", "--dtype", "int4"], "unknown dtype"),
+    (["estimate", "se_resnet50", "--convention", "nope"], "unknown convention"),
+    (["estimate", "se_resnet50", "--depth", "x"], "malformed depth"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", ERRORS)
+def test_bad_input_is_one_line_and_status_2(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_entry_point_as_a_process():
+    ok = subprocess.run([sys.executable, "-m", "burden", "estimate", "se_resnet50", "--format", "json"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["params"] == 28_141_144
+    bad = subprocess.run([sys.executable, "-m", "burden", "estimate", "se_resnet50", "--input", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
