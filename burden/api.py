@@ -1,20 +1,28 @@
-"""The library API: ``estimate`` a model's burden. The CLI is a thin layer over it."""
+"""The library API: ``estimate`` one model, ``compare`` several, ``scale`` a trunk over input sizes.
+
+The CLI is a thin layer over these functions. Every argument is validated before any model is
+built or traced.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .conventions import get_convention
-from .counting import count
-from .errors import InputSpecError
-from .figures import Estimate
-from .inputs import dtype_name, parse_batch, parse_dtype, parse_input_size
+from .comparison import Comparison
+from .conventions import Convention, get_convention
+from .counting import Totals, count
+from .errors import BurdenError, InputSpecError
+from .figures import Estimate, LayerFigures, UncountedOp
+from .inputs import (DEFAULT_SCALES, dtype_name, materialize_inputs, parse_batch, parse_dtype, parse_input_size,
+                     parse_scales)
 from .models.resolve import resolve_model
-from .trace import trace_forward
+from .scaling import ScaleRow, ScaleTable
+from .trace import Trace, trace_forward
 
 
 @contextmanager
@@ -36,36 +44,144 @@ def _trace_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
+def _check_device(device: str | torch.device) -> bool:
+    """True for the meta device; a real device must exist here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputSpecError(f"unknown device {device!r}; use 'meta' (default) or a real device such as 'cpu'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputSpecError("device 'cuda' asked for, but no CUDA device is available")
+    return dev.type == "meta"
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated analysis request."""
+
+    size: tuple[int, ...]
+    batch: int
+    dtype: torch.dtype
+    convention: Convention
+    meta: bool
+    device: str
+
+    @property
+    def elsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+
+def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any) -> _Request:
+    return _Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parse_dtype(dtype),
+                    convention=get_convention(convention), meta=_check_device(device), device=str(device))
+
+
+def _model(model: nn.Module | str) -> tuple[str, nn.Module]:
+    if isinstance(model, str):
+        return resolve_model(model)
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(f"expected an nn.Module or a model name, got {type(model).__name__}")
+    return type(model).__name__, model
+
+
+def _trace(module: nn.Module, req: _Request, inputs: Any = None, stop_after: str | None = None
+           ) -> tuple[Trace, tuple, dict]:
+    target = "meta" if req.meta else req.device
+    if inputs is None:
+        args, kwargs = (torch.zeros((req.batch, *req.size), dtype=_trace_dtype(module), device=target),), {}
+    else:
+        args, kwargs = materialize_inputs(inputs, device=target, dtype=_trace_dtype(module))
+    with preserved_modes(module), torch.no_grad():
+        return trace_forward(module, args, kwargs, meta=req.meta, stop_after=stop_after), args, kwargs
+
+
+def _counted(module: nn.Module, trace: Trace, req: _Request
+             ) -> tuple[tuple[LayerFigures, ...], tuple[UncountedOp, ...], Totals]:
+    return count(module, trace, req.convention, req.elsize)
+
+
+def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
+    """The per-sample shape and batch of the first tensor input, as the summary shows them."""
+    for leaf in torch.utils._pytree.tree_flatten((args, kwargs))[0]:
+        if isinstance(leaf, torch.Tensor) and leaf.dim() > 0:
+            return tuple(leaf.shape[1:]), int(leaf.shape[0])
+    return (), 1
+
+
 def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
-             batch_size: int = 1, dtype: str | torch.dtype = torch.float32,
-             convention: str = "convnet-burden", device: str = "meta") -> Estimate:
+             batch_size: int = 1, dtype: str | torch.dtype = torch.float32, convention: str = "convnet-burden",
+             inputs: Any = None, device: str = "meta") -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
-    ``model`` is an ``nn.Module`` or a name (``burden.list_models()``, ``pkg.module:factory``).
-    ``input_size`` is the per-sample shape, ``(3, 224, 224)``, or ``224`` for a square RGB image.
-    The model comes back as it was: same device, dtype, mode, flags and hooks.
+    ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
+    ``torchvision:NAME`` or ``timm:NAME``. ``input_size`` is the per-sample shape, ``(3, 224, 224)``,
+    or ``224`` for a square RGB image, and ``batch_size`` is prepended. For models that take several
+    inputs, keyword inputs or nested structures, pass ``inputs`` instead: a tuple of positional
+    arguments, or a dict of keyword arguments (``{"args": (...), "kwargs": {...}}`` for both), whose
+    tensors are example tensors, ``torch.Size`` shapes or ``burden.TensorSpec``; their shapes include
+    the batch. The model comes back as it was: same device, dtype, mode, flags and hooks.
     """
-    size = parse_input_size(input_size)
-    batch = parse_batch(batch_size)
-    analysis_dtype = parse_dtype(dtype)
-    rules = get_convention(convention)
-    if device not in ("meta", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise InputSpecError(f"unknown device {device!r}; use 'meta' (default) or a real device such as 'cpu'")
-    name, module = (resolve_model(model) if isinstance(model, str) else (type(model).__name__, model))
-    if not isinstance(module, nn.Module):
-        raise InputSpecError(f"expected an nn.Module or a model name, got {type(model).__name__}")
-
-    meta = device == "meta"
-    x = torch.zeros((batch, *size), dtype=_trace_dtype(module), device="meta" if meta else device)
-    with preserved_modes(module), torch.no_grad():
-        trace = trace_forward(module, (x,), meta=meta)
-    elsize = torch.empty((), dtype=analysis_dtype).element_size()
-    layers, uncounted, totals = count(module, trace, rules, elsize)
-    return Estimate(model=name, input=tuple(size), batch=batch, dtype=dtype_name(analysis_dtype),
-                    convention=rules.name, params=totals.params, trainable_params=totals.trainable_params,
+    req = _request(input_size, batch_size, dtype, convention, device)
+    name, module = _model(model)
+    trace, args, kwargs = _trace(module, req, inputs)
+    layers, uncounted, totals = _counted(module, trace, req)
+    size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(args, kwargs)
+    return Estimate(model=name, input=tuple(size), batch=batch, dtype=dtype_name(req.dtype),
+                    convention=req.convention.name, params=totals.params, trainable_params=totals.trainable_params,
                     param_bytes=totals.param_bytes, feature_bytes=totals.feature_bytes, flops=totals.flops,
-                    layers=layers, uncounted_ops=uncounted)
+                    layers=layers, uncounted_ops=uncounted, source=model)
 
 
-def describe(estimate_: Estimate) -> dict[str, Any]:
-    return estimate_.to_dict()
+def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[int] = (3, 224, 224), *,
+            batch_size: int = 1, dtype: str | torch.dtype = torch.float32,
+            convention: str = "convnet-burden", device: str = "meta") -> Comparison:
+    """``estimate`` each model under the same settings, as one table (the reference table's shape)."""
+    models = list(models)
+    if not models:
+        raise InputSpecError("compare needs at least one model")
+    _request(input_size, batch_size, dtype, convention, device)  # fail before the first model is traced
+    return Comparison(tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
+                                     device=device) for m in models))
+
+
+def default_trunk(model: nn.Module | str) -> str:
+    """The module whose output is the last convolutional feature map, before global pooling."""
+    if isinstance(model, str) and ":" not in model:
+        from .models import model_entry
+
+        return model_entry(model).trunk
+    raise InputSpecError("give the trunk module path (for example --trunk layer4) for a model outside the registry")
+
+
+def scale(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES, *, batch_size: int = 128,
+          trunk: str | None = None, base: int = 224, channels: int = 3, dtype: str | torch.dtype = torch.float32,
+          convention: str = "convnet-burden") -> ScaleTable:
+    """The feature-extraction table: for inputs of ``base x scale`` pixels, the shape of ``trunk``'s
+    output and the feature memory and FLOPs of computing it for the whole batch.
+
+    A size the network cannot take gives a row whose ``error`` says why, not an exception.
+    """
+    factors = parse_scales(scales)
+    req = _request((channels, base, base), batch_size, dtype, convention, "meta")
+    trunk = trunk or default_trunk(model)
+    name, module = _model(model)
+    if trunk not in dict(module.named_modules()):
+        from .models.registry import suggest
+
+        paths = [p for p, _ in module.named_modules() if p]
+        raise InputSpecError(f"the model has no module {trunk!r}{suggest(trunk, paths)}")
+    rows = []
+    for factor in factors:
+        side = round(base * factor)
+        row_req = _request((channels, side, side), batch_size, dtype, convention, "meta")
+        try:
+            trace, _, _ = _trace(module, row_req, stop_after=trunk)
+        except BurdenError as exc:
+            rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=None, feature_bytes=None,
+                                 flops=None, error=str(exc)))
+            continue
+        _, _, totals = _counted(module, trace, row_req)
+        rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=trace.modules[trunk].output_shape,
+                             feature_bytes=totals.feature_bytes, flops=totals.flops, error=None))
+    return ScaleTable(model=name, batch=req.batch, trunk=trunk, dtype=dtype_name(req.dtype),
+                      convention=req.convention.name, rows=tuple(rows))

@@ -65,9 +65,83 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
     est.set_defaults(run=_estimate)
 
+    cmp_ = sub.add_parser("compare", help="one table across models (the reference table's shape)")
+    cmp_.add_argument("models", nargs="*", metavar="MODEL", help="models to compare")
+    cmp_.add_argument("--all", action="store_true", help="every registered model")
+    _add_analysis_options(cmp_)
+    cmp_.add_argument("--format", default="github",
+                      help="github (default), latex, html, csv, json or any tabulate format")
+    cmp_.set_defaults(run=_compare)
+
+    scl = sub.add_parser("scale", help="feature-extraction burden of a trunk over input sizes")
+    scl.add_argument("model")
+    scl.add_argument("--scales", default="0.5:3:0.5", help="start:stop:step or a list (default 0.5:3:0.5)")
+    scl.add_argument("--batch", default=128, type=_positive_int, metavar="N", help="batch size (default 128)")
+    scl.add_argument("--base", default=224, type=_positive_int, metavar="PIXELS", help="size at scale 1 (224)")
+    scl.add_argument("--trunk", default=None, metavar="MODULE_PATH",
+                     help="module whose output is the feature map (default: the last stage, before pooling)")
+    scl.add_argument("--dtype", default="float32")
+    scl.add_argument("--convention", default="convnet-burden")
+    scl.add_argument("--format", default="github", help="github (default), json or any tabulate format")
+    scl.set_defaults(run=_scale)
+
+    rep = sub.add_parser("report", help="self-contained HTML pages per model")
+    rep.add_argument("models", nargs="*", metavar="MODEL")
+    rep.add_argument("--all", action="store_true", help="every registered model, plus index.html and README.md")
+    rep.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
+    rep.add_argument("--input", default="224", metavar="SIZE")
+    rep.add_argument("--convention", default="convnet-burden")
+    rep.set_defaults(run=_report)
+
     lst = sub.add_parser("list", help="the registered models")
     lst.set_defaults(run=_list)
     return parser
+
+
+def _model_names(args: argparse.Namespace) -> list[str]:
+    from .errors import InputSpecError
+    from .models import list_models
+
+    if args.all and args.models:
+        raise InputSpecError("give model names or --all, not both")
+    names = list_models() if args.all else list(args.models)
+    if not names:
+        raise InputSpecError("name at least one model, or --all")
+    return names
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .api import compare
+    from .render.text import comparison_csv
+
+    c = compare(_model_names(args), args.input, batch_size=args.batch, dtype=args.dtype,
+                convention=args.convention, device=args.device)
+    if args.format == "json":
+        print(c.to_json())
+    elif args.format == "csv":
+        print(comparison_csv(c), end="")
+    else:
+        print(c.table(fmt=args.format))
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    from .api import scale
+
+    t = scale(args.model, args.scales, batch_size=args.batch, trunk=args.trunk, base=args.base, dtype=args.dtype,
+              convention=args.convention)
+    print(t.to_json() if args.format == "json" else t.table(fmt=args.format))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .reports import write_reports
+
+    written = write_reports(_model_names(args), args.out, input_size=args.input, convention=args.convention,
+                            index=args.all)
+    for path in written:
+        print(path)
+    return 0
 
 
 def _estimate(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ hand off to the renderers so that a notebook needs one import.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -56,6 +56,8 @@ class Estimate:
     flops: int
     layers: tuple[LayerFigures, ...]
     uncounted_ops: tuple[UncountedOp, ...]
+    # what was analysed (a name or the nn.Module), so that ``scale`` can trace it again
+    source: Any = field(default=None, compare=False, repr=False)
 
     def layer(self, name: str) -> LayerFigures:
         for record in self.layers:
@@ -83,6 +85,32 @@ class Estimate:
         from .render.text import layer_table
 
         return layer_table(self, fmt=fmt, depth=depth, columns=columns, sort=sort, top=top)
+
+    def scale(self, scales: Any = None, *, batch_size: int = 128, trunk: str | None = None) -> Any:
+        """The feature-extraction scale table of the same model (see ``burden.scale``)."""
+        from .api import scale
+        from .inputs import DEFAULT_SCALES
+
+        if self.source is None:
+            raise ValueError("this estimate does not know its model; call burden.scale(model, ...)")
+        return scale(self.source, scales or DEFAULT_SCALES, batch_size=batch_size, trunk=trunk,
+                     dtype=self.dtype, convention=self.convention)
+
+    def to_html(self) -> str:
+        """A self-contained HTML page: summary, per-layer table, profile charts, uncounted ops."""
+        from .render.html import estimate_page
+
+        return estimate_page(self)
+
+    def save_html(self, path: Any) -> None:
+        from .render.html import write_text_atomic
+
+        write_text_atomic(path, self.to_html())
+
+    def _repr_html_(self) -> str:
+        from .render.html import estimate_fragment
+
+        return estimate_fragment(self)
 
     def __str__(self) -> str:
         return self.summary()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 
@@ -84,3 +85,85 @@ def parse_batch(value: int | str) -> int:
 
 def _show(dims: Sequence[int]) -> str:
     return "x".join(str(d) for d in dims)
+
+
+DEFAULT_SCALES = "0.5:3:0.5"
+
+
+def parse_scales(value: str | Sequence[float]) -> list[float]:
+    """``0.5:3:0.5`` (start:stop:step, stop included), ``0.5,1,2`` or a sequence of numbers."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if ":" in text:
+                start, stop, step = (float(p) for p in text.split(":"))
+                if step <= 0:
+                    raise InputSpecError(f"scale step must be positive in {value!r}")
+                count = int(round((stop - start) / step)) + 1
+                factors = [round(start + i * step, 10) for i in range(max(count, 0))]
+            else:
+                factors = [float(p) for p in text.split(",") if p.strip()]
+        except ValueError:
+            raise InputSpecError(f"malformed scales {value!r}; write start:stop:step such as 0.5:3:0.5, "
+                                 f"or a list such as 0.5,1,2") from None
+    else:
+        factors = [float(v) for v in value]
+    if not factors:
+        raise InputSpecError(f"no scales in {value!r}")
+    bad = [f for f in factors if f <= 0]
+    if bad:
+        raise InputSpecError(f"scales must be positive, got {bad[0]:g}")
+    return factors
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor described by shape and dtype only, for ``estimate(..., inputs=...)``."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype | None = None  # None: the model's floating dtype
+
+    def __init__(self, *shape: int, dtype: torch.dtype | None = None) -> None:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+            shape = tuple(shape[0])
+        object.__setattr__(self, "shape", tuple(shape))
+        object.__setattr__(self, "dtype", dtype)
+
+
+def _leaf(value: Any, device: str, dtype: torch.dtype) -> Any:
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=device) \
+            if device == "meta" else value.to(device)
+    if isinstance(value, torch.Size):
+        value = TensorSpec(tuple(value))
+    if isinstance(value, TensorSpec):
+        if not value.shape or not all(isinstance(d, int) and d > 0 for d in value.shape):
+            raise InputSpecError(f"input shape {list(value.shape)} must be positive whole numbers")
+        spec_dtype = value.dtype or dtype
+        return torch.zeros(value.shape, dtype=spec_dtype, device=device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_leaf(v, device, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _leaf(v, device, dtype) for k, v in value.items()}
+    return value
+
+
+def materialize_inputs(inputs: Any, device: str, dtype: torch.dtype) -> tuple[tuple, dict]:
+    """Positional and keyword arguments for the forward pass, built on ``device``.
+
+    A tuple or list is the positional arguments; a dict is the keyword arguments, unless it is
+    ``{"args": ..., "kwargs": ...}``; anything else is the single positional argument. Example
+    tensors keep their shape and dtype but not their values; ``torch.Size`` and ``TensorSpec``
+    become zero tensors.
+    """
+    if isinstance(inputs, dict) and set(inputs) <= {"args", "kwargs"} and inputs:
+        args, kwargs = inputs.get("args", ()), inputs.get("kwargs", {})
+        if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
+            raise InputSpecError("inputs={'args': tuple, 'kwargs': dict} expected")
+    elif isinstance(inputs, dict):
+        args, kwargs = (), inputs
+    elif isinstance(inputs, (tuple, list)):
+        args, kwargs = tuple(inputs), {}
+    else:
+        args, kwargs = (inputs,), {}
+    return tuple(_leaf(a, device, dtype) for a in args), {k: _leaf(v, device, dtype) for k, v in kwargs.items()}

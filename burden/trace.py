@@ -98,6 +98,9 @@ class Trace:
     modules: dict[str, ModuleInfo]  # path -> info, in execution order
     # model inputs as the first op saw them; feature memory never counts them
     input_storages: set[int] = field(default_factory=set)
+    # storages of the tensors the forward returned (empty when the trace stopped early)
+    output_storages: set[int] = field(default_factory=set)
+    stopped_after: str | None = None  # the module after which the trace was cut, if any
 
 
 def _shape_tree(value: Any) -> Any:
@@ -115,6 +118,10 @@ def describe_shapes(value: Any) -> str:
     leaves, _ = tree_flatten(value)
     shapes = ["x".join(str(int(d)) for d in t.shape) for t in leaves if isinstance(t, (torch.Tensor, TensorInfo))]
     return ", ".join(shapes) if shapes else "no tensors"
+
+
+class _StopTrace(Exception):
+    """Raised from the forward hook of the module a partial trace ends at."""
 
 
 class _Recorder(TorchDispatchMode):
@@ -138,12 +145,14 @@ class _Recorder(TorchDispatchMode):
 class Tracer:
     """Runs one forward pass of ``model`` and records it. Use ``trace_forward``."""
 
-    def __init__(self, model: nn.Module, meta: bool) -> None:
+    def __init__(self, model: nn.Module, meta: bool, stop_after: str | None = None) -> None:
         self.model = model
         self.meta = meta
+        self.stop_after = stop_after
         self.events: list[OpEvent] = []
         self.modules: dict[str, ModuleInfo] = {}
         self.stack: list[str] = []
+        self.stack_args: list[Any] = []  # each open module's inputs, to say what a failing module got
         self._storage_ids: dict[int, int] = {}
         self._next_storage = itertools.count()
         self._order = itertools.count()
@@ -205,6 +214,7 @@ class Tracer:
                 info.order = next(self._order)
             info.calls += 1
             self.stack.append(path)
+            self.stack_args.append(args)
         return hook
 
     def _post_hook(self, path: str) -> Callable:
@@ -213,6 +223,9 @@ class Tracer:
             if info.output_shape is None:
                 info.output_shape = _shape_tree(output)
             self.stack.pop()
+            self.stack_args.pop()
+            if path == self.stop_after:
+                raise _StopTrace
         return hook
 
     def run(self, args: tuple, kwargs: dict) -> Trace:
@@ -224,19 +237,29 @@ class Tracer:
                 self.modules[path] = ModuleInfo(path=path, type=type(module).__name__, depth=depth, order=never)
                 handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
                 handles.append(module.register_forward_hook(self._post_hook(path)))
-            inputs = {self._storage_of(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+            if self.stop_after is not None and self.stop_after not in self.modules:
+                raise ShapeError(f"the model has no module {self.stop_after!r}")
+            inputs = {self._storage_of(t) for t in iter_tensors((args, kwargs))}
+            output: Any = None
             with _Recorder(self):
                 try:
-                    self.model(*args, **kwargs)
+                    output = self.model(*args, **kwargs)
+                except _StopTrace:
+                    pass
                 except BurdenError:
                     raise
                 except Exception as exc:
-                    raise _forward_failure(self.stack, self.modules, args, exc) from None
+                    module_args = self.stack_args[-1] if self.stack_args else args
+                    raise _forward_failure(self.stack, self.modules, module_args, exc) from None
         finally:
             for h in handles:
                 h.remove()
+        if self.stop_after is not None and self.modules[self.stop_after].calls == 0:
+            raise ShapeError(f"module {self.stop_after!r} never ran in the forward pass")
         ordered = dict(sorted(self.modules.items(), key=lambda kv: kv[1].order))
-        return Trace(events=self.events, modules=ordered, input_storages=inputs)
+        outputs = {self._storage_of(t) for t in iter_tensors(output)}
+        return Trace(events=self.events, modules=ordered, input_storages=inputs, output_storages=outputs,
+                     stopped_after=self.stop_after)
 
 
 def _where(path: str, modules: dict[str, ModuleInfo]) -> str:
@@ -262,18 +285,21 @@ def _forward_failure(stack: list[str], modules: dict[str, ModuleInfo], args: tup
     if isinstance(exc, NotImplementedError) or "meta" in str(exc).lower():
         return ForwardError(f"forward failed at {where}: {_first_line(exc)} (the model needs real tensor "
                             f"values; analyse it with device='cpu')")
-    return ForwardError(f"forward failed at {where} (model inputs: {describe_shapes(args)}): "
+    return ForwardError(f"forward failed at {where}, which got {describe_shapes(args)}: "
                         f"{type(exc).__name__}: {_first_line(exc)}")
 
 
-def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True) -> Trace:
+def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True,
+                  stop_after: str | None = None) -> Trace:
     """Trace one forward pass of ``model`` on ``args``.
 
-    The caller owns the model's mode and grad state; this function only adds hooks and removes
-    them again, whether the pass succeeds or raises.
+    With ``stop_after``, the pass ends as soon as that module (a path such as ``layer4``) returns:
+    the trace then holds exactly the work of computing that module's output. The caller owns the
+    model's mode and grad state; this function only adds hooks and removes them again, whether
+    the pass succeeds or raises.
     """
     kwargs = kwargs or {}
-    tracer = Tracer(model, meta=meta)
+    tracer = Tracer(model, meta=meta, stop_after=stop_after)
     if meta:
         with torch.device("meta"):
             return tracer.run(args, kwargs)

@@ -6,7 +6,13 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from ..figures import Estimate
+
+if TYPE_CHECKING:
+    from ..comparison import Comparison
+    from ..scaling import ScaleTable
 
 LAYER_KEYS = ("name", "type", "depth", "output_shape", "calls", "params", "param_bytes", "feature_bytes",
               "flops", "self_params", "self_param_bytes", "self_feature_bytes", "self_flops")
@@ -31,3 +37,27 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
 
 def estimate_to_json(e: Estimate, indent: int | None = 2) -> str:
     return json.dumps(estimate_to_dict(e), indent=indent)
+
+
+def scale_to_dict(t: "ScaleTable") -> dict[str, Any]:
+    return {
+        "model": t.model,
+        "batch": t.batch,
+        "trunk": t.trunk,
+        "dtype": t.dtype,
+        "convention": t.convention,
+        "rows": [{"scale": r.scale, "input": list(r.input), "output_shape": r.output_shape,
+                  "feature_bytes": r.feature_bytes, "flops": r.flops, "error": r.error} for r in t.rows],
+    }
+
+
+COMPARISON_KEYS = ("model", "input", "batch", "dtype", "params", "param_bytes", "feature_bytes", "flops")
+
+
+def comparison_to_dict(c: "Comparison") -> dict[str, Any]:
+    first = c.estimates[0]
+    return {
+        "convention": first.convention,
+        "rows": [{k: (list(v) if isinstance(v := getattr(e, k), tuple) else v) for k in COMPARISON_KEYS}
+                 for e in c.estimates],
+    }

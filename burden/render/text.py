@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import InputSpecError
 from ..figures import Estimate, LayerFigures
 from .units import fmt_bytes, fmt_count, fmt_flops, fmt_shape
+
+if TYPE_CHECKING:
+    from ..comparison import Comparison
+    from ..scaling import ScaleTable
 
 
 def summary(e: Estimate) -> str:
@@ -65,10 +69,6 @@ def select_layers(e: Estimate, depth: int | None = None, sort: str | None = None
 
 def layer_table(e: Estimate, fmt: str = "github", depth: int | None = None,
                 columns: Sequence[str] | None = None, sort: str | None = None, top: int | None = None) -> str:
-    from tabulate import tabulate, tabulate_formats
-
-    if fmt not in tabulate_formats:
-        raise InputSpecError(f"unknown table format {fmt!r}; choose one of {', '.join(tabulate_formats)}")
     keys = list(columns or DEFAULT_COLUMNS)
     unknown = [k for k in keys if k not in COLUMNS]
     if unknown:
@@ -79,5 +79,68 @@ def layer_table(e: Estimate, fmt: str = "github", depth: int | None = None,
     rows.append([total.get(k, "") for k in keys])
     numeric = {"params", "param_bytes", "feature_bytes", "flops", "flops_pct", "self_flops", "self_feature_bytes"}
     align = ["right" if k in numeric else "left" for k in keys]
-    return tabulate(rows, headers=[COLUMNS[k][0] for k in keys], tablefmt=fmt, colalign=align,
-                    disable_numparse=True)
+    return _tabulate(rows, [COLUMNS[k][0] for k in keys], fmt, align)
+
+
+def _tabulate(rows: list[list[str]], headers: list[str], fmt: str, align: list[str]) -> str:
+    from tabulate import tabulate, tabulate_formats
+
+    if fmt not in tabulate_formats:
+        raise InputSpecError(f"unknown table format {fmt!r}; choose one of {', '.join(tabulate_formats)}")
+    return tabulate(rows, headers=headers, tablefmt=fmt, colalign=align, disable_numparse=True)
+
+
+def size_label(shape: Sequence[int]) -> str:
+    """The reference table's way: ``224 x 224`` for an image, the whole shape otherwise."""
+    dims = list(shape)
+    return " x ".join(str(d) for d in (dims[-2:] if len(dims) == 3 else dims)) or "-"
+
+
+COMPARISON_COLUMNS: dict[str, tuple[str, Callable[[Estimate], str]]] = {
+    "model": ("model", lambda e: e.model),
+    "input": ("input size", lambda e: size_label(e.input)),
+    "batch": ("batch", lambda e: str(e.batch)),
+    "params": ("params", lambda e: fmt_count(e.params)),
+    "param_bytes": ("param memory", lambda e: fmt_bytes(e.param_bytes)),
+    "feature_bytes": ("feature memory", lambda e: fmt_bytes(e.feature_bytes)),
+    "flops": ("FLOPs", lambda e: fmt_flops(e.flops)),
+}
+DEFAULT_COMPARISON = ("model", "input", "params", "param_bytes", "feature_bytes", "flops")
+
+
+def comparison_table(c: "Comparison", fmt: str = "github", columns: Sequence[str] | None = None) -> str:
+    keys = list(columns or DEFAULT_COMPARISON)
+    unknown = [k for k in keys if k not in COMPARISON_COLUMNS]
+    if unknown:
+        raise InputSpecError(f"unknown column {unknown[0]!r}; choose from {', '.join(COMPARISON_COLUMNS)}")
+    rows = [[COMPARISON_COLUMNS[k][1](e) for k in keys] for e in c.estimates]
+    align = ["left" if k in ("model", "input") else "right" for k in keys]
+    return _tabulate(rows, [COMPARISON_COLUMNS[k][0] for k in keys], fmt, align)
+
+
+def comparison_csv(c: "Comparison") -> str:
+    """CSV keeps exact integers: bytes and FLOPs, not rounded units."""
+    import csv
+    import io
+
+    from .json import COMPARISON_KEYS
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COMPARISON_KEYS)
+    for e in c.estimates:
+        writer.writerow(["x".join(map(str, v)) if isinstance(v := getattr(e, k), tuple) else v
+                         for k in COMPARISON_KEYS])
+    return buf.getvalue()
+
+
+def scale_table(t: "ScaleTable", fmt: str = "github") -> str:
+    rows = []
+    for r in t.rows:
+        if r.fits:
+            rows.append([size_label(r.input), fmt_shape(r.output_shape[1:]).replace("x", " x "),
+                         fmt_bytes(r.feature_bytes), fmt_flops(r.flops)])
+        else:
+            rows.append([size_label(r.input), "does not fit", "-", "-"])
+    return _tabulate(rows, ["input size", f"{t.trunk} output", f"feature memory (batch {t.batch})",
+                            f"FLOPs (batch {t.batch})"], fmt, ["left", "left", "right", "right"])
