@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .comparison import Comparison
-from .conventions import Convention, get_convention
+from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
 from .counting import Totals, count
 from .errors import BurdenError, InputSpecError
 from .figures import Estimate, LayerFigures, UncountedOp
@@ -63,6 +63,7 @@ class _Request:
     batch: int
     dtype: torch.dtype
     convention: Convention
+    memory: MemoryConvention
     meta: bool
     device: str
 
@@ -71,9 +72,12 @@ class _Request:
         return torch.empty((), dtype=self.dtype).element_size()
 
 
-def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any) -> _Request:
+def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
+             memory: str | None = None) -> _Request:
+    rules = get_convention(convention)
     return _Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parse_dtype(dtype),
-                    convention=get_convention(convention), meta=_check_device(device), device=str(device))
+                    convention=rules, memory=get_memory_convention(memory or rules.memory),
+                    meta=_check_device(device), device=str(device))
 
 
 def _model(model: nn.Module | str) -> tuple[str, nn.Module]:
@@ -84,20 +88,29 @@ def _model(model: nn.Module | str) -> tuple[str, nn.Module]:
     return type(model).__name__, model
 
 
-def _trace(module: nn.Module, req: _Request, inputs: Any = None, stop_after: str | None = None
-           ) -> tuple[Trace, tuple, dict]:
+@dataclass(frozen=True)
+class _Analysis:
+    trace: Trace
+    args: tuple
+    kwargs: dict
+    layers: tuple[LayerFigures, ...]
+    uncounted: tuple[UncountedOp, ...]
+    totals: Totals
+
+
+def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: str | None = None) -> _Analysis:
+    """Trace one forward pass and count it under the request's conventions."""
     target = "meta" if req.meta else req.device
     if inputs is None:
         args, kwargs = (torch.zeros((req.batch, *req.size), dtype=_trace_dtype(module), device=target),), {}
     else:
         args, kwargs = materialize_inputs(inputs, device=target, dtype=_trace_dtype(module))
     with preserved_modes(module), torch.no_grad():
-        return trace_forward(module, args, kwargs, meta=req.meta, stop_after=stop_after), args, kwargs
-
-
-def _counted(module: nn.Module, trace: Trace, req: _Request
-             ) -> tuple[tuple[LayerFigures, ...], tuple[UncountedOp, ...], Totals]:
-    return count(module, trace, req.convention, req.elsize)
+        trace = trace_forward(module, args, kwargs, meta=req.meta, stop_after=stop_after)
+        flops = req.convention.attribute(module, trace, args, kwargs)
+    memory = req.memory.rule(trace, req.elsize)
+    layers, uncounted, totals = count(module, trace, flops, memory, req.elsize)
+    return _Analysis(trace, args, kwargs, layers, uncounted, totals)
 
 
 def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
@@ -110,7 +123,7 @@ def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
 
 def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
              batch_size: int = 1, dtype: str | torch.dtype = torch.float32, convention: str = "convnet-burden",
-             inputs: Any = None, device: str = "meta") -> Estimate:
+             memory: str | None = None, inputs: Any = None, device: str = "meta") -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -119,29 +132,31 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     inputs, keyword inputs or nested structures, pass ``inputs`` instead: a tuple of positional
     arguments, or a dict of keyword arguments (``{"args": (...), "kwargs": {...}}`` for both), whose
     tensors are example tensors, ``torch.Size`` shapes or ``burden.TensorSpec``; their shapes include
-    the batch. The model comes back as it was: same device, dtype, mode, flags and hooks.
+    the batch. ``convention`` names the FLOP rules (``burden.list_conventions()``) and ``memory`` the
+    feature-memory rules (default: the convention's own). The model comes back as it was: same
+    device, dtype, mode, flags and hooks.
     """
-    req = _request(input_size, batch_size, dtype, convention, device)
+    req = _request(input_size, batch_size, dtype, convention, device, memory)
     name, module = _model(model)
-    trace, args, kwargs = _trace(module, req, inputs)
-    layers, uncounted, totals = _counted(module, trace, req)
-    size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(args, kwargs)
+    a = _analyse(module, req, inputs)
+    size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)
+    t = a.totals
     return Estimate(model=name, input=tuple(size), batch=batch, dtype=dtype_name(req.dtype),
-                    convention=req.convention.name, params=totals.params, trainable_params=totals.trainable_params,
-                    param_bytes=totals.param_bytes, feature_bytes=totals.feature_bytes, flops=totals.flops,
-                    layers=layers, uncounted_ops=uncounted, source=model)
+                    convention=req.convention.name, memory_convention=req.memory.name, params=t.params,
+                    trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
+                    flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted, source=model)
 
 
 def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[int] = (3, 224, 224), *,
             batch_size: int = 1, dtype: str | torch.dtype = torch.float32,
-            convention: str = "convnet-burden", device: str = "meta") -> Comparison:
+            convention: str = "convnet-burden", memory: str | None = None, device: str = "meta") -> Comparison:
     """``estimate`` each model under the same settings, as one table (the reference table's shape)."""
     models = list(models)
     if not models:
         raise InputSpecError("compare needs at least one model")
-    _request(input_size, batch_size, dtype, convention, device)  # fail before the first model is traced
+    _request(input_size, batch_size, dtype, convention, device, memory)  # fail before the first trace
     return Comparison(tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
-                                     device=device) for m in models))
+                                     memory=memory, device=device) for m in models))
 
 
 def default_trunk(model: nn.Module | str) -> str:
@@ -175,13 +190,12 @@ def scale(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES
         side = round(base * factor)
         row_req = _request((channels, side, side), batch_size, dtype, convention, "meta")
         try:
-            trace, _, _ = _trace(module, row_req, stop_after=trunk)
+            a = _analyse(module, row_req, stop_after=trunk)
         except BurdenError as exc:
             rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=None, feature_bytes=None,
                                  flops=None, error=str(exc)))
             continue
-        _, _, totals = _counted(module, trace, row_req)
-        rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=trace.modules[trunk].output_shape,
-                             feature_bytes=totals.feature_bytes, flops=totals.flops, error=None))
+        rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=a.trace.modules[trunk].output_shape,
+                             feature_bytes=a.totals.feature_bytes, flops=a.totals.flops, error=None))
     return ScaleTable(model=name, batch=req.batch, trunk=trunk, dtype=dtype_name(req.dtype),
                       convention=req.convention.name, rows=tuple(rows))

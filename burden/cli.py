@@ -46,7 +46,10 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="batch size (default 1)")
     p.add_argument("--dtype", default="float32",
                    help="float32 (default), float16, bfloat16, int8 or float64: sets the bytes per value")
-    p.add_argument("--convention", default="convnet-burden", help="counting convention (default convnet-burden)")
+    p.add_argument("--convention", default="convnet-burden",
+                   help="FLOP convention: convnet-burden (default), macs, fvcore or torch (see burden conventions)")
+    p.add_argument("--memory", default=None,
+                   help="feature-memory convention: convnet-burden (default) or all-outputs")
     p.add_argument("--device", default="meta",
                    help="trace on 'meta' (default: no memory, any size) or on a real device such as 'cpu'")
 
@@ -93,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--convention", default="convnet-burden")
     rep.set_defaults(run=_report)
 
+    cnv = sub.add_parser("conventions", help="the counting conventions and their rules")
+    cnv.set_defaults(run=_conventions)
+
+    chk = sub.add_parser("check", help="each convention beside fvcore's and PyTorch's own counts")
+    chk.add_argument("model")
+    chk.add_argument("--input", default="224", metavar="SIZE")
+    chk.add_argument("--batch", default=1, type=_positive_int, metavar="N")
+    chk.set_defaults(run=_check)
+
     lst = sub.add_parser("list", help="the registered models")
     lst.set_defaults(run=_list)
     return parser
@@ -115,7 +127,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .render.text import comparison_csv
 
     c = compare(_model_names(args), args.input, batch_size=args.batch, dtype=args.dtype,
-                convention=args.convention, device=args.device)
+                convention=args.convention, memory=args.memory, device=args.device)
     if args.format == "json":
         print(c.to_json())
     elif args.format == "csv":
@@ -148,7 +160,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from .api import estimate
 
     e = estimate(args.model, args.input, batch_size=args.batch, dtype=args.dtype, convention=args.convention,
-                 device=args.device)
+                 memory=args.memory, device=args.device)
     if args.format == "json":
         print(e.to_json())
         return 0
@@ -157,6 +169,22 @@ def _estimate(args: argparse.Namespace) -> int:
         print()
         print(e.table(fmt="simple", depth=args.depth))
     return 0
+
+
+def _conventions(args: argparse.Namespace) -> int:
+    from .render.text import conventions_text
+
+    print(conventions_text())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import check
+    from .render.text import check_report
+
+    report = check(args.model, args.input, batch_size=args.batch)
+    print(check_report(report))
+    return 0 if report.ok else 1
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .conventions import Convention
 from .figures import LayerFigures, UncountedOp
+from .formulas import FormulaTable
 from .trace import Trace
 
 
@@ -58,25 +58,55 @@ def _parent(path: str) -> str | None:
     return path.rsplit(".", 1)[0] if "." in path else ""
 
 
-def count(model: nn.Module, trace: Trace, convention: Convention, elsize: int
-          ) -> tuple[tuple[LayerFigures, ...], tuple[UncountedOp, ...], Totals]:
-    self_flops: dict[str, int] = defaultdict(int)
-    self_bytes: dict[str, int] = defaultdict(int)
-    uncounted_calls: dict[str, int] = defaultdict(int)
-    uncounted_layers: dict[str, list[str]] = defaultdict(list)
-    for event, nbytes in zip(trace.events, convention.memory(trace, elsize)):
-        flops = convention.flops.flops(event)
+@dataclass
+class FlopAttribution:
+    """FLOPs per module (its own ops only) and the ops the convention has no rule for."""
+
+    self_flops: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    uncounted_calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    uncounted_layers: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add_uncounted(self, op: str, module: str, calls: int = 1) -> None:
+        self.uncounted_calls[op] += calls
+        if module not in self.uncounted_layers[op]:
+            self.uncounted_layers[op].append(module)
+
+
+def attribute_with_table(table: FormulaTable, model: nn.Module, trace: Trace) -> FlopAttribution:
+    """Op formulas per event, except inside modules whose type has a formula of its own."""
+    result = FlopAttribution()
+    covered = [False] * len(trace.events)
+    if table.has_module_formulas():
+        modules = dict(model.named_modules())
+        for path, info in sorted(trace.modules.items(), key=lambda kv: kv[1].depth):
+            formula = table.module_formula(modules[path])
+            for start, end, in_shapes, out_shape in (info.spans if formula else ()):
+                if start < end and covered[start]:
+                    continue  # inside a module an outer formula already counted
+                result.self_flops[path] += int(formula(modules[path], *in_shapes, out_shape=out_shape))
+                covered[start:end] = [True] * (end - start)
+    for event, done in zip(trace.events, covered):
+        if done:
+            continue
+        flops = table.flops(event)
         if flops is None:
-            uncounted_calls[event.name] += 1
-            if event.module not in uncounted_layers[event.name]:
-                uncounted_layers[event.name].append(event.module)
-            flops = 0
-        self_flops[event.module] += flops
+            result.add_uncounted(event.name, event.module)
+        else:
+            result.self_flops[event.module] += flops
+    return result
+
+
+def count(model: nn.Module, trace: Trace, flops: FlopAttribution, memory: list[int], elsize: int
+          ) -> tuple[tuple[LayerFigures, ...], tuple[UncountedOp, ...], Totals]:
+    """Per-module figures from per-module FLOPs and per-event feature bytes."""
+    self_bytes: dict[str, int] = defaultdict(int)
+    for event, nbytes in zip(trace.events, memory):
         self_bytes[event.module] += nbytes
+    self_flops = flops.self_flops
 
     owned = own_params(model, elsize)
     paths = list(trace.modules)
-    inclusive: dict[str, list[int]] = {p: [owned[p][0], owned[p][1], self_bytes[p], self_flops[p], owned[p][2]]
+    inclusive: dict[str, list[int]] = {p: [owned[p][0], owned[p][1], self_bytes[p], self_flops.get(p, 0), owned[p][2]]
                                        for p in paths}
     # deepest first, so each child is complete before it is added to its parent
     for path in sorted(paths, key=lambda p: -trace.modules[p].depth):
@@ -90,13 +120,13 @@ def count(model: nn.Module, trace: Trace, convention: Convention, elsize: int
             name=p, type=info.type, depth=info.depth, output_shape=info.output_shape, calls=info.calls,
             params=inclusive[p][0], param_bytes=inclusive[p][1], feature_bytes=inclusive[p][2],
             flops=inclusive[p][3], self_params=owned[p][0], self_param_bytes=owned[p][1],
-            self_feature_bytes=self_bytes[p], self_flops=self_flops[p],
+            self_feature_bytes=self_bytes[p], self_flops=self_flops.get(p, 0),
         )
         for p, info in trace.modules.items()
     )
     root = inclusive[""]
     totals = Totals(params=root[0], param_bytes=root[1], feature_bytes=root[2], flops=root[3],
                     trainable_params=root[4])
-    uncounted = tuple(UncountedOp(op=name, calls=n, layers=tuple(uncounted_layers[name]))
-                      for name, n in sorted(uncounted_calls.items()))
+    uncounted = tuple(UncountedOp(op=name, calls=n, layers=tuple(flops.uncounted_layers[name]))
+                      for name, n in sorted(flops.uncounted_calls.items()))
     return layers, uncounted, totals

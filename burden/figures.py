@@ -49,6 +49,7 @@ class Estimate:
     batch: int
     dtype: str
     convention: str
+    memory_convention: str
     params: int
     trainable_params: int
     param_bytes: int

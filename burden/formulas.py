@@ -12,6 +12,7 @@ import math
 from typing import Any, Callable, Iterable
 
 import torch
+from torch import nn
 from torch.utils._pytree import tree_map
 
 from .trace import OpEvent, TensorInfo
@@ -29,14 +30,24 @@ def prod(shape: Iterable[int]) -> int:
 def _key(target: Target) -> Any:
     if isinstance(target, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
         return target
-    raise TypeError(f"a formula target must be an aten op such as torch.ops.aten.add, not {target!r}")
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        return target
+    raise TypeError(f"a formula target must be an op such as torch.ops.aten.add or an nn.Module subclass, "
+                    f"not {target!r}")
 
 
 class FormulaTable:
-    """FLOP formulas of one convention, keyed by op."""
+    """FLOP formulas of one convention, keyed by op or by module type.
 
-    def __init__(self, name: str) -> None:
+    An op formula gets the op's arguments with tensors replaced by shapes and ``out_shape``.
+    A module formula gets ``(module, *input_shapes, out_shape=...)`` once per call, and replaces
+    the count of every op inside that module. With ``default_zero`` an op with no formula costs
+    nothing by definition (a convention that counts only some ops); otherwise it is uncounted.
+    """
+
+    def __init__(self, name: str, default_zero: bool = False) -> None:
         self.name = name
+        self.default_zero = default_zero
         self._formulas: dict[Any, Formula] = {}
         self._zero: set[Any] = set()
 
@@ -64,7 +75,17 @@ class FormulaTable:
             self._add(target, _ZERO, zero=True)
 
     def lookup(self, func: torch._ops.OpOverload) -> Formula | None:
-        return self._formulas.get(func) or self._formulas.get(func.overloadpacket)
+        formula = self._formulas.get(func) or self._formulas.get(func.overloadpacket)
+        return _ZERO if formula is None and self.default_zero else formula
+
+    def module_formula(self, module: nn.Module) -> Formula | None:
+        for cls in type(module).__mro__:
+            if cls in self._formulas:
+                return self._formulas[cls]
+        return None
+
+    def has_module_formulas(self) -> bool:
+        return any(isinstance(k, type) for k in self._formulas)
 
     def covers(self, func: torch._ops.OpOverload) -> bool:
         return self.lookup(func) is not None
@@ -90,18 +111,21 @@ def _as_shape(x: Any) -> Any:
 _TABLES: dict[str, FormulaTable] = {}
 
 
-def formula_table(name: str) -> FormulaTable:
+def formula_table(name: str, default_zero: bool = False, kind: type[FormulaTable] = FormulaTable) -> FormulaTable:
     """The table of a convention, created on first use."""
     if name not in _TABLES:
-        _TABLES[name] = FormulaTable(name)
+        _TABLES[name] = kind(name, default_zero=default_zero)
     return _TABLES[name]
 
 
 def register_formula(*targets: Target, convention: str = "convnet-burden") -> Callable[[Formula], Formula]:
     """Register a FLOP formula for one or more aten ops under a convention, without editing burden.
 
-    ``@burden.register_formula(torch.ops.aten.gelu)`` then ``def gelu(x, out_shape, **kw): ...``.
-    A second registration of the same op in the same convention raises ``ValueError``.
+    ``@burden.register_formula(torch.ops.aten.gelu)`` then ``def gelu(x, *args, out_shape, **kw): ...``,
+    with every tensor argument replaced by its shape. For a module type,
+    ``@burden.register_formula(MyBlock)`` then ``def f(module, *input_shapes, out_shape): ...``; it is
+    called once per call of such a module and replaces the count of the ops inside it.
+    A second registration of the same target in the same convention raises ``ValueError``.
     """
     from .conventions import get_convention  # the convention must exist, and own this table
 

@@ -90,6 +90,8 @@ class ModuleInfo:
     order: int  # position in execution order (first call); never-called modules come last
     calls: int = 0
     output_shape: Any = None  # shapes of the first call's output, nested like the output
+    # per call: (first event index, end event index, input shapes, output shapes)
+    spans: list[tuple[int, int, Any, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -105,7 +107,7 @@ class Trace:
 
 def _shape_tree(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
-        return list(value.shape)
+        return [int(d) for d in value.shape]
     if isinstance(value, (list, tuple)):
         return [_shape_tree(v) for v in value]
     if isinstance(value, dict):
@@ -153,6 +155,7 @@ class Tracer:
         self.modules: dict[str, ModuleInfo] = {}
         self.stack: list[str] = []
         self.stack_args: list[Any] = []  # each open module's inputs, to say what a failing module got
+        self.open_spans: list[int] = []
         self._storage_ids: dict[int, int] = {}
         self._next_storage = itertools.count()
         self._order = itertools.count()
@@ -215,18 +218,43 @@ class Tracer:
             info.calls += 1
             self.stack.append(path)
             self.stack_args.append(args)
+            self.open_spans.append(len(self.events))
         return hook
 
     def _post_hook(self, path: str) -> Callable:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             info = self.modules[path]
+            shapes = _shape_tree(output)
             if info.output_shape is None:
-                info.output_shape = _shape_tree(output)
+                info.output_shape = shapes
+            info.spans.append((self.open_spans.pop(), len(self.events), _shape_tree(self.stack_args[-1]), shapes))
             self.stack.pop()
             self.stack_args.pop()
             if path == self.stop_after:
                 raise _StopTrace
         return hook
+
+    def _stand_ins(self) -> dict[str, torch.Tensor] | None:
+        """Meta stand-ins for a real model's parameters and buffers, or None when it is on meta.
+
+        Some modules (nn.LSTM) check devices in Python before any op runs, so swapping tensors
+        op by op is not enough: ``functional_call`` swaps them for the whole call and restores
+        the originals afterwards, also when the forward raises.
+        """
+        state = dict(self.model.named_parameters())
+        state.update(self.model.named_buffers())
+        if not self.meta or all(t.device.type == "meta" for t in state.values()):
+            return None
+        stand_ins = {name: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
+                     for name, t in state.items()}
+        for name, t in state.items():
+            self._storage_ids[stand_ins[name].untyped_storage()._cdata] = self._storage_of(t)
+        return stand_ins
+
+    def _call(self, args: tuple, kwargs: dict, stand_ins: dict[str, torch.Tensor] | None) -> Any:
+        if stand_ins is None:
+            return self.model(*args, **kwargs)
+        return torch.func.functional_call(self.model, stand_ins, args, kwargs, strict=False)
 
     def run(self, args: tuple, kwargs: dict) -> Trace:
         handles = []
@@ -241,9 +269,10 @@ class Tracer:
                 raise ShapeError(f"the model has no module {self.stop_after!r}")
             inputs = {self._storage_of(t) for t in iter_tensors((args, kwargs))}
             output: Any = None
+            stand_ins = self._stand_ins()
             with _Recorder(self):
                 try:
-                    output = self.model(*args, **kwargs)
+                    output = self._call(args, kwargs, stand_ins)
                 except _StopTrace:
                     pass
                 except BurdenError:

@@ -10,7 +10,7 @@ import torch
 
 from ..formulas import formula_table, prod
 from ..trace import OpEvent, Trace
-from . import Convention, register_convention
+from . import Convention, MemoryConvention, register_convention, register_memory_convention
 from .ops import ALIAS_OPS, AUX_OUTPUT_OPS, COPY_OPS, DROPOUT_OPS, FACTORY_OPS, NORM_OPS, SOFTMAX_OPS
 
 aten = torch.ops.aten
@@ -159,12 +159,18 @@ CONVNET_BURDEN = register_convention(Convention(
         ("residual sum, channel-wise scale", "1 per output element"),
         ("fused scale + sum (Axpy)", "2 per output element, one buffer: addcmul, or a channel-wise "
                                      "scale whose only use is the sum that follows it"),
-        ("sigmoid, softmax, concat, copies", "0 FLOPs; their outputs are buffers"),
+        ("sigmoid, softmax, concat, copies, lookups (embedding)", "0 FLOPs; their outputs are buffers"),
         ("views, flatten, dropout", "0 FLOPs, no buffer"),
         ("feature memory", "every layer output, never reused; the input image is not counted"),
         ("parameter memory", "parameters and floating-point buffers (BN running stats), shared ones once"),
         ("anything else", "uncounted: 0 FLOPs, listed by name; its output memory still counts"),
     ),
     flops=table,
-    memory=feature_bytes,
+))
+
+register_memory_convention(MemoryConvention(
+    name="convnet-burden",
+    summary="every layer output is a new buffer, never reused; ReLU in place; a channel-wise scale "
+            "fused with the residual sum that follows writes one buffer; views, flatten, dropout add nothing",
+    rule=feature_bytes,
 ))

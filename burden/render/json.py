@@ -25,6 +25,7 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "batch": e.batch,
         "dtype": e.dtype,
         "convention": e.convention,
+        "memory_convention": e.memory_convention,
         "params": e.params,
         "trainable_params": e.trainable_params,
         "param_bytes": e.param_bytes,

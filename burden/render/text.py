@@ -9,6 +9,7 @@ from ..figures import Estimate, LayerFigures
 from .units import fmt_bytes, fmt_count, fmt_flops, fmt_shape
 
 if TYPE_CHECKING:
+    from ..check import CheckReport
     from ..comparison import Comparison
     from ..scaling import ScaleTable
 
@@ -19,7 +20,8 @@ def summary(e: Estimate) -> str:
         ("input", " x ".join(str(d) for d in e.input)),
         ("batch", str(e.batch)),
         ("dtype", e.dtype),
-        ("convention", e.convention),
+        ("convention", e.convention if e.memory_convention == "convnet-burden"
+         else f"{e.convention} (memory: {e.memory_convention})"),
         ("params", fmt_count(e.params)),
         ("param memory", fmt_bytes(e.param_bytes)),
         ("feature memory", fmt_bytes(e.feature_bytes)),
@@ -144,3 +146,39 @@ def scale_table(t: "ScaleTable", fmt: str = "github") -> str:
             rows.append([size_label(r.input), "does not fit", "-", "-"])
     return _tabulate(rows, ["input size", f"{t.trunk} output", f"feature memory (batch {t.batch})",
                             f"FLOPs (batch {t.batch})"], fmt, ["left", "left", "right", "right"])
+
+
+def check_report(r: "CheckReport", max_differences: int = 20) -> str:
+    lines = [f"model {r.model}, input {' x '.join(map(str, r.input))}, batch {r.batch}", ""]
+    rows = []
+    for c in r.checks:
+        verdict = "-" if c.equals is None else ("equal" if c.agrees else "DIFFERENT")
+        rows.append([c.convention, fmt_count(c.flops), c.equals or "(claims no tool)",
+                     "-" if c.tool_flops is None else fmt_count(c.tool_flops), verdict])
+    lines.append(_tabulate(rows, ["convention", "burden FLOPs", "claims to equal", "tool FLOPs", "verdict"],
+                           "simple", ["left", "right", "left", "right", "left"]))
+    lines.append("")
+    lines.extend(f"{t.tool}: {fmt_count(t.total)} FLOPs in total" for t in r.tools)
+    for c in r.checks:
+        if c.differences:
+            lines += ["", f"{c.convention}: {len(c.differences)} modules differ from {c.equals}"]
+            rows = [[name or "(model)", fmt_count(ours), fmt_count(theirs), fmt_count(ours - theirs)]
+                    for name, ours, theirs in c.differences[:max_differences]]
+            lines.append(_tabulate(rows, ["module", "burden", "tool", "difference"], "simple",
+                                   ["left", "right", "right", "right"]))
+    lines += ["", "all claimed equalities hold" if r.ok else "a claimed equality does NOT hold"]
+    return "\n".join(lines)
+
+
+def conventions_text() -> str:
+    from ..conventions import get_convention, get_memory_convention, list_conventions, list_memory_conventions
+
+    blocks = []
+    for name in list_conventions():
+        c = get_convention(name)
+        head = f"{name}{' (default)' if name == 'convnet-burden' else ''}: {c.summary}"
+        body = _tabulate([[what, how] for what, how in c.rules], ["op", "FLOPs"], "simple", ["left", "left"])
+        blocks.append(head + "\n" + body)
+    blocks.append("memory conventions (--memory):\n" + "\n".join(
+        f"  {n}: {get_memory_convention(n).summary}" for n in list_memory_conventions()))
+    return "\n\n".join(blocks)

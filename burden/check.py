@@ -1,0 +1,112 @@
+"""``burden check``: each convention's figures beside what fvcore and PyTorch's counter report.
+
+The tools run here on their own (fvcore's FlopCountAnalysis on a real CPU forward pass, PyTorch's
+FlopCounterMode on the meta device), independently of burden's trace, so an equality a
+convention claims is tested, not assumed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .api import estimate
+from .conventions import get_convention, list_conventions
+from .figures import Estimate
+from .inputs import parse_batch, parse_input_size
+from .models.resolve import resolve_model
+
+
+@dataclass(frozen=True)
+class ToolCount:
+    tool: str
+    total: int
+    by_module: dict[str, int]  # module path -> FLOPs including submodules
+
+
+@dataclass(frozen=True)
+class ConventionCheck:
+    convention: str
+    flops: int
+    equals: str | None  # the tool this convention claims to reproduce
+    tool_flops: int | None
+    differences: tuple[tuple[str, int, int], ...]  # (module path, burden, tool) where they differ
+
+    @property
+    def agrees(self) -> bool:
+        return self.equals is None or (self.flops == self.tool_flops and not self.differences)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    model: str
+    input: tuple[int, ...]
+    batch: int
+    checks: tuple[ConventionCheck, ...]
+    tools: tuple[ToolCount, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.agrees for c in self.checks)
+
+
+def flop_counter_mode(model: nn.Module, x: torch.Tensor) -> ToolCount:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta_model(x.to("meta"))
+    root = type(model).__name__
+    by_module = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name == "Global":
+            continue
+        path = "" if name == root else name.removeprefix(root + ".")
+        by_module[path] = sum(ops.values())
+    return ToolCount("torch.utils.flop_counter.FlopCounterMode", counter.get_total_flops(), by_module)
+
+
+def fvcore_analysis(model: nn.Module, x: torch.Tensor) -> ToolCount:
+    from fvcore.nn import FlopCountAnalysis
+
+    cpu_model = copy.deepcopy(model).to_empty(device="cpu") if _on_meta(model) else model
+    analysis = (FlopCountAnalysis(cpu_model, (torch.zeros(x.shape, dtype=x.dtype),))
+                .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
+    return ToolCount("fvcore.nn.FlopCountAnalysis", int(analysis.total()), dict(analysis.by_module()))
+
+
+def _on_meta(model: nn.Module) -> bool:
+    return any(t.device.type == "meta" for t in list(model.parameters()) + list(model.buffers()))
+
+
+def check(model: nn.Module | str, input_size: Any = (3, 224, 224), *, batch_size: int = 1,
+          conventions: Sequence[str] | None = None) -> CheckReport:
+    size, batch = parse_input_size(input_size), parse_batch(batch_size)
+    name, module = resolve_model(model) if isinstance(model, str) else (type(model).__name__, model)
+    names = list(conventions or list_conventions())
+    estimates: dict[str, Estimate] = {c: estimate(module, size, batch_size=batch, convention=c) for c in names}
+    was_training = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        x = torch.zeros((batch, *size), device="meta")
+        tools = {"torch.utils.flop_counter.FlopCounterMode": flop_counter_mode(module, x),
+                 "fvcore.nn.FlopCountAnalysis": fvcore_analysis(module, x)}
+    finally:
+        for m, training in was_training:
+            m.training = training
+    checks = []
+    for c in names:
+        e, claim = estimates[c], get_convention(c).equals
+        tool = tools.get(claim) if claim else None
+        diffs: list[tuple[str, int, int]] = []
+        if tool is not None:
+            for layer in e.layers:
+                theirs = tool.by_module.get(layer.name, 0)
+                if layer.flops != theirs:
+                    diffs.append((layer.name, layer.flops, theirs))
+        checks.append(ConventionCheck(c, e.flops, claim, tool.total if tool else None, tuple(diffs)))
+    return CheckReport(name, size, batch, tuple(checks), tuple(tools.values()))

@@ -1,0 +1,25 @@
+"""The all-outputs memory convention: feature memory exactly as PyTorch executes the code.
+
+Every op output that allocates new storage counts, at its own size: batch-norm statistics,
+pooling indices, dropout masks and in-place-free activations included. Views and in-place
+results share storage and add nothing. The model inputs and parameters are never features.
+"""
+
+from __future__ import annotations
+
+from ..trace import Trace
+from . import MemoryConvention, register_memory_convention
+
+
+def new_storage_bytes(trace: Trace, elsize: int) -> list[int]:
+    return [sum(t.numel * (elsize if t.dtype.is_floating_point else t.dtype.itemsize)
+                for t, fresh in zip(event.outputs, event.fresh) if fresh)
+            for event in trace.events]
+
+
+register_memory_convention(MemoryConvention(
+    name="all-outputs",
+    summary="every op output that allocates new storage, as PyTorch executes the code (statistics, "
+            "indices and masks included); views and in-place results add nothing; never reused",
+    rule=new_storage_bytes,
+))

@@ -1,0 +1,97 @@
+"""The fvcore convention: what ``fvcore.nn.FlopCountAnalysis`` reports, computed by fvcore itself.
+
+fvcore traces with the TorchScript JIT, which cannot run on the meta device: this convention runs
+one real forward pass on the CPU with uninitialised weights, so its cost grows with the input,
+and an analysis that would not fit in memory is refused up front.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..counting import FlopAttribution
+from ..errors import InputSpecError
+from ..trace import Trace
+from . import Convention, register_convention
+from .all_outputs import new_storage_bytes
+
+
+def _available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _real(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.device.type == "meta":
+        return torch.zeros(x.shape, dtype=x.dtype)
+    return x
+
+
+def _cpu_model(model: nn.Module) -> nn.Module:
+    tensors = list(model.parameters()) + list(model.buffers())
+    if any(t.device.type == "meta" for t in tensors):
+        return copy.deepcopy(model).to_empty(device="cpu")  # values do not matter, only shapes
+    return model
+
+
+def _children(path: str, paths: list[str]) -> list[str]:
+    depth = 0 if path == "" else path.count(".") + 1
+    prefix = "" if path == "" else path + "."
+    return [p for p in paths if p and p.startswith(prefix) and p.count(".") + 1 == depth + 1]
+
+
+def fvcore_attribution(model: nn.Module, trace: Trace, args: tuple, kwargs: dict) -> FlopAttribution:
+    from fvcore.nn import FlopCountAnalysis
+
+    if kwargs:
+        raise InputSpecError("the fvcore convention takes positional inputs only (fvcore traces model(*inputs))")
+    need = sum(new_storage_bytes(trace, 4)) + sum(t.numel() * t.element_size() for t in model.parameters())
+    free = _available_bytes()
+    if free is not None and need > free // 2:
+        raise InputSpecError(f"the fvcore convention runs a real forward pass; this one needs about "
+                             f"{need / 2**30:.1f} GiB, more than half of the {free / 2**30:.1f} GiB free: "
+                             f"use a smaller batch or input")
+    real_model = _cpu_model(model)
+    real_args = torch.utils._pytree.tree_map(_real, args)
+    analysis = (FlopCountAnalysis(real_model, real_args)
+                .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
+    by_module = analysis.by_module()
+    paths = list(trace.modules)
+    result = FlopAttribution()
+    for path in paths:
+        children = _children(path, paths)
+        result.self_flops[path] = by_module.get(path, 0) - sum(by_module.get(c, 0) for c in children)
+        own = Counter(analysis.unsupported_ops(path))
+        for c in children:
+            own.subtract(analysis.unsupported_ops(c))
+        for op, n in own.items():
+            if n > 0:
+                result.add_uncounted(op, path, n)
+    return result
+
+
+register_convention(Convention(
+    name="fvcore",
+    summary="Exactly what fvcore.nn.FlopCountAnalysis reports, total and per module, computed by fvcore "
+            "itself (one multiply-add = 1; it also counts batch norm, upsampling and some pooling).",
+    rules=(
+        ("convolution, linear, matmul, einsum", "multiply-adds, no bias (fvcore's handles)"),
+        ("batch norm, group/layer norm, upsample, adaptive pooling", "fvcore's own element-wise rules"),
+        ("ops fvcore has no handle for", "uncounted, as fvcore lists them"),
+        ("cost", "a real forward pass on the CPU: fvcore's JIT trace cannot use the meta device"),
+    ),
+    flops=None,
+    equals="fvcore.nn.FlopCountAnalysis",
+    external=fvcore_attribution,
+))

@@ -1,0 +1,47 @@
+"""The macs convention: multiply-accumulates of conv, linear, matmul, bmm, einsum and attention only.
+
+This is the figure ptflops, thop and fvcore print (fvcore labels it "flops"). Bias additions and
+every other op cost nothing by definition.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import sdpa_flop_count
+
+from ..formulas import formula_table, prod
+from . import Convention, register_convention
+
+aten = torch.ops.aten
+table = formula_table("macs", default_zero=True)
+
+
+@table.register(aten.convolution, aten._convolution)
+def conv(x, w, bias, stride, padding, dilation, transposed, *rest, out_shape, **kwargs) -> int:
+    return (prod(x) if transposed else prod(out_shape)) * prod(w[1:])
+
+
+@table.register(aten.mm, aten.addmm, aten.bmm, aten.baddbmm)
+def matmul(*args, out_shape, **kwargs) -> int:
+    a = args[-2]  # (self, a, b) for the add- variants, (a, b) otherwise
+    return prod(out_shape) * a[-1]
+
+
+@table.register(aten._scaled_dot_product_flash_attention, aten._scaled_dot_product_efficient_attention,
+                aten._scaled_dot_product_cudnn_attention, aten._scaled_dot_product_flash_attention_for_cpu)
+def attention(query, key, value, *rest, out_shape, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value) // 2  # torch counts 2 per multiply-add
+
+
+register_convention(Convention(
+    name="macs",
+    summary="Multiply-accumulates of convolution, linear, matmul, bmm, einsum and attention only, the "
+            "figure most tools print as 'FLOPs' or 'MACs'. Everything else costs 0.",
+    rules=(
+        ("convolution", "out_elements x (C_in / groups x k_h x k_w); no bias"),
+        ("linear, mm, bmm, matmul, einsum", "out_elements x inner dimension; no bias"),
+        ("attention (fused)", "Q K^T and A V multiply-adds"),
+        ("everything else", "0"),
+    ),
+    flops=table,
+))

@@ -1,0 +1,59 @@
+"""The torch convention: exactly what ``torch.utils.flop_counter.FlopCounterMode`` counts.
+
+Two FLOPs per multiply-add, matmul-like ops only, with PyTorch's own formulas read live from its
+``flop_registry`` (so formulas a user registers there count too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils import flop_counter
+
+from ..formulas import Formula, FormulaTable, formula_table
+from . import Convention, register_convention
+
+
+class TorchTable(FormulaTable):
+    """burden's own registrations first, then PyTorch's registry as it is at lookup time."""
+
+    def lookup(self, func: torch._ops.OpOverload) -> Formula | None:
+        own = self._formulas.get(func) or self._formulas.get(func.overloadpacket)
+        if own is not None:
+            return own
+        theirs = flop_counter.flop_registry.get(func.overloadpacket)
+        return _adapt(theirs) if theirs is not None else super().lookup(func)
+
+
+def _meta(x: Any) -> Any:
+    return torch.empty(x, device="meta") if isinstance(x, torch.Size) else x
+
+
+def _adapt(formula: Formula) -> Formula:
+    shape_formula = getattr(formula, "__wrapped__", None)  # set by torch's shape_wrapper
+    if shape_formula is not None:
+        return shape_formula
+
+    def raw(*args: Any, out_shape: Any, **kwargs: Any) -> int:  # formulas registered with get_raw=True
+        args, kwargs, out = torch.utils._pytree.tree_map(_meta, (args, kwargs, out_shape))
+        return formula(*args, out_val=out, **kwargs)
+
+    return raw
+
+
+table = formula_table("torch", default_zero=True, kind=TorchTable)
+
+register_convention(Convention(
+    name="torch",
+    summary="Exactly the total of PyTorch's torch.utils.flop_counter.FlopCounterMode: 2 FLOPs per "
+            "multiply-add, for matmul-like ops (mm, addmm, bmm, baddbmm, convolution, attention) only.",
+    rules=(
+        ("convolution", "2 x out_elements x (C_in / groups x k_h x k_w); no bias"),
+        ("mm, addmm, bmm, baddbmm", "2 x out_elements x inner dimension; no bias"),
+        ("attention (fused)", "2 x the multiply-adds of Q K^T and A V"),
+        ("everything else", "0, as FlopCounterMode"),
+    ),
+    flops=table,
+    equals="torch.utils.flop_counter.FlopCounterMode",
+))
