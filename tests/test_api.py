@@ -189,3 +189,29 @@ class OrderedLinear(nn.Module):
 
     def forward(self, x):
         return self.fc(x)
+
+
+def test_timm_and_torchvision_names_when_installed(monkeypatch):
+    """Neither package is a dependency; stand-ins show the names reach their factories, weightless."""
+    import sys
+    import types
+
+    calls = []
+    timm = types.ModuleType("timm")
+    timm.create_model = lambda name, pretrained: calls.append((name, pretrained)) or nn.Linear(3, 2)
+    torchvision = types.ModuleType("torchvision")
+    torchvision.models = types.SimpleNamespace(
+        get_model=lambda name, weights: calls.append((name, weights)) or nn.Linear(3, 4))
+    monkeypatch.setitem(sys.modules, "timm", timm)
+    monkeypatch.setitem(sys.modules, "torchvision", torchvision)
+    assert burden.estimate("timm:seresnext50_32x4d", (3,)).params == 8
+    assert burden.estimate("torchvision:resnet50", (3,)).params == 16
+    assert calls == [("seresnext50_32x4d", False), ("resnet50", None)]
+
+
+def test_torchvision_that_does_not_import(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import fails, as beside a mismatched torch
+    with pytest.raises(FactoryImportError, match="torchvision"):
+        burden.estimate("torchvision:resnet50")
