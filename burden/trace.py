@@ -122,6 +122,27 @@ def describe_shapes(value: Any) -> str:
     return ", ".join(shapes) if shapes else "no tensors"
 
 
+def _batch_norm_shapes(args: tuple, training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch norm's outputs as the CPU kernels return them: statistics are saved only when training.
+
+    The meta kernel is a Python decomposition that is slow and imports torch._dynamo on first use.
+    """
+    x, channels = args[0], args[0].shape[1] if args[0].dim() > 1 else 0
+    for t in args[1:5]:
+        if isinstance(t, torch.Tensor) and t.numel() != channels:
+            raise RuntimeError(f"batch norm expected {channels} channels, got a parameter of {t.numel()}")
+    stats_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    stats = (channels,) if training else (0,)
+    return torch.empty_like(x), x.new_empty(stats, dtype=stats_dtype), x.new_empty(stats, dtype=stats_dtype)
+
+
+# Shape-only kernels for ops whose meta implementation is slow: (args, kwargs) -> outputs.
+_META_SHORTCUTS: dict[Any, Callable[[tuple, dict], Any]] = {
+    aten._native_batch_norm_legit_no_training.default: lambda a, k: _batch_norm_shapes(a, False),
+    aten.native_batch_norm.default: lambda a, k: _batch_norm_shapes(a, bool(a[5])),
+}
+
+
 class _StopTrace(Exception):
     """Raised from the forward hook of the module a partial trace ends at."""
 
@@ -130,6 +151,12 @@ class _Recorder(TorchDispatchMode):
     def __init__(self, tracer: "Tracer") -> None:
         super().__init__()
         self.tracer = tracer
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing is compiled inside a trace; without this, torch wraps __torch_dispatch__ in
+        # dynamo.disable, and the first op imports torch._dynamo (about 2 s of a cold start).
+        return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
         kwargs = kwargs or {}
@@ -189,7 +216,8 @@ class Tracer:
         module = self.stack[-1] if self.stack else ""
         in_info = tree_map(lambda x: self._info(x) if isinstance(x, torch.Tensor) else x, (args, kwargs))
         try:
-            out = func(*args, **kwargs)
+            shortcut = _META_SHORTCUTS.get(func) if self.meta else None
+            out = shortcut(args, kwargs) if shortcut is not None else func(*args, **kwargs)
         except BurdenError:
             raise
         except Exception as exc:  # the op itself refused: shapes that do not fit
