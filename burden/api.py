@@ -22,7 +22,7 @@ from .inputs import (DEFAULT_SCALES, dtype_name, materialize_inputs, parse_batch
                      parse_scales)
 from .models.resolve import resolve_model
 from .scaling import ScaleRow, ScaleTable
-from .trace import Trace, trace_forward
+from .trace import Trace, iter_tensors, trace_forward
 
 
 @contextmanager
@@ -115,8 +115,8 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
 
 def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
     """The per-sample shape and batch of the first tensor input, as the summary shows them."""
-    for leaf in torch.utils._pytree.tree_flatten((args, kwargs))[0]:
-        if isinstance(leaf, torch.Tensor) and leaf.dim() > 0:
+    for leaf in iter_tensors((args, kwargs)):
+        if leaf.dim() > 0:
             return tuple(leaf.shape[1:]), int(leaf.shape[0])
     return (), 1
 

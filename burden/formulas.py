@@ -13,8 +13,6 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_map
-
 from .trace import OpEvent, TensorInfo
 
 Formula = Callable[..., int]
@@ -97,15 +95,22 @@ class FormulaTable:
             return None
         if formula is _ZERO:
             return 0
-        args, kwargs, out_shape = tree_map(_as_shape, (event.args, event.kwargs, event.out))
+        args, kwargs, out_shape = _shapes(event.args), _shapes(event.kwargs), _shapes(event.out)
         return int(formula(*args, out_shape=out_shape, **kwargs))
 
     def ops(self) -> list[str]:
         return sorted(str(k) for k in self._formulas)
 
 
-def _as_shape(x: Any) -> Any:
-    return x.shape if isinstance(x, TensorInfo) else x
+def _shapes(value: Any) -> Any:
+    """``value`` with every TensorInfo replaced by its shape."""
+    if isinstance(value, TensorInfo):
+        return value.shape
+    if type(value) in (tuple, list):
+        return type(value)(_shapes(v) for v in value)
+    if type(value) is dict:
+        return {k: _shapes(v) for k, v in value.items()}
+    return value
 
 
 _TABLES: dict[str, FormulaTable] = {}

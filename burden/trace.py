@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
 
 from .errors import BurdenError, ForwardError, ShapeError
 
@@ -34,6 +33,30 @@ _QUERIES = {
     aten.sym_storage_offset.default, aten.numel.default, aten.sym_numel.default, aten.dim.default,
     torch.ops.prim.layout.default, torch.ops.prim.device.default,
 }
+
+
+def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
+    """``value`` with every tensor in it replaced by ``fn(tensor)``, through tuples, lists and dicts.
+
+    A few plain containers are all aten ops take and return; torch's general pytree walk costs
+    more than the rest of the trace together.
+    """
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if type(value) in (tuple, list):
+        return type(value)(map_tensors(fn, v) for v in value)
+    if type(value) is dict:
+        return {k: map_tensors(fn, v) for k, v in value.items()}
+    return value
+
+
+def leaves(value: Any) -> list[Any]:
+    """The non-container values in ``value``, depth first."""
+    if type(value) in (tuple, list):
+        return [leaf for v in value for leaf in leaves(v)]
+    if type(value) is dict:
+        return [leaf for v in value.values() for leaf in leaves(v)]
+    return [value]
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,8 +101,7 @@ class OpEvent:
 
     @property
     def tensor_inputs(self) -> list[TensorInfo]:
-        leaves, _ = tree_flatten((self.args, self.kwargs))
-        return [x for x in leaves if isinstance(x, TensorInfo)]
+        return [x for x in leaves((self.args, self.kwargs)) if isinstance(x, TensorInfo)]
 
 
 @dataclass
@@ -117,8 +139,8 @@ def _shape_tree(value: Any) -> Any:
 
 def describe_shapes(value: Any) -> str:
     """Shapes of the tensors in an argument list, as a person reads them: ``1x3x224x224``."""
-    leaves, _ = tree_flatten(value)
-    shapes = ["x".join(str(int(d)) for d in t.shape) for t in leaves if isinstance(t, (torch.Tensor, TensorInfo))]
+    shapes = ["x".join(str(int(d)) for d in t.shape) for t in leaves(value)
+              if isinstance(t, (torch.Tensor, TensorInfo))]
     return ", ".join(shapes) if shapes else "no tensors"
 
 
@@ -212,9 +234,11 @@ class Tracer:
 
     def run_op(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
         if self.meta:
-            args, kwargs = tree_map(self._to_meta, (args, kwargs))
+            args, kwargs = map_tensors(self._to_meta, args), {k: self._to_meta(v) if isinstance(v, torch.device)
+                                                              else map_tensors(self._to_meta, v)
+                                                              for k, v in kwargs.items()}
         module = self.stack[-1] if self.stack else ""
-        in_info = tree_map(lambda x: self._info(x) if isinstance(x, torch.Tensor) else x, (args, kwargs))
+        in_args, in_kwargs = map_tensors(self._info, args), map_tensors(self._info, kwargs)
         try:
             shortcut = _META_SHORTCUTS.get(func) if self.meta else None
             out = shortcut(args, kwargs) if shortcut is not None else func(*args, **kwargs)
@@ -223,17 +247,22 @@ class Tracer:
         except Exception as exc:  # the op itself refused: shapes that do not fit
             self.failure = _op_failure(func, module, self.modules, args, exc)
             raise self.failure from None
-        aliased = [r.alias_info is not None for r in func._schema.returns]
-        flat_out, spec = tree_flatten(out)
-        infos, fresh = [], []
-        returns = aliased + [False] * (len(flat_out) - len(aliased))
-        for leaf, alias in zip(flat_out, returns):
-            if isinstance(leaf, torch.Tensor):
-                infos.append(self._info(leaf, fresh=not alias))
-                fresh.append(not alias)
-        it = iter(infos)
-        out_info = spec.unflatten([next(it) if isinstance(x, torch.Tensor) else x for x in flat_out])
-        self.events.append(OpEvent(func=func, module=module, args=in_info[0], kwargs=in_info[1],
+        returns = func._schema.returns
+        # One schema return per element of a returned tuple; a single Tensor[] return covers all.
+        per_value = out if type(out) is tuple and len(returns) == len(out) else (out,)
+        infos, fresh, out_parts = [], [], []
+        for value, ret in zip(per_value, returns):
+            new = ret.alias_info is None
+
+            def record(t: torch.Tensor, new: bool = new) -> TensorInfo:
+                info = self._info(t, fresh=new)
+                infos.append(info)
+                fresh.append(new)
+                return info
+
+            out_parts.append(map_tensors(record, value))
+        out_info = tuple(out_parts) if per_value is out else (out_parts[0] if out_parts else None)
+        self.events.append(OpEvent(func=func, module=module, args=in_args, kwargs=in_kwargs,
                                    out=out_info, outputs=tuple(infos), fresh=tuple(fresh)))
         return out
 
@@ -355,15 +384,12 @@ def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     model's mode and grad state; this function only adds hooks and removes them again, whether
     the pass succeeds or raises.
     """
-    kwargs = kwargs or {}
-    tracer = Tracer(model, meta=meta, stop_after=stop_after)
-    if meta:
-        with torch.device("meta"):
-            return tracer.run(args, kwargs)
-    return tracer.run(args, kwargs)
+    # No ``torch.device("meta")`` context: it adds a Python call to every torch function, and the
+    # recorder already sends factory calls and stray real tensors to the meta device op by op.
+    return Tracer(model, meta=meta, stop_after=stop_after).run(args, kwargs or {})
 
 
 def iter_tensors(value: Any) -> Iterator[torch.Tensor]:
-    for leaf in tree_flatten(value)[0]:
+    for leaf in leaves(value):
         if isinstance(leaf, torch.Tensor):
             yield leaf
