@@ -1,0 +1,283 @@
+"""The report page in a real browser: headless Chromium loads a generated page, a test script
+clicks the controls (sort, fold, depth) and writes what it sees into the DOM, and ``--dump-dom``
+hands that back. The expected row orders and counts are worked out here from the Estimate.
+
+Chromium is driven with nothing but its command line: ``--dump-dom`` (after scripts have run,
+``--virtual-time-budget`` lets timers settle) and ``--screenshot``. The screenshots land in
+``tests/artifacts/`` (ignored by git) to look at. Skips only when no Chromium binary exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from functools import cmp_to_key
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from torch import nn
+
+import burden
+from burden.api import scale
+from burden.render.html import chart_units, estimate_page, index_page, write_text_atomic
+from test_report import Cumulative, natural_compare, parse
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "/usr/bin/chromium")
+
+
+def find_chromium() -> str | None:
+    for name in filter(None, (os.environ.get("BURDEN_CHROMIUM"), *CANDIDATES)):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+CHROMIUM = find_chromium()
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium, "
+                                                          "or set BURDEN_CHROMIUM)")
+
+# Runs first, in <head>: collects any script error the page raises.
+ERROR_CATCHER = """<script>window.__errors = [];
+window.addEventListener("error", function (ev) { window.__errors.push(String(ev.message)); });</script>"""
+
+# Runs last, after the page's own script: clicks like a reader and records what is shown.
+DRIVER = r"""<script>
+(function () {
+  var out = { errors: window.__errors, steps: {} };
+  try {
+    var table = document.getElementById("layer-table");
+    var rows = function () { return Array.prototype.slice.call(table.tBodies[0].rows); };
+    var shown = function () {
+      return rows().filter(function (r) { return !r.hidden && r.getClientRects().length > 0; })
+                   .map(function (r) { return r.cells[0].getAttribute("data-v"); });
+    };
+    var click = function (el) { el.dispatchEvent(new MouseEvent("click", { bubbles: true, cancelable: true })); };
+    var header = function (text) {
+      return Array.prototype.filter.call(table.tHead.rows[0].cells, function (th) {
+        return th.textContent.trim() === text; })[0];
+    };
+    var depth = function (v) { return document.querySelector('button[data-show-depth="' + v + '"]'); };
+    var toggle = function (name) {
+      return rows().filter(function (r) { return r.cells[0].getAttribute("data-v") === name; })[0]
+                   .querySelector("button.tg");
+    };
+    var step = function (name) { out.steps[name] = shown(); };
+
+    out.rows = rows().length;
+    out.bars = {};
+    out.chart_widths = {};
+    Array.prototype.forEach.call(document.querySelectorAll("svg.plot[data-metric]"), function (svg) {
+      var metric = svg.getAttribute("data-metric");
+      var bars = svg.querySelectorAll("rect.bar");
+      out.bars[metric] = bars.length;
+      out.chart_widths[metric] = svg.getBoundingClientRect().width;
+      out.drawn_bars = (out.drawn_bars || 0) + Array.prototype.filter.call(bars, function (b) {
+        var box = b.getBoundingClientRect(); return box.height > 0 && box.width > 0; }).length;
+    });
+    var curve = document.querySelector('svg[data-metric="live_memory"] path.curve');
+    out.curve_width = curve ? curve.getBoundingClientRect().width : 0;
+    out.table_width = table.getBoundingClientRect().width;
+    out.controls_shown = !document.getElementById("layer-controls").hidden;
+    out.images = document.images.length;
+    out.scripts = document.scripts.length;
+    out.pwned = typeof window.pwned !== "undefined";
+
+    step("initial");
+    out.count_label = document.getElementById("layer-count").textContent;
+    click(depth("all")); step("all");
+    click(header("FLOPs").querySelector("button")); step("flops_desc");
+    out.flops_aria = header("FLOPs").getAttribute("aria-sort");
+    click(header("FLOPs").querySelector("button")); step("flops_asc");
+    out.flops_aria_2 = header("FLOPs").getAttribute("aria-sort");
+    click(header("module").querySelector("button")); step("name_asc");
+    click(header("params").querySelector("button")); step("params_desc");
+    click(header("output shape").querySelector("button")); step("shape_desc");
+    click(document.querySelector('button[data-order="exec"]')); step("exec");
+    out.sorted_headers = table.querySelectorAll('th[aria-sort="ascending"], th[aria-sort="descending"]').length;
+    if (out.steps.all.indexOf("layer1") >= 0) {
+      click(toggle("layer1")); step("layer1_folded_from_all");
+      click(toggle("layer1")); step("layer1_unfolded_from_all");
+    }
+    if (depth("1")) { click(depth("1")); step("depth1"); }
+    if (out.steps.depth1.indexOf("layer1") >= 0) {
+      click(toggle("layer1")); step("layer1_open");
+      out.layer1_expanded = toggle("layer1").getAttribute("aria-expanded");
+      click(header("feature mem").querySelector("button")); step("feature_desc_folded");
+      click(toggle("layer1")); step("layer1_closed");
+    }
+    click(document.querySelector('button[data-order="exec"]'));
+    click(toggle("")); step("root_closed");
+  } catch (err) {
+    out.driver_error = String(err && err.stack || err);
+  }
+  var pre = document.createElement("pre");
+  pre.id = "burden-test-results";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"""
+
+
+def chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=home, XDG_CACHE_HOME=home)
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-extensions", "--hide-scrollbars", "--mute-audio", f"--user-data-dir={home}/profile",
+               *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def driven(page: str, path: Path) -> dict:
+    """Load ``page`` with the catcher and the driver added; return what the driver recorded."""
+    assert page.count("<head>") == 1 and page.count("</body>") == 1
+    page = page.replace("<head>", "<head>\n" + ERROR_CATCHER, 1).replace("</body>", DRIVER + "\n</body>", 1)
+    write_text_atomic(path, page)
+    proc = chromium("--virtual-time-budget=10000", "--dump-dom", path.as_uri())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = parse(proc.stdout).find_all("pre", id="burden-test-results")
+    assert found, "the driver left no results; Chromium said:\n" + proc.stderr[-2000:]
+    results = json.loads(found[0].text())
+    assert "driver_error" not in results, results.get("driver_error")
+    assert results["errors"] == [], results["errors"]
+    return results
+
+
+def screenshot(url: str, target: Path, width: int = 1400, height: int = 3000) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.unlink()
+    proc = chromium(f"--screenshot={target}", f"--window-size={width},{height}", "--virtual-time-budget=5000", url)
+    assert proc.returncode == 0 and target.is_file(), proc.stderr[-2000:]
+    data = target.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", data[16:24]) == (width, height)
+    assert len(data) > 50_000  # a blank page compresses to a few kilobytes
+
+
+# ------------------------------------------------------------------------------------------------
+# what the page should show, worked out from the Estimate
+
+
+class Expected:
+    def __init__(self, e):
+        self.e = e
+        self.names = [r.name for r in e.layers]
+        index = {n: i for i, n in enumerate(self.names)}
+        self.parent = [index[n.rsplit(".", 1)[0] if "." in n else ""] if n else -1 for n in self.names]
+        self.kids = {p for p in self.parent if p >= 0}
+
+    def shown(self, collapsed, order=None):
+        """Names shown when the modules in ``collapsed`` are folded, in ``order`` (default: execution)."""
+        def visible(i):
+            p = self.parent[i]
+            while p >= 0:
+                if p in collapsed:
+                    return False
+                p = self.parent[p]
+            return True
+        order = range(len(self.names)) if order is None else order
+        return [self.names[i] for i in order if visible(i)]
+
+    def to_depth(self, d):
+        return {i for i in self.kids if self.e.layers[i].depth >= d}
+
+    def order(self, key, descending):
+        idx = list(range(len(self.names)))
+        values = [key(r) for r in self.e.layers]
+        return sorted(idx, key=lambda i: (-values[i] if descending else values[i], i))
+
+    def natural_order(self):
+        return sorted(range(len(self.names)),
+                      key=cmp_to_key(lambda a, b: natural_compare(self.names[a], self.names[b]) or a - b))
+
+
+def numel(shape):
+    if shape is None:
+        return -1
+    if all(isinstance(d, int) for d in shape):
+        n = 1
+        for d in shape:
+            n *= d
+        return n
+    return sum(max(numel(s), 0) for s in shape)
+
+
+@pytest.fixture(scope="module")
+def se50():
+    e = burden.estimate("se_resnet50", 224)
+    t = scale("se_resnet50")
+    units = chart_units(e)
+    curve = list(itertools.accumulate(e.layers[i].self_feature_bytes for i in units))  # nothing is freed
+    memory = SimpleNamespace(curve=curve, peak_feature_bytes=max(curve), peak_op="fc")
+    return e, estimate_page(e, scale=t, memory=memory)
+
+
+def test_sorting_folding_and_charts_in_chromium(se50, tmp_path):
+    e, page = se50
+    got = driven(page, tmp_path / "driven.html")
+    x = Expected(e)
+    n = len(e.layers)
+    assert got["rows"] == n == 249
+    assert got["bars"] == {**{m: sum(1 for r in e.layers if getattr(r, "self_" + m))
+                              for m in ("param_bytes", "feature_bytes", "flops")}, "live_memory": 0}
+    assert got["curve_width"] > 500  # the live-memory line is drawn across the chart
+    assert got["drawn_bars"] == sum(got["bars"].values())  # every bar has a box on screen
+    assert all(w > 500 for w in got["chart_widths"].values()) and got["table_width"] > 500
+    assert got["controls_shown"] and got["images"] == 0 and not got["pwned"]
+    steps = got["steps"]
+    assert steps["initial"] == [r.name for r in e.layers if r.depth <= 2]  # opens folded to depth 2
+    assert got["count_label"] == f"Showing {len(steps['initial'])} of {n} modules"
+    assert steps["all"] == x.names
+    assert steps["flops_desc"] == x.shown(set(), x.order(lambda r: r.flops, True))
+    assert steps["flops_desc"][:2] == ["", "layer3"]  # the model, then its most expensive stage
+    assert got["flops_aria"] == "descending" and got["flops_aria_2"] == "ascending"
+    assert steps["flops_asc"] == x.shown(set(), x.order(lambda r: r.flops, False))
+    assert steps["name_asc"] == x.shown(set(), x.natural_order())
+    assert steps["params_desc"] == x.shown(set(), x.order(lambda r: r.params, True))
+    assert steps["shape_desc"] == x.shown(set(), x.order(lambda r: numel(r.output_shape), True))
+    assert steps["exec"] == x.names and got["sorted_headers"] == 0
+    # folding layer1 with everything open hides all its descendants, not just its children
+    layer1 = x.names.index("layer1")
+    assert steps["layer1_folded_from_all"] == x.shown({layer1})
+    assert len(steps["layer1_folded_from_all"]) == n - sum(1 for m in x.names if m.startswith("layer1."))
+    assert steps["layer1_unfolded_from_all"] == x.names
+    assert steps["depth1"] == x.shown(x.to_depth(1)) == [r.name for r in e.layers if r.depth <= 1]
+    folded = x.to_depth(1) - {x.names.index("layer1")}
+    assert steps["layer1_open"] == x.shown(folded)
+    assert set(steps["layer1_open"]) - set(steps["depth1"]) == {"layer1.0", "layer1.1", "layer1.2"}
+    assert got["layer1_expanded"] == "true"
+    assert steps["feature_desc_folded"] == x.shown(folded, x.order(lambda r: r.feature_bytes, True))
+    assert steps["layer1_closed"] == x.shown(x.to_depth(1), x.order(lambda r: r.feature_bytes, True))
+    assert steps["root_closed"] == [""]
+
+
+def test_hostile_names_stay_text_in_chromium(tmp_path):
+    model = nn.Sequential()
+    model.add_module("<img src=x onerror=pwned=1>", type("<script>pwned=2</script>", (Cumulative,), {})())
+    model.add_module("</script><script>pwned=3</script>", nn.ReLU())
+    e = burden.estimate(model, (3, 8, 8))
+    got = driven(estimate_page(e), tmp_path / "hostile.html")
+    assert got["images"] == 0 and not got["pwned"]
+    assert got["scripts"] == 4  # the page's JSON and code, plus this test's catcher and driver
+    assert got["steps"]["all"] == [r.name for r in e.layers]
+
+
+def test_screenshots(se50, tmp_path):
+    e, page = se50
+    report = tmp_path / "se_resnet50.html"
+    write_text_atomic(report, page)
+    screenshot(report.as_uri(), ARTIFACTS / "se_resnet50.png")
+    names = ["se_resnet50", "se_bn_inception"]
+    index = tmp_path / "index.html"
+    write_text_atomic(index, index_page([e, burden.estimate("se_bn_inception", 224)],
+                                        [f"{n}.html" for n in names]))
+    screenshot(index.as_uri(), ARTIFACTS / "index.png", height=1400)

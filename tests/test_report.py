@@ -1,0 +1,582 @@
+"""HTML reports: the page's figures, tables and charts, escaping of names that come from a model,
+atomic writes, the index and README of ``burden report --all``, and the committed ``reports/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import burden
+from burden.api import scale
+from burden.cli import main
+from burden.conventions import get_convention
+from burden.render import html as html_render
+from burden.render.html import estimate_fragment, estimate_page, index_markdown, index_page, write_text_atomic
+
+REPO = Path(__file__).resolve().parent.parent
+METRICS = ("param_bytes", "feature_bytes", "flops")
+
+# The reference table (README; convnet-burden at 224 x 224, batch 1), as the index shows it.
+REFERENCE_ROWS = {
+    "se_resnet50": ("28,141,144", "107.35 MiB", "102.78 MiB", "3.90 GFLOPs"),
+    "se_resnet101": ("49,432,216", "188.57 MiB", "155.05 MiB", "7.63 GFLOPs"),
+    "se_resnet152": ("66,973,272", "255.48 MiB", "219.54 MiB", "11.37 GFLOPs"),
+    "se_bn_inception": ("11,951,654", "45.59 MiB", "42.77 MiB", "2.05 GFLOPs"),
+    "se_resnext50_32x4d": ("27,628,120", "105.39 MiB", "131.88 MiB", "4.28 GFLOPs"),
+    "se_resnext101_32x4d": ("49,093,272", "187.28 MiB", "197.16 MiB", "8.04 GFLOPs"),
+    "senet154": ("115,336,536", "439.97 MiB", "347.02 MiB", "20.81 GFLOPs"),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# a small DOM for the checks (the standard library's HTML parser, so the page is read as a browser
+# tokenizes it: script and style contents are raw text, entities are decoded)
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Node:
+    def __init__(self, tag, attrs, parent=None):
+        self.tag, self.attrs, self.parent, self.children = tag, dict(attrs), parent, []
+
+    def iter(self):
+        yield self
+        for c in self.children:
+            if isinstance(c, Node):
+                yield from c.iter()
+
+    def find_all(self, tag=None, cls=None, **attrs):
+        out = []
+        for n in self.iter():
+            if tag and n.tag != tag:
+                continue
+            if cls and cls not in (n.attrs.get("class") or "").split():
+                continue
+            if any(n.attrs.get(k.replace("_", "-")) != v for k, v in attrs.items()):
+                continue
+            out.append(n)
+        return out
+
+    def find(self, tag=None, cls=None, **attrs):
+        found = self.find_all(tag, cls, **attrs)
+        assert found, f"no <{tag}> with class={cls} {attrs}"
+        return found[0]
+
+    def text(self):
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def __getitem__(self, key):
+        return self.attrs[key]
+
+
+class _Builder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.cur = Node("#root", {})
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, attrs, self.cur)
+        self.cur.children.append(node)
+        if tag not in VOID:
+            self.cur = node
+
+    def handle_startendtag(self, tag, attrs):
+        self.cur.children.append(Node(tag, attrs, self.cur))
+
+    def handle_endtag(self, tag):
+        node = self.cur
+        while node is not None and node.tag != tag:
+            node = node.parent
+        if node is not None and node.parent is not None:
+            self.cur = node.parent
+
+    def handle_data(self, data):
+        self.cur.children.append(data)
+
+
+def parse(page: str) -> Node:
+    b = _Builder()
+    b.feed(page)
+    b.close()
+    return b.root
+
+
+def cells(tr):
+    return [c for c in tr.children if isinstance(c, Node) and c.tag in ("td", "th")]
+
+
+def label(td):
+    """A cell's text without its buttons (the layer table's fold toggles)."""
+    return "".join(c if isinstance(c, str) else label(c) for c in td.children
+                   if isinstance(c, str) or c.tag != "button")
+
+
+def table_rows(root, table_cls):
+    table = root.find("table", cls=table_cls)
+    return [tr for tr in table.find("tbody").find_all("tr")]
+
+
+def rules_of(dom):
+    """The counting rules a page lists, as (what, how) pairs."""
+    rules = dom.find("section", id="convention").find("dl", cls="rules")
+    return [(r.find("dt").text(), r.find("dd").text()) for r in rules.find_all("div", cls="rule")]
+
+
+def parent_name(name):
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def natural_compare(a, b):
+    """The page's text sort, written out again: digit runs as numbers, the rest by code point."""
+    x, y = re.findall(r"\d+|\D+", a), re.findall(r"\d+|\D+", b)
+    for p, q in zip(x, y):
+        if p == q:
+            continue
+        if p.isdigit() and q.isdigit():
+            if int(p) != int(q):
+                return -1 if int(p) < int(q) else 1
+            if len(p) != len(q):
+                return -1 if len(p) < len(q) else 1
+            continue
+        return -1 if p < q else 1
+    return len(x) - len(y)
+
+
+def own_units(e, metric):
+    """Modules with a figure of their own for ``metric``: the bars that chart must have."""
+    return [r for r in e.layers if getattr(r, "self_" + metric)]
+
+
+# ------------------------------------------------------------------------------------------------
+# one page
+
+
+@pytest.fixture(scope="module")
+def r50():
+    e = burden.estimate("se_resnet50", 224)
+    t = scale("se_resnet50", "0.5,1")
+    page = estimate_page(e, scale=t)
+    return SimpleNamespace(e=e, t=t, page=page, dom=parse(page))
+
+
+def test_summary_figures_and_convention(r50):
+    dom = r50.dom
+    cards = {c.find(cls="label").text(): c.find(cls="value").text() for c in dom.find_all("div", cls="card")}
+    # the reference table's figures for SE-ResNet-50 (README)
+    assert cards == {"Parameters": "28,141,144", "Parameter memory": "107.35 MiB",
+                     "Feature memory": "102.78 MiB", "FLOPs": "3.90 GFLOPs"}
+    settings = " ".join(dom.find("ul", cls="settings").text().split())
+    assert settings == "input 3 x 224 x 224 batch 1 dtype float32 convention convnet-burden"
+    assert dom.find("h1").text() == "se_resnet50"
+    # 28,141,144 params x 4 bytes
+    assert "112,564,576 bytes" in r50.page
+    assert rules_of(dom) == list(get_convention("convnet-burden").rules) and len(rules_of(dom)) >= 5
+    assert dom.find("span", cls="pill").text() == "convnet-burden"
+    summary = json.loads(dom.find("script", id="burden-summary").text())
+    assert (summary["params"], summary["flops"], summary["model"]) == (28141144, r50.e.flops, "se_resnet50")
+
+
+def test_layer_table_has_every_module_with_exact_values(r50):
+    e, rows = r50.e, table_rows(r50.dom, "layers")
+    assert len(rows) == len(e.layers) == 249
+    index = {r.name: i for i, r in enumerate(e.layers)}
+    for tr, r in zip(rows, e.layers):
+        c = cells(tr)
+        assert c[0]["data-v"] == r.name
+        assert label(c[0]) == (r.name or "(model)")
+        assert c[1].text() == r.type
+        assert [x["data-v"] for x in c[3:]] == [str(r.params), str(r.param_bytes), str(r.feature_bytes),
+                                                str(r.flops), str(r.flops)]
+        assert c[7].text() == f"{100 * r.flops / e.flops:.2f}"
+        assert int(tr["data-parent"]) == (index[parent_name(r.name)] if r.name else -1)
+        assert int(tr["data-depth"]) == r.depth
+        has_kids = any(parent_name(o.name) == r.name for o in e.layers if o.name)
+        assert tr["data-kids"] == ("1" if has_kids else "0")
+        assert bool(tr.find_all("button", cls="tg")) == has_kids
+    layer3 = rows[index["layer3"]]
+    assert cells(layer3)[2].text() == "1x1024x14x14" and cells(layer3)[2]["data-v"] == str(1024 * 14 * 14)
+    headers = r50.dom.find("table", cls="layers").find("thead").find_all("th")
+    assert [h.text() for h in headers] == ["module", "type", "output shape", "params", "param mem",
+                                           "feature mem", "FLOPs", "% FLOPs"]
+    assert all(h.find_all("button") for h in headers)  # every column sorts
+    depth_buttons = [b["data-show-depth"] for b in r50.dom.find_all("button") if "data-show-depth" in b.attrs]
+    assert depth_buttons == ["1", "2", "3", "all"]  # the deepest module of SE-ResNet-50 is at depth 4
+
+
+def test_profile_charts_one_bar_per_module_with_own_figures(r50):
+    e = r50.e
+    svgs = {s["data-metric"]: s for s in r50.dom.find_all("svg", cls="plot")}
+    assert set(svgs) == set(METRICS)
+    position = {r.name: i for i, r in enumerate(e.layers)}
+    for metric in METRICS:
+        bars = svgs[metric].find_all("rect", cls="bar")
+        assert len(bars) == len(own_units(e, metric))
+        assert sum(int(b["data-v"]) for b in bars) == getattr(e, metric)  # bars add up to the total
+        names = []
+        for b in bars:
+            title = b.find("title").text()
+            name = title.split(" · ")[0].removesuffix(" (own ops)")
+            name = "" if name == "(model)" else name
+            assert getattr(e.layer(name), "self_" + metric) == int(b["data-v"])
+            names.append(name)
+        xs = [float(b["x"]) for b in bars]
+        assert xs == sorted(xs) and len(set(xs)) == len(xs)
+        # execution order: leaves in the model's order, a block's own ops after its submodules
+        for k, name in enumerate(names):
+            later = names[k + 1:]
+            assert not any(o.startswith(name + ".") for o in later if name)
+        leaves = [n for n in names if not any(o.name.startswith(n + ".") for o in e.layers if n)]
+        assert leaves == sorted(leaves, key=position.get)
+    # by hand: 16 blocks x (conv1, conv2, conv3, relu, se.pool, se.down, se.relu, se.up, own residual
+    # sum) = 144, 4 downsample convs, stem conv, relu and pool, avgpool and fc: 153 bars with FLOPs
+    assert len(svgs["flops"].find_all("rect", cls="bar")) == 153
+    # the top-level stages are marked under the bars
+    labels = [t.text() for t in svgs["flops"].find_all("text", cls="band-label")]
+    assert [x for x in labels if x.startswith("layer")] == ["layer1", "layer2", "layer3", "layer4"]
+
+
+def test_scale_table_se_resnet152_at_112():
+    e = burden.estimate("se_resnet152", 224)
+    t = scale("se_resnet152", "0.5")
+    dom = parse(estimate_page(e, scale=t))
+    [row] = table_rows(dom, "scale-table")
+    # 112 / 32 = 3.5 rounds up to a 4 x 4 map of 2048 channels; batch 128, float32
+    assert [c.text() for c in cells(row)] == ["0.5", "112 x 112", "2048 x 4 x 4", "6.96 GiB", "371.64 GFLOPs"]
+    assert t.rows[0].feature_bytes == 7477485568 and t.rows[0].flops == 371637815296
+    head = [c.text() for c in dom.find("table", cls="scale-table").find("thead").find_all("th")]
+    assert head == ["scale", "input size", "layer4 output (C x H x W)", "feature memory (batch 128)",
+                    "FLOPs (batch 128)"]
+
+
+def test_scale_rows_that_do_not_fit_say_so():
+    model = nn.Sequential(nn.Conv2d(3, 8, 7), nn.Conv2d(8, 8, 7))
+    t = scale(model, [0.05, 1], trunk="1", base=64)
+    assert not t.rows[0].fits and t.rows[1].fits
+    e = burden.estimate(model, (3, 64, 64))
+    rows = table_rows(parse(estimate_page(e, scale=t)), "scale-table")
+    first = [c.text() for c in cells(rows[0])]
+    assert first[:2] == ["0.05", "3 x 3"] and first[2] == "does not fit: " + t.rows[0].error
+    assert "nofit" in rows[0]["class"]
+    assert [c.text() for c in cells(rows[1])][:3] == ["1", "64 x 64", "8 x 52 x 52"]  # 64 - 6 - 6
+
+
+def test_live_memory_chart_from_a_stand_in():
+    e = burden.estimate("se_resnet50", 224)
+    mib = 2 ** 20
+    memory = SimpleNamespace(curve=[mib, 3 * mib, 30 * mib, 12 * mib, 5 * mib], peak_feature_bytes=30 * mib,
+                             peak_op="aten.add <b>x</b>")
+    page = estimate_page(e, memory=memory)
+    dom = parse(page)
+    svg = dom.find("svg", data_metric="live_memory")
+    d = svg.find("path", cls="curve")["d"]
+    points = re.findall(r"[ML]([\d.]+) ([\d.]+)", d)
+    assert len(points) == 5 and d.startswith("M")
+    ys = [float(y) for _, y in points]
+    assert ys.index(min(ys)) == 2  # the highest point is the third op
+    marker = svg.find("circle", cls="peak")
+    assert (marker["cx"], marker["cy"]) == points[2]
+    assert svg.find("text", cls="peak-label").text() == "peak 30.00 MiB"
+    assert marker.find("title").text() == "peak: 30.00 MiB at op 3, aten.add <b>x</b>"
+    assert "<b>x</b>" not in page and "aten.add &lt;b&gt;x&lt;/b&gt;" in page
+    assert "live-memory" not in estimate_page(e)  # no curve, no chart
+
+
+def test_live_memory_peak_op_as_a_record():
+    """``peak_op`` may also be a record with the op, its module and its position in the curve."""
+    e = burden.estimate(nn.Sequential(nn.Conv2d(3, 4, 3)), (3, 16, 16))
+    peak_op = SimpleNamespace(index=1, op="aten.convolution", module="<i>block</i>")
+    memory = SimpleNamespace(curve=[10, 40, 40, 5], peak_feature_bytes=40, peak_op=peak_op)
+    dom = parse(estimate_page(e, memory=memory))
+    svg = dom.find("svg", data_metric="live_memory")
+    points = re.findall(r"[ML]([\d.]+) ([\d.]+)", svg.find("path", cls="curve")["d"])
+    marker = svg.find("circle", cls="peak")
+    assert (marker["cx"], marker["cy"]) == points[1]
+    assert marker.find("title").text() == "peak: 40 B at op 2, aten.convolution in <i>block</i>"
+    assert dom.find("section", id="live-memory").find("code").text() == "aten.convolution in <i>block</i>"
+    assert not dom.find_all("i")
+
+
+def test_long_memory_curve_is_thinned_but_keeps_its_peak():
+    e = burden.estimate(nn.Sequential(nn.Conv2d(3, 4, 3)), (3, 16, 16))
+    curve = [1000 + (i % 7) for i in range(5000)]
+    curve[3333] = 9000
+    dom = parse(estimate_page(e, memory=SimpleNamespace(curve=curve, peak_feature_bytes=9000, peak_op="conv")))
+    svg = dom.find("svg", data_metric="live_memory")
+    points = re.findall(r"[ML]([\d.]+) ([\d.]+)", svg.find("path", cls="curve")["d"])
+    assert len(points) <= 1200
+    top = min(points, key=lambda p: float(p[1]))
+    assert top == (svg.find("circle", cls="peak")["cx"], svg.find("circle", cls="peak")["cy"])
+    assert "op 3334" in svg.find("circle", cls="peak").find("title").text()
+
+
+class Cumulative(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.cumsum(self.conv(x), 1).erf()
+
+
+def test_uncounted_ops_listed_or_none(r50):
+    e = burden.estimate(Cumulative(), (3, 8, 8))
+    assert {u.op for u in e.uncounted_ops} == {"aten.cumsum", "aten.erf"}
+    rows = table_rows(parse(estimate_page(e)), "uncounted-table")
+    got = sorted(tuple(" ".join(c.text().split()) for c in cells(tr)) for tr in rows)
+    assert got == [("aten.cumsum", "1", "(model)"), ("aten.erf", "1", "(model)")]
+    section = r50.dom.find("section", id="uncounted")
+    assert not section.find_all("table") and "None" in section.find("p", cls="none").text()
+
+
+def test_fragment_for_jupyter(r50):
+    e = r50.e
+    frag = estimate_fragment(e)
+    dom = parse(frag)
+    assert "<script" not in frag
+    rows = table_rows(dom, "layers")
+    assert [cells(tr)[0].text() for tr in rows] == [r.name for r in e.layers if r.depth == 1]
+    kv = {cells(tr)[0].text(): cells(tr)[1].text() for tr in table_rows(dom, "kv")}
+    assert kv["params"] == "28,141,144" and kv["FLOPs"] == "3.90 GFLOPs" and kv["model"] == "se_resnet50"
+    assert e._repr_html_() == frag
+
+
+def test_estimate_methods_and_determinism(r50, tmp_path):
+    e = r50.e
+    assert e.to_html() == estimate_page(e)
+    assert estimate_page(e, scale=r50.t) == r50.page  # same input, same bytes
+    e.save_html(tmp_path / "a" / "b" / "page.html")
+    assert (tmp_path / "a" / "b" / "page.html").read_text(encoding="utf-8") == e.to_html()
+
+
+def test_tiny_model_without_flops_renders():
+    e = burden.estimate(nn.Sequential(nn.Flatten()), (3, 4, 4))
+    dom = parse(estimate_page(e))
+    assert len(table_rows(dom, "layers")) == len(e.layers)
+    for svg in dom.find_all("svg", cls="plot"):
+        assert len(svg.find_all("rect", cls="bar")) == len(own_units(e, svg["data-metric"]))
+
+
+# ------------------------------------------------------------------------------------------------
+# escaping: names from the model never become markup
+
+HOSTILE_MODULE = "<img src=x onerror=alert(1)>"
+HOSTILE_QUOTES = "x\" onmouseover=\"alert(4)\" y='"
+HOSTILE_BREAKOUT = "</script><script>alert(2)</script>"
+HOSTILE_CLASS = "<script>alert(3)</script>"
+HOSTILE_MODEL = "<svg onload=alert(5)>\u2028"
+
+
+def hostile_model():
+    inner_cls = type(HOSTILE_CLASS, (Cumulative,), {})
+    outer_cls = type(HOSTILE_MODEL, (nn.Sequential,), {})
+    model = outer_cls()
+    model.add_module(HOSTILE_MODULE, inner_cls())
+    model.add_module(HOSTILE_BREAKOUT, nn.ReLU())
+    model.add_module(HOSTILE_QUOTES, nn.Conv2d(4, 2, 1))
+    return model
+
+
+def assert_no_markup_from_model(page, scripts):
+    low = page.lower()
+    assert "<img" not in low and "<svg onload" not in low and "</script><script>" not in low
+    assert low.count("<script") == scripts
+    dom = parse(page)
+    for node in dom.iter():
+        assert node.tag not in ("img", "iframe", "object", "embed")
+        assert not [a for a in node.attrs if a.startswith("on")], (node.tag, node.attrs)
+    return dom
+
+
+def test_hostile_names_are_escaped_everywhere(tmp_path):
+    model = hostile_model()
+    e = burden.estimate(model, (3, 8, 8))
+    assert e.model == HOSTILE_MODEL and HOSTILE_CLASS in {r.type for r in e.layers}
+    assert any(u.layers == (HOSTILE_MODULE,) for u in e.uncounted_ops)
+    t = scale(model, [1], trunk=HOSTILE_MODULE, base=8)
+    memory = SimpleNamespace(curve=[1, 2], peak_feature_bytes=2, peak_op=HOSTILE_BREAKOUT)
+    page = estimate_page(e, scale=t, memory=memory)
+    dom = assert_no_markup_from_model(page, scripts=2)
+    # the names are all there, as text
+    names = [cells(tr)[0]["data-v"] for tr in table_rows(dom, "layers")]
+    assert names == [r.name for r in e.layers] and HOSTILE_QUOTES in names
+    assert HOSTILE_CLASS in [cells(tr)[1].text() for tr in table_rows(dom, "layers")]
+    titles = [t.text() for svg in dom.find_all("svg", cls="plot") for t in svg.find_all("title")]
+    assert any(x.startswith(HOSTILE_MODULE + " (own ops) · " + HOSTILE_CLASS) for x in titles)
+    assert any(x.startswith(HOSTILE_QUOTES + " · Conv2d") for x in titles)
+    assert any(HOSTILE_BREAKOUT in x for x in titles)  # the peak marker's title
+    assert dom.find("h1").text() == HOSTILE_MODEL
+    assert HOSTILE_MODULE in dom.find("table", cls="uncounted-table").text()
+    assert HOSTILE_MODULE in dom.find("table", cls="scale-table").text()
+    # the JSON for scripts: no '<', '>', '&' or line separators in the raw text, same value back
+    raw = dom.find("script", id="burden-summary").text()
+    assert not set("<>&\u2028\u2029") & set(raw)
+    assert json.loads(raw)["model"] == HOSTILE_MODEL
+
+    assert_no_markup_from_model(estimate_fragment(e), scripts=0)
+    index = index_page([e], ["hostile.html"])
+    idom = assert_no_markup_from_model(index, scripts=0)
+    assert idom.find("td", cls="model").text() == HOSTILE_MODEL
+    readme = index_markdown([e], ["hostile.html"])
+    assert "<svg" not in readme and "&lt;svg onload=alert(5)&gt;" in readme
+
+
+# ------------------------------------------------------------------------------------------------
+# atomic writes and template lookup
+
+
+def test_write_text_atomic(tmp_path):
+    target = tmp_path / "new" / "folder" / "page.html"
+    text = "caf\u00e9 \u2014 <b>\n" * 3
+    old = os.umask(0o022)
+    try:
+        assert write_text_atomic(target, text) == target
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == text.encode("utf-8")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # as any file written with umask 022
+    write_text_atomic(str(target), "second")
+    assert target.read_text(encoding="utf-8") == "second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["page.html"]
+
+
+@pytest.mark.parametrize("failure", ["encode", "fsync", "replace"])
+def test_write_text_atomic_never_leaves_half_a_file(tmp_path, monkeypatch, failure):
+    target = tmp_path / "page.html"
+    target.write_text("old and whole", encoding="utf-8")
+    text = "x" * 100_000 + "\ud800"  # a lone surrogate: UTF-8 encoding fails after the start
+    if failure == "fsync":
+        def interrupted(fd):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(html_render.os, "fsync", interrupted)
+        text = "new"
+    elif failure == "replace":
+        def refused(src, dst):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(html_render.os, "replace", refused)
+        text = "new"
+    with pytest.raises((UnicodeEncodeError, KeyboardInterrupt, OSError)):
+        write_text_atomic(target, text)
+    assert target.read_text(encoding="utf-8") == "old and whole"
+    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]  # no temporary file left behind
+
+
+def test_template_lookup_prefers_the_installed_copy(tmp_path, monkeypatch):
+    assert html_render.template_dir() == REPO / "templates"  # a checkout has no burden/templates
+    installed, checkout = tmp_path / "burden" / "templates", tmp_path / "templates"
+    for d in (installed, checkout):
+        d.mkdir(parents=True)
+        (d / "estimate.html.j2").write_text("x")
+    monkeypatch.setattr(html_render, "TEMPLATE_DIRS", (installed, checkout))
+    assert html_render.template_dir() == installed
+    monkeypatch.setattr(html_render, "TEMPLATE_DIRS", (tmp_path / "none", checkout))
+    assert html_render.template_dir() == checkout
+    monkeypatch.setattr(html_render, "TEMPLATE_DIRS", (tmp_path / "none",))
+    with pytest.raises(FileNotFoundError):
+        html_render.template_dir()
+
+
+# ------------------------------------------------------------------------------------------------
+# burden report
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_report_one_model(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "report", "se_resnet50", "--out", str(tmp_path / "r"))
+    assert code == 0 and err == ""
+    assert out.split() == [str(tmp_path / "r" / "se_resnet50.html")]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["se_resnet50.html"]  # no index without --all
+    dom = parse((tmp_path / "r" / "se_resnet50.html").read_text(encoding="utf-8"))
+    assert len(table_rows(dom, "scale-table")) == 6  # 0.5, 1, ..., 3 x 224
+    assert len(table_rows(dom, "layers")) == 249
+
+
+def test_report_unknown_model_writes_nothing(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "report", "se_resnet50", "se_resnet5O", "--out", str(tmp_path / "r"))
+    assert code == 2 and "unknown model 'se_resnet5O'" in err and "se_resnet50" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def report_all(tmp_path_factory):
+    """``burden report --all --out <tmp>/reports/``: the documented command, run once."""
+    out = tmp_path_factory.mktemp("generated") / "reports"
+    code = main(["report", "--all", "--out", str(out) + "/"])
+    assert code == 0
+    return out
+
+
+def test_report_all_writes_every_model_index_and_readme(report_all):
+    expected = {f"{n}.html" for n in burden.list_models()} | {"index.html", "README.md"}
+    assert {p.name for p in report_all.iterdir()} == expected
+    assert len(expected) == 9
+
+
+def test_index_links_every_model(report_all):
+    dom = parse((report_all / "index.html").read_text(encoding="utf-8"))
+    rows = table_rows(dom, "index-table")
+    assert [r.find("a")["href"] for r in rows] == [f"{n}.html" for n in burden.list_models()]
+    got = {r.find("a").text(): tuple(c.text() for c in cells(r)[1:]) for r in rows}
+    assert got == {n: ("224 x 224",) + v for n, v in REFERENCE_ROWS.items()}
+    head = [c.text() for c in dom.find("table", cls="index-table").find("thead").find_all("th")]
+    assert head == ["model", "input size", "params", "param memory", "feature memory", "FLOPs"]
+    assert rules_of(dom) == list(get_convention("convnet-burden").rules)
+    assert "burden report --all --out reports/" in dom.find("footer").text()
+
+
+def test_readme_table(report_all):
+    lines = (report_all / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| model | input size | params | param memory | feature memory | FLOPs |")
+    assert lines[start + 1] == "|:---|:---|---:|---:|---:|---:|"
+    rows = lines[start + 2:start + 2 + len(REFERENCE_ROWS)]
+    assert rows == [f"| [{n}]({n}.html) | 224 x 224 | " + " | ".join(REFERENCE_ROWS[n]) + " |"
+                    for n in burden.list_models()]
+    assert lines[start + 2 + len(REFERENCE_ROWS)] == ""
+    assert any("`burden report --all --out reports/`" in line for line in lines)
+
+
+def test_generated_se_resnet152_page(report_all):
+    dom = parse((report_all / "se_resnet152.html").read_text(encoding="utf-8"))
+    rows = [[c.text() for c in cells(tr)] for tr in table_rows(dom, "scale-table")]
+    assert [r[:3] for r in rows] == [["0.5", "112 x 112", "2048 x 4 x 4"], ["1", "224 x 224", "2048 x 7 x 7"],
+                                     ["1.5", "336 x 336", "2048 x 11 x 11"], ["2", "448 x 448", "2048 x 14 x 14"],
+                                     ["2.5", "560 x 560", "2048 x 18 x 18"], ["3", "672 x 672", "2048 x 21 x 21"]]
+    assert rows[0][3:] == ["6.96 GiB", "371.64 GFLOPs"]
+    assert len(table_rows(dom, "layers")) == len(burden.estimate("se_resnet152", 224).layers)
+
+
+def test_pages_need_no_network(report_all):
+    for path in sorted(report_all.glob("*.html")):
+        page = path.read_text(encoding="utf-8")
+        low = page.lower()
+        for needle in ("http://", "https://", "<link", " src=", "url(", "@import", "<img", "<iframe"):
+            assert needle not in low, (path.name, needle)
+        dom = parse(page)
+        assert all(not s.attrs.get("src") for s in dom.find_all("script"))
+
+
+def test_committed_reports_are_current(report_all):
+    committed = REPO / "reports"
+    fresh = {p.name: p.read_bytes() for p in report_all.iterdir()}
+    have = {p.name: p.read_bytes() for p in committed.iterdir() if p.is_file()} if committed.is_dir() else {}
+    stale = sorted(n for n in fresh.keys() | have.keys() if fresh.get(n) != have.get(n))
+    assert not stale, ("reports/ is stale (" + ", ".join(stale) + "); regenerate it with "
+                       "`burden report --all --out reports/` from the repository root")
