@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..figures import Estimate, LayerFigures
 from .text import COMPARISON_COLUMNS, DEFAULT_COMPARISON, size_label
-from .units import fmt_bytes, fmt_count, fmt_flops, fmt_shape
+from .units import BINARY_UNITS, FLOP_UNITS, fmt_bytes, fmt_count, fmt_flops, fmt_shape
 
 if TYPE_CHECKING:
     import jinja2
@@ -39,8 +39,6 @@ _W, _H = 1000, 210
 _LEFT, _RIGHT, _TOP, _BOTTOM = 74, 10, 12, 178  # plot area: x in [_LEFT, _W - _RIGHT], y in [_TOP, _BOTTOM]
 _MAX_CURVE_POINTS = 1200
 
-_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-_DECIMAL_FLOPS = ("FLOPs", "KFLOPs", "MFLOPs", "GFLOPs", "TFLOPs", "PFLOPs")
 
 
 def template_dir() -> Path:
@@ -197,9 +195,9 @@ def _axis(top: float, ticks: list[tuple[float, str]]) -> list[dict[str, str]]:
 
 
 _METRICS: tuple[tuple[str, str, str, Callable[[LayerFigures], int], Callable[[int], str], int, Sequence[str]], ...] = (
-    ("param_bytes", "Parameter memory", "param", lambda r: r.self_param_bytes, fmt_bytes, 1024, _BINARY_UNITS),
-    ("feature_bytes", "Feature memory", "feature", lambda r: r.self_feature_bytes, fmt_bytes, 1024, _BINARY_UNITS),
-    ("flops", "FLOPs", "flops", lambda r: r.self_flops, fmt_flops, 1000, _DECIMAL_FLOPS),
+    ("param_bytes", "Parameter memory", "param", lambda r: r.self_param_bytes, fmt_bytes, 1024, BINARY_UNITS),
+    ("feature_bytes", "Feature memory", "feature", lambda r: r.self_feature_bytes, fmt_bytes, 1024, BINARY_UNITS),
+    ("flops", "FLOPs", "flops", lambda r: r.self_flops, fmt_flops, 1000, FLOP_UNITS),
 )
 
 
@@ -281,7 +279,7 @@ def memory_chart(memory: Any) -> dict[str, Any] | None:
     curve = [int(v) for v in memory.curve]
     peak = int(memory.peak_feature_bytes)
     n = len(curve)
-    top, ticks = _ticks(max(curve + [peak], default=0), 1024, _BINARY_UNITS)
+    top, ticks = _ticks(max(curve + [peak], default=0), 1024, BINARY_UNITS)
     span = _BOTTOM - _TOP
     plot_w = _W - _LEFT - _RIGHT
 

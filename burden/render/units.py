@@ -3,26 +3,26 @@ prefixes (1 GFLOPs = 10^9). Rounding is for display only."""
 
 from __future__ import annotations
 
-_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-_DECIMAL = ("", "K", "M", "G", "T", "P")
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+FLOP_UNITS = ("FLOPs", "KFLOPs", "MFLOPs", "GFLOPs", "TFLOPs", "PFLOPs")
+
+
+def scaled(n: float, base: int, units: tuple[str, ...], digits: int = 2) -> str:
+    """``n`` in the largest unit that keeps it below ``base``; the first unit is shown unrounded."""
+    value = float(n)
+    for i, unit in enumerate(units):
+        if abs(value) < base or i == len(units) - 1:
+            return f"{int(value)} {unit}" if i == 0 else f"{value:.{digits}f} {unit}"
+        value /= base
+    raise AssertionError("unreachable")
 
 
 def fmt_bytes(n: int, digits: int = 2) -> str:
-    value = float(n)
-    for unit in _BINARY:
-        if abs(value) < 1024 or unit == _BINARY[-1]:
-            return f"{int(value)} B" if unit == "B" else f"{value:.{digits}f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return scaled(n, 1024, BINARY_UNITS, digits)
 
 
 def fmt_flops(n: int, digits: int = 2) -> str:
-    value = float(n)
-    for prefix in _DECIMAL:
-        if abs(value) < 1000 or prefix == _DECIMAL[-1]:
-            return f"{int(value)} FLOPs" if prefix == "" else f"{value:.{digits}f} {prefix}FLOPs"
-        value /= 1000
-    raise AssertionError("unreachable")
+    return scaled(n, 1000, FLOP_UNITS, digits)
 
 
 def fmt_count(n: int) -> str:
