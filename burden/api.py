@@ -6,9 +6,8 @@ built or traced.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -17,24 +16,14 @@ from .comparison import Comparison
 from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
 from .counting import Totals, count
 from .errors import BurdenError, InputSpecError
-from .figures import Estimate, LayerFigures, UncountedOp
+from .figures import Estimate, LayerFigures, TrainingFigures, UncountedOp
 from .inputs import (DEFAULT_SCALES, dtype_name, materialize_inputs, parse_batch, parse_dtype, parse_input_size,
                      parse_scales)
 from .models.resolve import resolve_model
 from .scaling import ScaleRow, ScaleTable
-from .trace import Trace, iter_tensors, trace_forward
-
-
-@contextmanager
-def preserved_modes(model: nn.Module) -> Iterator[None]:
-    """Evaluate in eval mode, then give every submodule back the mode it had, even after an error."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
+from .state import preserved_modes
+from .memory import LiveMemory, inference_peak, trace_lifetimes
+from .trace import Trace, iter_tensors
 
 
 def _trace_dtype(model: nn.Module) -> torch.dtype:
@@ -96,6 +85,7 @@ class _Analysis:
     layers: tuple[LayerFigures, ...]
     uncounted: tuple[UncountedOp, ...]
     totals: Totals
+    live: LiveMemory
 
 
 def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: str | None = None) -> _Analysis:
@@ -106,11 +96,26 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
     else:
         args, kwargs = materialize_inputs(inputs, device=target, dtype=_trace_dtype(module))
     with preserved_modes(module), torch.no_grad():
-        trace = trace_forward(module, args, kwargs, meta=req.meta, stop_after=stop_after)
+        trace = trace_lifetimes(module, args, kwargs, meta=req.meta, stop_after=stop_after)
         flops = req.convention.attribute(module, trace, args, kwargs)
     memory = req.memory.rule(trace, req.elsize)
     layers, uncounted, totals = count(module, trace, flops, memory, req.elsize)
-    return _Analysis(trace, args, kwargs, layers, uncounted, totals)
+    return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, req.elsize))
+
+
+def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optimizer: str) -> TrainingFigures:
+    from .training import training_step
+
+    step = training_step(module, args, kwargs, optimizer=optimizer, elsize=req.elsize, meta=req.meta,
+                         convention=req.convention.name)
+    return TrainingFigures(optimizer=optimizer, gradient_bytes=step.gradient_bytes,
+                           optimizer_bytes=step.optimizer_bytes, saved_activation_bytes=step.saved_activation_bytes,
+                           backward_peak_bytes=step.backward_peak_bytes, training_peak_bytes=step.training_peak_bytes,
+                           forward_flops=step.forward_flops, backward_flops=step.backward_flops,
+                           backward_uncounted_ops=step.backward_uncounted)
+
+
+MODES = ("inference", "training")
 
 
 def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
@@ -123,7 +128,8 @@ def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
 
 def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
              batch_size: int = 1, dtype: str | torch.dtype = torch.float32, convention: str = "convnet-burden",
-             memory: str | None = None, inputs: Any = None, device: str = "meta") -> Estimate:
+             memory: str | None = None, inputs: Any = None, device: str = "meta", mode: str = "inference",
+             optimizer: str = "adam") -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -133,18 +139,34 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     arguments, or a dict of keyword arguments (``{"args": (...), "kwargs": {...}}`` for both), whose
     tensors are example tensors, ``torch.Size`` shapes or ``burden.TensorSpec``; their shapes include
     the batch. ``convention`` names the FLOP rules (``burden.list_conventions()``) and ``memory`` the
-    feature-memory rules (default: the convention's own). The model comes back as it was: same
-    device, dtype, mode, flags and hooks.
+    feature-memory rules (default: the convention's own). Every estimate also gives the inference
+    peak (buffers freed as eager PyTorch frees them); ``mode="training"`` adds one training step
+    with ``optimizer`` (sgd, momentum, adam, adamw): saved activations, gradients, optimizer state,
+    the step's peak and the backward FLOPs. The model comes back as it was: same device, dtype,
+    mode, flags and hooks.
     """
     req = _request(input_size, batch_size, dtype, convention, device, memory)
+    if mode not in MODES:
+        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
+    if mode == "training":
+        from .training import optimizer_states
+
+        optimizer_states(optimizer)  # an unknown optimizer fails before anything is traced
+        if req.convention.backward is None:
+            raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
+                                 f"analyse training under convnet-burden or torch")
     name, module = _model(model)
     a = _analyse(module, req, inputs)
+    training = _training(module, req, a.args, a.kwargs, optimizer) if mode == "training" else None
     size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)
     t = a.totals
     return Estimate(model=name, input=tuple(size), batch=batch, dtype=dtype_name(req.dtype),
                     convention=req.convention.name, memory_convention=req.memory.name, params=t.params,
                     trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
-                    flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted, source=model)
+                    flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted,
+                    peak_feature_bytes=a.live.peak_feature_bytes, peak_op=a.live.peak_op,
+                    peak_bytes=t.param_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
+                    live_curve=a.live.curve, source=model)
 
 
 def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[int] = (3, 224, 224), *,

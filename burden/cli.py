@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--layers", action="store_true", help="also print the per-layer table")
     est.add_argument("--depth", type=_depth, default=None, metavar="N", help="with --layers: modules down to depth N")
     est.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
+    est.add_argument("--mode", choices=("inference", "training"), default="inference",
+                     help="inference (default) or training: adds one training step's memory and backward FLOPs")
+    est.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw"), default="adam",
+                     help="with --mode training: optimizer state per parameter (0, 1, 2, 2); default adam")
     est.set_defaults(run=_estimate)
 
     cmp_ = sub.add_parser("compare", help="one table across models (the reference table's shape)")
@@ -160,7 +164,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from .api import estimate
 
     e = estimate(args.model, args.input, batch_size=args.batch, dtype=args.dtype, convention=args.convention,
-                 memory=args.memory, device=args.device)
+                 memory=args.memory, device=args.device, mode=args.mode, optimizer=args.optimizer)
     if args.format == "json":
         print(e.to_json())
         return 0

@@ -41,6 +41,26 @@ class UncountedOp:
 
 
 @dataclass(frozen=True)
+class TrainingFigures:
+    """One training step: what it holds (bytes) and what its backward pass costs (FLOPs).
+
+    ``training_peak_bytes`` = parameters + optimizer state + the most live memory at any op of
+    the forward and backward (activations autograd saved, gradients as they appear, temporaries),
+    with gradients starting from ``zero_grad(set_to_none=True)``.
+    """
+
+    optimizer: str
+    gradient_bytes: int
+    optimizer_bytes: int
+    saved_activation_bytes: int
+    backward_peak_bytes: int
+    training_peak_bytes: int
+    forward_flops: int  # the forward in training mode (batch statistics, dropout on)
+    backward_flops: int
+    backward_uncounted_ops: tuple[UncountedOp, ...]
+
+
+@dataclass(frozen=True)
 class Estimate:
     """The burden of one model at one input size, batch size and dtype, under one convention."""
 
@@ -57,6 +77,15 @@ class Estimate:
     flops: int
     layers: tuple[LayerFigures, ...]
     uncounted_ops: tuple[UncountedOp, ...]
+    # inference peak: the most feature memory live at once when buffers are freed as eager
+    # PyTorch frees them, the op where it is reached, and parameters + that peak
+    peak_feature_bytes: int = 0
+    peak_op: Any = None  # burden.memory.PeakOp(index, op, module)
+    peak_bytes: int = 0
+    mode: str = "inference"
+    training: TrainingFigures | None = None  # with mode="training"
+    # live feature memory after each op (for charts); not part of equality
+    live_curve: tuple[int, ...] = field(default=(), compare=False, repr=False)
     # what was analysed (a name or the nn.Module), so that ``scale`` can trace it again
     source: Any = field(default=None, compare=False, repr=False)
 

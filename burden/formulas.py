@@ -43,9 +43,10 @@ class FormulaTable:
     nothing by definition (a convention that counts only some ops); otherwise it is uncounted.
     """
 
-    def __init__(self, name: str, default_zero: bool = False) -> None:
+    def __init__(self, name: str, default_zero: bool = False, base: "FormulaTable | None" = None) -> None:
         self.name = name
         self.default_zero = default_zero
+        self.base = base  # rules this table extends: looked up when the table has none of its own
         self._formulas: dict[Any, Formula] = {}
         self._zero: set[Any] = set()
 
@@ -74,6 +75,8 @@ class FormulaTable:
 
     def lookup(self, func: torch._ops.OpOverload) -> Formula | None:
         formula = self._formulas.get(func) or self._formulas.get(func.overloadpacket)
+        if formula is None and self.base is not None:
+            formula = self.base.lookup(func)
         return _ZERO if formula is None and self.default_zero else formula
 
     def module_formula(self, module: nn.Module) -> Formula | None:
@@ -116,10 +119,11 @@ def _shapes(value: Any) -> Any:
 _TABLES: dict[str, FormulaTable] = {}
 
 
-def formula_table(name: str, default_zero: bool = False, kind: type[FormulaTable] = FormulaTable) -> FormulaTable:
+def formula_table(name: str, default_zero: bool = False, kind: type[FormulaTable] = FormulaTable,
+                  base: FormulaTable | None = None) -> FormulaTable:
     """The table of a convention, created on first use."""
     if name not in _TABLES:
-        _TABLES[name] = kind(name, default_zero=default_zero)
+        _TABLES[name] = kind(name, default_zero=default_zero, base=base)
     return _TABLES[name]
 
 

@@ -41,8 +41,12 @@ def test_json_keys_and_exact_integers(capsys):
     assert code == 0
     data = json.loads(out)
     for key in ("model", "input", "batch", "dtype", "convention", "params", "param_bytes", "feature_bytes",
-                "flops", "layers", "uncounted_ops"):
+                "flops", "layers", "uncounted_ops", "peak_feature_bytes", "peak_bytes", "peak_op",
+                "saved_activation_bytes", "gradient_bytes", "optimizer_bytes", "training_peak_bytes",
+                "backward_flops"):
         assert key in data
+    assert data["peak_bytes"] == data["param_bytes"] + data["peak_feature_bytes"]
+    assert 0 < data["peak_feature_bytes"] < data["feature_bytes"]  # buffers are freed, so less than all
     assert data["batch"] == 2 and data["dtype"] == "float16" and data["convention"] == "convnet-burden"
     assert data["params"] == 28_141_144 and data["param_bytes"] == 2 * 28_141_144
     layer = next(r for r in data["layers"] if r["name"] == "stem.conv1.conv")
@@ -64,6 +68,16 @@ def test_layers_table_with_depth(capsys):
         assert col in header
     rows = [line.split()[0] for line in out.splitlines()[out.splitlines().index(header) + 2:]]
     assert rows == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc", "total"]
+
+
+def test_training_mode(capsys):
+    code, out, _ = run(capsys, "estimate", "se_resnet50", "--input", "64", "--mode", "training",
+                       "--optimizer", "sgd", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["mode"] == "training" and data["optimizer"] == "sgd" and data["optimizer_bytes"] == 0
+    assert data["gradient_bytes"] == 4 * 28_088_024  # parameters only: BN running stats get no gradient
+    assert data["training_peak_bytes"] > data["param_bytes"] and data["backward_flops"] > data["flops"]
 
 
 def test_list(capsys):
@@ -91,6 +105,8 @@ ERRORS = [
     (["estimate", "se_resnet50", "--dtype", "int4"], "unknown dtype"),
     (["estimate", "se_resnet50", "--convention", "nope"], "unknown convention"),
     (["estimate", "se_resnet50", "--depth", "x"], "malformed depth"),
+    (["estimate", "se_resnet50", "--mode", "training", "--optimizer", "lion"], "invalid choice"),
+    (["estimate", "se_resnet50", "--mode", "training", "--convention", "macs"], "no backward rules"),
     (["frobnicate"], "invalid choice"),
 ]
 

@@ -33,6 +33,7 @@ class Convention:
     memory: str = "convnet-burden"  # the memory convention used unless another is asked for
     equals: str | None = None  # the tool whose figures this convention claims to reproduce exactly
     external: Attribution | None = None
+    backward: FormulaTable | None = None  # rules for the ops autograd runs; None: no backward counts
 
     def attribute(self, model: nn.Module, trace: Trace, args: tuple, kwargs: dict) -> FlopAttribution:
         if self.external is not None:
@@ -98,6 +99,7 @@ def get_memory_convention(name: str) -> MemoryConvention:
 def _load() -> None:
     # registration side effects, in the order the conventions are listed
     from . import convnet_burden  # noqa: F401
+    from . import convnet_backward  # noqa: F401
     from . import macs  # noqa: F401
     from . import fvcore_flops  # noqa: F401
     from . import torch_flops  # noqa: F401

@@ -166,6 +166,7 @@ CONVNET_BURDEN = register_convention(Convention(
         ("anything else", "uncounted: 0 FLOPs, listed by name; its output memory still counts"),
     ),
     flops=table,
+    backward=formula_table("convnet-burden backward", base=table),  # filled by convnet_backward
 ))
 
 register_memory_convention(MemoryConvention(

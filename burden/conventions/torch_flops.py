@@ -56,4 +56,5 @@ register_convention(Convention(
     ),
     flops=table,
     equals="torch.utils.flop_counter.FlopCounterMode",
+    backward=table,  # PyTorch's registry has the backward formulas (convolution_backward, ...)
 ))

@@ -31,9 +31,31 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "param_bytes": e.param_bytes,
         "feature_bytes": e.feature_bytes,
         "flops": e.flops,
+        "mode": e.mode,
+        "peak_feature_bytes": e.peak_feature_bytes,
+        "peak_bytes": e.peak_bytes,
+        "peak_op": asdict(e.peak_op) if e.peak_op is not None else None,
+        **_training_dict(e),
         "layers": [{k: asdict(layer)[k] for k in LAYER_KEYS} for layer in e.layers],
-        "uncounted_ops": [{"op": u.op, "calls": u.calls, "layers": list(u.layers)} for u in e.uncounted_ops],
+        "uncounted_ops": _uncounted(e.uncounted_ops),
     }
+
+
+def _uncounted(ops: tuple) -> list[dict[str, Any]]:
+    return [{"op": u.op, "calls": u.calls, "layers": list(u.layers)} for u in ops]
+
+
+TRAINING_KEYS = ("optimizer", "saved_activation_bytes", "gradient_bytes", "optimizer_bytes", "training_peak_bytes",
+                 "backward_peak_bytes", "backward_flops")
+
+
+def _training_dict(e: Estimate) -> dict[str, Any]:
+    """The training-step keys: null in inference mode, so every JSON output has the same keys."""
+    t = e.training
+    out: dict[str, Any] = {k: getattr(t, k) if t is not None else None for k in TRAINING_KEYS}
+    out["training_forward_flops"] = t.forward_flops if t is not None else None
+    out["backward_uncounted_ops"] = _uncounted(t.backward_uncounted_ops) if t is not None else None
+    return out
 
 
 def estimate_to_json(e: Estimate, indent: int | None = 2) -> str:

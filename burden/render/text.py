@@ -27,8 +27,27 @@ def summary(e: Estimate) -> str:
         ("feature memory", fmt_bytes(e.feature_bytes)),
         ("FLOPs", fmt_flops(e.flops)),
     ]
+    if e.peak_op is not None:
+        where = e.peak_op.module or "the model's own forward"
+        rows.append(("peak features", f"{fmt_bytes(e.peak_feature_bytes)} at {where} ({e.peak_op.op})"))
+        rows.append(("inference peak", f"{fmt_bytes(e.peak_bytes)} (parameters + peak features)"))
     if e.uncounted_ops:
         rows.append(("uncounted ops", ", ".join(f"{u.op} x{u.calls}" for u in e.uncounted_ops)))
+    t = e.training
+    if t is not None:
+        rows += [
+            ("training step", f"optimizer {t.optimizer}, gradients from zero_grad(set_to_none=True)"),
+            ("gradients", fmt_bytes(t.gradient_bytes)),
+            ("optimizer state", fmt_bytes(t.optimizer_bytes)),
+            ("saved activations", fmt_bytes(t.saved_activation_bytes)),
+            ("training peak", f"{fmt_bytes(t.training_peak_bytes)} (parameters + optimizer state + "
+                              f"peak of forward and backward)"),
+            ("backward FLOPs", fmt_flops(t.backward_flops)),
+            ("step FLOPs", f"{fmt_flops(t.forward_flops + t.backward_flops)} (forward in training mode "
+                           f"+ backward)"),
+        ]
+        if t.backward_uncounted_ops:
+            rows.append(("uncounted backward", ", ".join(f"{u.op} x{u.calls}" for u in t.backward_uncounted_ops)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

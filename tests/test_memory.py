@@ -1,0 +1,311 @@
+"""Peak inference memory, training-step memory and backward FLOPs.
+
+Two kinds of check: predictions on the meta device against the same model run on real CPU
+tensors under an independent allocation tracker (``alloc_tracker.py``), within 5%; and small
+models whose figures are worked out by hand in each test.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import burden
+from alloc_tracker import measure_inference, measure_training
+from burden.errors import InputSpecError
+from burden.memory import inference_peak, trace_lifetimes
+from burden.trace import trace_forward
+from burden.training import training_step
+from test_untouched import Net, assert_same, prepare, snapshot
+
+aten = torch.ops.aten
+
+
+def meta(*shape):
+    return torch.zeros(shape, device="meta")
+
+
+def inference(model, shape, elsize=4):
+    model.eval()
+    with torch.no_grad():
+        return inference_peak(trace_lifetimes(model, (meta(*shape),)), elsize)
+
+
+def mlp(inplace=False):
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=inplace), nn.Linear(8, 3))
+
+
+# --- models run for real ----------------------------------------------------------------------
+
+class Residual(nn.Module):
+    """A ResNet basic block with a strided projection shortcut and an in-place sum."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation with the rescale and residual sum fused into one addcmul."""
+
+    def __init__(self, channels, reduction=4):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.down = nn.Conv2d(channels, channels // reduction, 1)
+        self.up = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x):
+        out = self.bn(self.conv(x))
+        scale = torch.sigmoid(self.up(torch.relu(self.down(self.pool(out)))))
+        return torch.relu(torch.addcmul(x, out, scale))
+
+
+def head(channels, classes=5):
+    return [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes)]
+
+
+REAL_MODELS = {
+    "conv_bn_relu_pool_linear": (lambda: nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+        *head(16)), (2, 3, 16, 16)),
+    "residual": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Residual(8, 16), *head(16)), (2, 3, 16, 16)),
+    "se_addcmul": (lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), SEBlock(16), *head(16)), (2, 3, 16, 16)),
+    "mlp_dropout": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Dropout(0.5),
+                                          nn.Linear(32, 10)), (2, 3, 4, 4)),
+}
+
+
+def build(name):
+    factory, shape = REAL_MODELS[name]
+    torch.manual_seed(0)
+    return factory(), shape
+
+
+@pytest.mark.parametrize("name", REAL_MODELS)
+def test_inference_peak_matches_a_real_run(name):
+    model, shape = build(name)
+    predicted = inference(model, shape).peak_feature_bytes
+    measured = measure_inference(model.eval(), torch.randn(shape)).peak_bytes
+    assert measured > 0
+    assert predicted == pytest.approx(measured, rel=0.05)
+
+
+@pytest.mark.parametrize("name", REAL_MODELS)
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_training_step_matches_a_real_run(name, optimizer):
+    model, shape = build(name)
+    predicted = training_step(model, (meta(*shape),), optimizer=optimizer)
+    measured = measure_training(model, torch.randn(shape), optimizer)
+    assert measured.saved_bytes > 0
+    assert predicted.saved_activation_bytes == pytest.approx(measured.saved_bytes, rel=0.05)
+    # the live part alone, then the whole step with the weights and optimizer state
+    live = max(predicted.forward_peak_bytes, predicted.backward_peak_bytes)
+    assert live == pytest.approx(measured.peak_bytes, rel=0.05)
+    assert predicted.training_peak_bytes == pytest.approx(measured.existing_bytes + measured.peak_bytes, rel=0.05)
+
+
+def test_training_step_on_real_tensors_matches_meta():
+    model, shape = build("residual")
+    on_meta = training_step(model, (meta(*shape),))
+    on_cpu = training_step(model, (torch.randn(shape),), meta=False)
+    for figure in ("saved_activation_bytes", "backward_peak_bytes", "training_peak_bytes", "backward_flops"):
+        assert getattr(on_cpu, figure) == pytest.approx(getattr(on_meta, figure), rel=0.05), figure
+
+
+# --- inference peaks worked out by hand ---------------------------------------------------------
+
+class Chain(nn.Module):
+    """Three 1x1 convolutions whose results are kept in locals until the function returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        a = self.c1(x)
+        b = self.c2(a)
+        c = self.c3(b)
+        return c
+
+
+def test_locals_keep_buffers_alive_past_their_last_read():
+    # each output is 8 x 4 x 4 = 128 floats = 512 bytes; ``a`` and ``b`` live until return
+    live = inference(Chain(), (1, 3, 4, 4))
+    assert live.observed
+    assert live.peak_feature_bytes == 3 * 512
+    assert (live.peak_op.op, live.peak_op.module) == ("aten.convolution", "c3")
+    # freeing at the last read instead (a plain trace) would drop ``a`` before c3 runs
+    with torch.no_grad():
+        plain = inference_peak(trace_forward(Chain().eval(), (meta(1, 3, 4, 4),)), 4)
+    assert not plain.observed
+    assert plain.peak_feature_bytes == 2 * 512
+
+
+@pytest.mark.parametrize("from_plain_trace", [False, True])
+def test_mlp_inference_peak_by_hand(from_plain_trace):
+    # batch 2: hidden 2 x 8 = 64 bytes, output 2 x 3 = 24 bytes. The ReLU output and its input
+    # coexist while it runs (128); the input dies as Sequential moves on; then 64 + 24.
+    model = mlp().eval()
+    with torch.no_grad():
+        trace = (trace_forward if from_plain_trace else trace_lifetimes)(model, (meta(2, 4),))
+    live = inference_peak(trace, 4)
+    assert live.peak_feature_bytes == 128
+    assert (live.peak_op.op, live.peak_op.module) == ("aten.relu", "1")
+    assert live.curve[-1] == 64 + 24
+
+
+def test_inplace_relu_allocates_nothing():
+    # the hidden buffer is reused by relu_; peak is the hidden buffer plus the output
+    live = inference(mlp(inplace=True), (2, 4))
+    assert live.peak_feature_bytes == 64 + 24
+    assert (live.peak_op.op, live.peak_op.module) == ("aten.addmm", "2")
+
+
+@pytest.mark.parametrize("elsize, expected", [(4, 448), (2, 288), (8, 768), (None, 448)])
+def test_element_size_applies_to_floating_storages(elsize, expected):
+    # conv 4 x 4 x 4 = 64 floats, pooled 4 x 2 x 2 = 16 floats and 16 int64 indices, all live at the pool
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.MaxPool2d(2))
+    live = inference(model, (1, 3, 4, 4), elsize)
+    assert live.peak_feature_bytes == expected
+    assert live.peak_op.module == "1"
+
+
+# --- training steps worked out by hand ----------------------------------------------------------
+
+OPTIMIZER_FACTORS = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZER_FACTORS)
+def test_single_linear_step_by_hand(optimizer):
+    # Linear(4, 3), batch 2: 15 parameters = 60 bytes, all trainable. Nothing is saved but the
+    # input (not an activation). Backward: the output (24) and the seed of ones (24) stay live;
+    # the weight gradient is computed as seed^T @ x, 3 x 4 in W's own layout (48), and goes into
+    # .grad as it is; the bias gradient is the seed summed over the batch (12): 108 at the end.
+    step = training_step(nn.Linear(4, 3), (meta(2, 4),), optimizer=optimizer)
+    assert step.param_bytes == 60
+    assert step.gradient_bytes == 60
+    assert step.optimizer_bytes == 60 * OPTIMIZER_FACTORS[optimizer]
+    assert step.saved_activation_bytes == 0
+    assert step.forward_peak_bytes == 24
+    assert step.backward_peak_bytes == 24 + 24 + 48 + 12
+    assert step.training_peak_bytes == 60 + 60 * OPTIMIZER_FACTORS[optimizer] + 108
+    # forward: 6 outputs x 4 inputs + 6 bias adds; backward: the 4 x 3 x 2 product, 6 adds for the bias
+    assert step.forward_flops == 30
+    assert step.backward_flops == 24 + 6
+
+
+def test_mlp_step_by_hand():
+    # Linear(4, 8) ReLU Linear(8, 3), batch 2, Adam. Parameters 32 + 8 + 24 + 3 = 67 -> 268 bytes.
+    step = training_step(mlp(), (meta(2, 4),), optimizer="adam")
+    assert (step.param_bytes, step.gradient_bytes, step.optimizer_bytes) == (268, 268, 536)
+    # ReLU saves its output, the second linear saves the same tensor: 2 x 8 floats, once
+    assert step.saved_activation_bytes == 64
+    assert step.forward_peak_bytes == 128  # hidden and ReLU output while ReLU runs
+    # Backward ends with the output 24, the seed 24 and every gradient (268) live; the first
+    # layer's gradients are made from the ReLU's input gradient (2 x 8 = 64), which is freed only
+    # after both: 24 + 24 + 268 + 64. (Earlier, at the ReLU backward: 24 + 24 + 108 of the second
+    # layer's gradients + its input gradient 64 + the saved ReLU output 64 + the new one 64 = 348.)
+    assert step.backward_peak_bytes == 24 + 24 + 268 + 64
+    assert step.training_peak_bytes == 268 + 536 + 380
+    # second linear: grad input 2x8x3 + grad weight 8x3x2 + bias 6; ReLU 2 x 16;
+    # first linear: grad weight 4x8x2 + bias 16 (its input needs no gradient)
+    assert step.backward_flops == 48 + 48 + 6 + 32 + 64 + 16
+    assert dict(step.backward_flops_by_module) == {"2": 102, "1": 32, "0": 80}
+
+
+def test_frozen_parameters_get_no_gradient_or_state():
+    model = mlp()
+    model[0].requires_grad_(False)
+    step = training_step(model, (meta(2, 4),), optimizer="adam")
+    assert step.param_bytes == 268
+    assert step.gradient_bytes == (24 + 3) * 4
+    assert step.optimizer_bytes == 2 * 108
+    # the ReLU output needs no gradient, so only the second linear saves it, for its weight
+    assert step.saved_activation_bytes == 64
+    assert step.backward_flops == 48 + 6
+
+
+def test_convolution_backward_flops_by_hand():
+    # 1 x 3 x 8 x 8. conv2 (4 -> 2, 3x3, no bias): 128 outputs x 36 MACs for the input gradient and
+    # again for the weight gradient; ReLU 2 x 256; conv1 (3 -> 4): weight gradient 256 x 27 plus
+    # 256 bias adds, no input gradient (the image needs none).
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1, bias=False))
+    step = training_step(model, (meta(1, 3, 8, 8),))
+    assert dict(step.backward_flops_by_module) == {"2": 2 * 4608, "1": 512, "0": 6912 + 256}
+    assert step.backward_flops == 16896
+    assert step.backward_uncounted == ()
+
+
+@pytest.mark.parametrize("layer, flops", [
+    (nn.MaxPool2d(2), 32),  # one add per output gradient (2 x 4 x 2 x 2)
+    (nn.AvgPool2d(2), 32 * 4),  # each output gradient spread over its 2 x 2 window
+    (nn.AdaptiveAvgPool2d(1), 128),  # one per input element
+    (nn.Sigmoid(), 2 * 128),
+    (nn.BatchNorm2d(4), 6 * 128),  # bias 1, weight 2, input 3 per element with batch statistics
+])
+def test_backward_rules_by_hand(layer, flops):
+    # a 1x1 convolution first (input 2 x 3 x 4 x 4, 128 outputs x 3 MACs for its weight gradient)
+    step = training_step(nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), layer), (meta(2, 3, 4, 4),))
+    assert step.backward_flops == 384 + flops
+    assert step.backward_uncounted == ()
+
+
+def test_ops_without_a_backward_rule_are_reported():
+    step = training_step(nn.Sequential(nn.Linear(4, 4), nn.GELU()), (meta(2, 4),))
+    assert [(u.op, u.calls, u.layers) for u in step.backward_uncounted] == [("aten.gelu_backward", 1, ("1",))]
+    assert [u.op for u in step.forward_uncounted] == ["aten.gelu"]
+    assert step.backward_flops == 4 * 4 * 2 + 8  # the linear layer's weight and bias gradients
+
+
+def test_forward_rules_are_not_replaced():
+    from burden.conventions import convnet_burden
+    from burden.formulas import formula_table
+
+    table = formula_table("convnet-burden")
+    assert table.lookup(aten.mm.default) is convnet_burden.mm
+    assert table.lookup(aten.add.Tensor) is convnet_burden.residual_sum
+
+
+def test_unknown_optimizer():
+    with pytest.raises(InputSpecError, match="adamw"):
+        training_step(mlp(), (meta(2, 4),), optimizer="lamb")
+
+
+def test_nothing_to_train():
+    with pytest.raises(InputSpecError, match="nothing to train"):
+        training_step(mlp().requires_grad_(False), (meta(2, 4),))
+
+
+# --- the user's model is left as it was ---------------------------------------------------------
+
+@pytest.mark.parametrize("on_meta", [True, False])
+def test_model_untouched_after_training_step(on_meta):
+    model = prepare(Net())
+    before = snapshot(model)
+    x = meta(2, 3, 8, 8) if on_meta else torch.randn(2, 3, 8, 8)
+    training_step(model, (x,), meta=on_meta)
+    assert_same(before, snapshot(model))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_model_untouched_after_failed_training_step():
+    model = prepare(Net(fail=True))
+    before = snapshot(model)
+    with pytest.raises(burden.BurdenError, match="boom"):
+        training_step(model, (meta(2, 3, 8, 8),))
+    assert_same(before, snapshot(model))
+    assert all(p.grad is None for p in model.parameters())
