@@ -3,6 +3,7 @@ atomic writes, the index and README of ``burden report --all``, and the committe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -215,7 +216,7 @@ def test_layer_table_has_every_module_with_exact_values(r50):
 def test_profile_charts_one_bar_per_module_with_own_figures(r50):
     e = r50.e
     svgs = {s["data-metric"]: s for s in r50.dom.find_all("svg", cls="plot")}
-    assert set(svgs) == set(METRICS)
+    assert set(svgs) == set(METRICS) | {"live_memory"}  # the live-memory curve is a line, not bars
     position = {r.name: i for i, r in enumerate(e.layers)}
     for metric in METRICS:
         bars = svgs[metric].find_all("rect", cls="bar")
@@ -287,7 +288,9 @@ def test_live_memory_chart_from_a_stand_in():
     assert svg.find("text", cls="peak-label").text() == "peak 30.00 MiB"
     assert marker.find("title").text() == "peak: 30.00 MiB at op 3, aten.add <b>x</b>"
     assert "<b>x</b>" not in page and "aten.add &lt;b&gt;x&lt;/b&gt;" in page
-    assert "live-memory" not in estimate_page(e)  # no curve, no chart
+    assert "live-memory" not in estimate_page(dataclasses.replace(e, live_curve=()))  # no curve, no chart
+    own = parse(estimate_page(e)).find("svg", data_metric="live_memory")  # by default, the estimate's own
+    assert own.find("text", cls="peak-label").text() == f"peak {e.peak_feature_bytes / 2**20:.2f} MiB"
 
 
 def test_live_memory_peak_op_as_a_record():
@@ -362,7 +365,8 @@ def test_tiny_model_without_flops_renders():
     dom = parse(estimate_page(e))
     assert len(table_rows(dom, "layers")) == len(e.layers)
     for svg in dom.find_all("svg", cls="plot"):
-        assert len(svg.find_all("rect", cls="bar")) == len(own_units(e, svg["data-metric"]))
+        if svg["data-metric"] in METRICS:
+            assert len(svg.find_all("rect", cls="bar")) == len(own_units(e, svg["data-metric"]))
 
 
 # ------------------------------------------------------------------------------------------------

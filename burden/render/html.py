@@ -378,8 +378,14 @@ def _summary(e: Estimate) -> dict[str, Any]:
 def estimate_page(e: Estimate, *, scale: "ScaleTable | None" = None, memory: Any = None) -> str:
     """The self-contained HTML report of one estimate: summary, counting rules, the optional
     feature-extraction scale table, profile charts, the optional live-memory curve, the
-    collapsible and sortable per-layer table, and the uncounted ops. No network needed."""
+    collapsible and sortable per-layer table, and the uncounted ops. No network needed.
+    Without ``memory``, the live-memory curve is the estimate's own."""
     rows = _layer_rows(e)
+    if memory is None and e.live_curve:
+        from ..memory import LiveMemory
+
+        memory = LiveMemory(peak_feature_bytes=e.peak_feature_bytes, peak_op=e.peak_op, curve=e.live_curve,
+                            observed=True)
     return _render(
         PAGE_TEMPLATE, e=e, input=" x ".join(str(d) for d in e.input), conv=_conventions(e),
         rows=rows, max_depth=max((r["depth"] for r in rows), default=0), initial_depth=INITIAL_DEPTH,
