@@ -6,6 +6,7 @@ built or traced.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -23,7 +24,7 @@ from .models.resolve import resolve_model
 from .scaling import ScaleRow, ScaleTable
 from .state import preserved_modes
 from .memory import LiveMemory, inference_peak, trace_lifetimes
-from .trace import Trace, iter_tensors
+from .trace import Trace, iter_tensors, paused_gc
 
 
 def _trace_dtype(model: nn.Module) -> torch.dtype:
@@ -69,9 +70,14 @@ def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, devi
                     meta=_check_device(device), device=str(device))
 
 
-def _model(model: nn.Module | str) -> tuple[str, nn.Module]:
+def _model(model: nn.Module | str, device: str = "meta") -> tuple[str, nn.Module]:
+    """The module to analyse. A model given by name is built on meta; for a real device it gets
+    uninitialised weights there (values never matter, only shapes)."""
     if isinstance(model, str):
-        return resolve_model(model)
+        name, module = resolve_model(model)
+        if torch.device(device).type != "meta":
+            module = copy.deepcopy(module).to_empty(device=device)
+        return name, module
     if not isinstance(model, nn.Module):
         raise InputSpecError(f"expected an nn.Module or a model name, got {type(model).__name__}")
     return type(model).__name__, model
@@ -98,9 +104,10 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
     with preserved_modes(module), torch.no_grad():
         trace = trace_lifetimes(module, args, kwargs, meta=req.meta, stop_after=stop_after)
         flops = req.convention.attribute(module, trace, args, kwargs)
-    memory = req.memory.rule(trace, req.elsize)
-    layers, uncounted, totals = count(module, trace, flops, memory, req.elsize)
-    return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, req.elsize))
+    with paused_gc():  # counting frees no tensor
+        memory = req.memory.rule(trace, req.elsize)
+        layers, uncounted, totals = count(module, trace, flops, memory, req.elsize)
+        return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, req.elsize))
 
 
 def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optimizer: str) -> TrainingFigures:
@@ -155,7 +162,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
         if req.convention.backward is None:
             raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
                                  f"analyse training under convnet-burden or torch")
-    name, module = _model(model)
+    name, module = _model(model, req.device)
     a = _analyse(module, req, inputs)
     training = _training(module, req, a.args, a.kwargs, optimizer) if mode == "training" else None
     size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)

@@ -13,7 +13,9 @@ no activation memory is allocated, and the user's tensors are never written to.
 
 from __future__ import annotations
 
+import gc
 import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -43,11 +45,17 @@ def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
     """
     if isinstance(value, torch.Tensor):
         return fn(value)
-    if type(value) in (tuple, list):
-        return type(value)(map_tensors(fn, v) for v in value)
-    if type(value) is dict:
+    kind = type(value)
+    if kind is tuple or kind is list:
+        if all(type(v) in _PLAIN for v in value):  # sizes, strides, paddings: nothing to map
+            return value
+        return kind(map_tensors(fn, v) for v in value)
+    if kind is dict:
         return {k: map_tensors(fn, v) for k, v in value.items()}
     return value
+
+
+_PLAIN = {int, float, bool, type(None), str}
 
 
 def leaves(value: Any) -> list[Any]:
@@ -165,8 +173,120 @@ _META_SHORTCUTS: dict[Any, Callable[[tuple, dict], Any]] = {
 }
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection for a while, for work that frees no tensor (counting)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep the objects that exist now out of garbage collection while a trace runs.
+
+    A full collection would walk torch's whole heap, which costs more than the trace. Collection
+    itself stays on: first-time code paths of some meta kernels leave cycles that hold tensors,
+    and they must die as promptly as they would without burden, or lifetimes come out longer."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+_SCALARS = (bool, int, float, str, torch.dtype, torch.device, torch.memory_format, torch.layout, type(None))
+
+
+def _meta_key(value: Any) -> Any:
+    """What a meta kernel's result depends on: tensor metadata and the other arguments."""
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.stride(), value.dtype, value.storage_offset())
+    if type(value) in (tuple, list):
+        return tuple(_meta_key(v) for v in value)
+    if type(value) is dict:
+        return tuple((k, _meta_key(v)) for k, v in value.items())
+    if isinstance(value, _SCALARS):
+        return (type(value), value)  # True and 1 are equal keys otherwise
+    raise _Uncacheable
+
+
+def _cacheable(func: torch._ops.OpOverload) -> bool:
+    schema = func._schema
+    return not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
+
+
+# Meta kernels are pure functions of metadata, and many run in Python (refs, decompositions) at
+# 100-500 us an op. A network repeats the same blocks at the same shapes, so most calls are
+# answered here, by allocating fresh meta outputs of the remembered shapes.
+_META_RESULTS: dict[Any, Any] = {}
+_META_RESULTS_LIMIT = 1 << 14
+_CACHEABLE: dict[Any, bool] = {}
+
+
+def _describe(out: Any) -> tuple[bool, tuple]:
+    """(whether the op returned a tuple, the (shape, stride, dtype) of each output)."""
+    if isinstance(out, torch.Tensor):
+        return False, ((tuple(out.shape), out.stride(), out.dtype),)
+    if type(out) is tuple and all(isinstance(t, torch.Tensor) for t in out):
+        return True, tuple((tuple(t.shape), t.stride(), t.dtype) for t in out)
+    raise _Uncacheable
+
+
+def _rebuild(spec: tuple[bool, tuple]) -> Any:
+    many, outputs = spec
+    out = tuple(torch.empty_strided(shape, stride, dtype=dtype, device="meta") for shape, stride, dtype in outputs)
+    return out if many else out[0]
+
+
+def meta_call(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+    """Run ``func`` on meta tensors, from the remembered result when the same call was seen."""
+    cacheable = _CACHEABLE.get(func)
+    if cacheable is None:
+        cacheable = _CACHEABLE[func] = _cacheable(func)
+    key = None
+    if cacheable:
+        try:
+            key = (func, _meta_key(args), _meta_key(kwargs))
+        except _Uncacheable:
+            key = None
+        if key is not None:
+            spec = _META_RESULTS.get(key)
+            if spec is not None:
+                return _rebuild(spec)
+    shortcut = _META_SHORTCUTS.get(func)
+    out = shortcut(args, kwargs) if shortcut is not None else func(*args, **kwargs)
+    if key is not None and len(_META_RESULTS) < _META_RESULTS_LIMIT:
+        try:
+            _META_RESULTS[key] = _describe(out)
+        except _Uncacheable:
+            pass
+    return out
+
+
 class _StopTrace(Exception):
     """Raised from the forward hook of the module a partial trace ends at."""
+
+
+_DECOMPOSES: dict[Any, bool] = {}
+
+
+def _decomposes(func: torch._ops.OpOverload) -> bool:
+    """Whether ``func.decompose`` can do anything: asked once per op, not on every call."""
+    known = _DECOMPOSES.get(func)
+    if known is None:
+        key = torch._C.DispatchKey.CompositeImplicitAutograd
+        known = _DECOMPOSES[func] = key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(
+            func.name(), key)
+    return known
 
 
 class _Recorder(TorchDispatchMode):
@@ -186,10 +306,11 @@ class _Recorder(TorchDispatchMode):
             return func(*args, **kwargs)
         # Like torch's FlopCounterMode: see an op through its decomposition where it has one, so
         # both look at the same primitive ops.
-        with self:
-            decomposed = func.decompose(*args, **kwargs)
-        if decomposed is not NotImplemented:
-            return decomposed
+        if _decomposes(func):
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
         return self.tracer.run_op(func, args, kwargs)
 
 
@@ -240,8 +361,7 @@ class Tracer:
         module = self.stack[-1] if self.stack else ""
         in_args, in_kwargs = map_tensors(self._info, args), map_tensors(self._info, kwargs)
         try:
-            shortcut = _META_SHORTCUTS.get(func) if self.meta else None
-            out = shortcut(args, kwargs) if shortcut is not None else func(*args, **kwargs)
+            out = meta_call(func, args, kwargs) if self.meta else func(*args, **kwargs)
         except BurdenError:
             raise
         except Exception as exc:  # the op itself refused: shapes that do not fit
@@ -314,6 +434,10 @@ class Tracer:
         return torch.func.functional_call(self.model, stand_ins, args, kwargs, strict=False)
 
     def run(self, args: tuple, kwargs: dict) -> Trace:
+        with frozen_heap():
+            return self._run(args, kwargs)
+
+    def _run(self, args: tuple, kwargs: dict) -> Trace:
         handles = []
         never = 10**9
         try:

@@ -82,3 +82,18 @@ def test_any_input_size_on_meta_without_allocating():
     e = burden.estimate("senet154", 672, batch_size=128)
     assert e.feature_bytes > 300 * 2**30
     assert e.layer("layer4").output_shape == [128, 2048, 21, 21]
+
+
+def test_first_analysis_in_a_process_equals_later_ones():
+    """First-time code paths (imports, meta kernels) must not change what burden measures."""
+    import subprocess
+    import sys
+
+    code = ("import burden\n"
+            "peaks = [burden.estimate('se_resnet50', 224).peak_feature_bytes for _ in range(2)]\n"
+            "peaks.append(burden.estimate('se_resnet50', 224, device='cpu').peak_feature_bytes)\n"
+            "print(peaks)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    first, second, real = eval(out.stdout)
+    assert first == second == real

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import torch
@@ -43,12 +44,21 @@ def _factory(path: str) -> nn.Module:
     return built
 
 
-def resolve_model(spec: str) -> tuple[str, nn.Module]:
-    """Build the model ``spec`` names, on the meta device so that no weights are allocated."""
-    prefix, sep, rest = spec.partition(":")
+@functools.lru_cache(maxsize=8)
+def _registered_on_meta(name: str) -> nn.Module:
+    # An analysis leaves the model as it found it, so a registered model built once serves every
+    # later analysis in the process (building SENet-154 costs about as much as tracing it).
     with torch.device("meta"):
-        if sep and prefix in ("torchvision", "timm"):
+        return model_entry(name).factory()
+
+
+def resolve_model(spec: str) -> tuple[str, nn.Module]:
+    """The model ``spec`` names, on the meta device so that no weights are allocated."""
+    prefix, sep, rest = spec.partition(":")
+    if not sep:
+        model_entry(spec)  # an unknown name raises here, outside the cache
+        return spec, _registered_on_meta(spec)
+    with torch.device("meta"):
+        if prefix in ("torchvision", "timm"):
             return spec, _external(prefix, rest)
-        if sep:
-            return spec, _factory(spec)
-        return spec, model_entry(spec).factory()
+        return spec, _factory(spec)
