@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import BurdenError, ForwardError, ShapeError
@@ -326,6 +327,7 @@ class Tracer:
         self.stack: list[str] = []
         self.stack_args: list[Any] = []  # each open module's inputs, to say what a failing module got
         self.open_spans: list[int] = []
+        self._paths: dict[int, str] = {}  # id(module) -> its path in the model
         self._storage_ids: dict[int, int] = {}
         self._next_storage = itertools.count()
         self._order = itertools.count()
@@ -387,29 +389,33 @@ class Tracer:
         return out
 
     # module hooks ------------------------------------------------------------------------------
-    def _pre_hook(self, path: str) -> Callable:
-        def hook(module: nn.Module, args: Any) -> None:
-            info = self.modules[path]
-            if info.calls == 0:
-                info.order = next(self._order)
-            info.calls += 1
-            self.stack.append(path)
-            self.stack_args.append(args)
-            self.open_spans.append(len(self.events))
-        return hook
+    # Two process-wide hooks rather than two per module: registering and removing thousands of
+    # handles costs more than the calls they watch. Modules outside the model are ignored.
+    def _pre_hook(self, module: nn.Module, args: Any) -> None:
+        path = self._paths.get(id(module))
+        if path is None:
+            return
+        info = self.modules[path]
+        if info.calls == 0:
+            info.order = next(self._order)
+        info.calls += 1
+        self.stack.append(path)
+        self.stack_args.append(args)
+        self.open_spans.append(len(self.events))
 
-    def _post_hook(self, path: str) -> Callable:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            info = self.modules[path]
-            shapes = _shape_tree(output)
-            if info.output_shape is None:
-                info.output_shape = shapes
-            info.spans.append((self.open_spans.pop(), len(self.events), _shape_tree(self.stack_args[-1]), shapes))
-            self.stack.pop()
-            self.stack_args.pop()
-            if path == self.stop_after:
-                raise _StopTrace
-        return hook
+    def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        path = self._paths.get(id(module))
+        if path is None:
+            return
+        info = self.modules[path]
+        shapes = _shape_tree(output)
+        if info.output_shape is None:
+            info.output_shape = shapes
+        info.spans.append((self.open_spans.pop(), len(self.events), _shape_tree(self.stack_args[-1]), shapes))
+        self.stack.pop()
+        self.stack_args.pop()
+        if path == self.stop_after:
+            raise _StopTrace
 
     def _stand_ins(self) -> dict[str, torch.Tensor] | None:
         """Meta stand-ins for a real model's parameters and buffers, or None when it is on meta.
@@ -438,14 +444,13 @@ class Tracer:
             return self._run(args, kwargs)
 
     def _run(self, args: tuple, kwargs: dict) -> Trace:
-        handles = []
         never = 10**9
+        for path, module in self.model.named_modules():
+            depth = 0 if path == "" else path.count(".") + 1
+            self.modules[path] = ModuleInfo(path=path, type=type(module).__name__, depth=depth, order=never)
+            self._paths[id(module)] = path
+        handles = [register_module_forward_pre_hook(self._pre_hook), register_module_forward_hook(self._post_hook)]
         try:
-            for path, module in self.model.named_modules():
-                depth = 0 if path == "" else path.count(".") + 1
-                self.modules[path] = ModuleInfo(path=path, type=type(module).__name__, depth=depth, order=never)
-                handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
-                handles.append(module.register_forward_hook(self._post_hook(path)))
             if self.stop_after is not None and self.stop_after not in self.modules:
                 raise ShapeError(f"the model has no module {self.stop_after!r}")
             inputs = {self._storage_of(t) for t in iter_tensors((args, kwargs))}
