@@ -72,8 +72,10 @@ def installed(wheel, tmp_path_factory):
     # folder only: .pth files inside it, such as an editable install of burden, are not run.)
     purelib = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                        env=clean_env()).stdout.strip())
+    # (CI's venv lives inside the checkout, so its site-packages is under REPO: keep those, drop
+    # only the checkout's own source folder.)
     ours = [p for p in dict.fromkeys(site.getsitepackages() + [sysconfig.get_paths()["purelib"]])
-            if Path(p).is_dir() and not Path(p).resolve().is_relative_to(REPO)]
+            if Path(p).is_dir() and Path(p).resolve() != REPO.resolve()]
     (purelib / "zz_test_interpreter_site.pth").write_text("\n".join(ours) + "\n")
     run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel], cwd=root, env=clean_env())
     return root, env_dir, python
