@@ -126,6 +126,15 @@ def _model_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def _note(fmt: str, text: str) -> str:
+    """A line naming the rules under a table, as a comment where the table is meant to be pasted."""
+    if fmt.startswith("latex"):
+        return f"% {text}"
+    if fmt in ("html", "unsafehtml"):
+        return f"<!-- {text} -->"
+    return text
+
+
 def _compare(args: argparse.Namespace) -> int:
     from .api import compare
     from .render.text import comparison_csv
@@ -138,6 +147,9 @@ def _compare(args: argparse.Namespace) -> int:
         print(comparison_csv(c), end="")
     else:
         print(c.table(fmt=args.format))
+        e = c.estimates[0]
+        print(_note(args.format, f"burden {e.convention} convention (memory: {e.memory_convention}), "
+                                 f"batch {e.batch}, {e.dtype}"))
     return 0
 
 
@@ -146,7 +158,11 @@ def _scale(args: argparse.Namespace) -> int:
 
     t = scale(args.model, args.scales, batch_size=args.batch, trunk=args.trunk, base=args.base, dtype=args.dtype,
               convention=args.convention)
-    print(t.to_json() if args.format == "json" else t.table(fmt=args.format))
+    if args.format == "json":
+        print(t.to_json())
+    else:
+        print(t.table(fmt=args.format))
+        print(_note(args.format, f"burden {t.convention} convention, {t.dtype}, trunk {t.trunk}"))
     return 0
 
 

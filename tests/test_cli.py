@@ -130,3 +130,19 @@ def test_entry_point_as_a_process():
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("fmt,marker", [("github", "burden convnet-burden convention"),
+                                        ("latex_booktabs", "% burden convnet-burden convention"),
+                                        ("html", "<!-- burden convnet-burden convention")])
+def test_compare_names_its_convention(capsys, fmt, marker):
+    code, out, _ = run(capsys, "compare", "se_resnet50", "se_bn_inception", "--format", fmt)
+    assert code == 0 and marker in out
+    assert "se_bn_inception" in out or "se\\_bn\\_inception" in out
+
+
+def test_compare_csv_keeps_exact_integers(capsys):
+    code, out, _ = run(capsys, "compare", "se_resnet50", "--format", "csv")
+    header, row = out.strip().splitlines()
+    assert header.split(",")[-1] == "convention"
+    assert row.split(",")[4] == "28141144" and row.split(",")[-1] == "convnet-burden"

@@ -148,10 +148,10 @@ def comparison_csv(c: "Comparison") -> str:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COMPARISON_KEYS)
+    writer.writerow(COMPARISON_KEYS + ("convention",))
     for e in c.estimates:
         writer.writerow(["x".join(map(str, v)) if isinstance(v := getattr(e, k), tuple) else v
-                         for k in COMPARISON_KEYS])
+                         for k in COMPARISON_KEYS] + [e.convention])
     return buf.getvalue()
 
 
