@@ -6,7 +6,6 @@ built or traced.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -22,7 +21,7 @@ from .inputs import (DEFAULT_SCALES, dtype_name, materialize_inputs, parse_batch
                      parse_scales)
 from .models.resolve import resolve_model
 from .scaling import ScaleRow, ScaleTable
-from .state import preserved_modes
+from .state import preserved_modes, with_real_weights
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .trace import Trace, iter_tensors, paused_gc
 
@@ -76,7 +75,7 @@ def _model(model: nn.Module | str, device: str = "meta") -> tuple[str, nn.Module
     if isinstance(model, str):
         name, module = resolve_model(model)
         if torch.device(device).type != "meta":
-            module = copy.deepcopy(module).to_empty(device=device)
+            module = with_real_weights(module, device)
         return name, module
     if not isinstance(model, nn.Module):
         raise InputSpecError(f"expected an nn.Module or a model name, got {type(model).__name__}")

@@ -19,6 +19,7 @@ from .conventions import get_convention, list_conventions
 from .figures import Estimate
 from .inputs import parse_batch, parse_input_size
 from .models.resolve import resolve_model
+from .state import on_meta, preserved_modes, with_real_weights
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class CheckReport:
 def flop_counter_mode(model: nn.Module, x: torch.Tensor) -> ToolCount:
     from torch.utils.flop_counter import FlopCounterMode
 
-    meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
+    meta_model = model if on_meta(model) else copy.deepcopy(model).to("meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta_model(x.to("meta"))
     root = type(model).__name__
@@ -73,14 +74,9 @@ def flop_counter_mode(model: nn.Module, x: torch.Tensor) -> ToolCount:
 def fvcore_analysis(model: nn.Module, x: torch.Tensor) -> ToolCount:
     from fvcore.nn import FlopCountAnalysis
 
-    cpu_model = copy.deepcopy(model).to_empty(device="cpu") if _on_meta(model) else model
-    analysis = (FlopCountAnalysis(cpu_model, (torch.zeros(x.shape, dtype=x.dtype),))
+    analysis = (FlopCountAnalysis(with_real_weights(model), (torch.zeros(x.shape, dtype=x.dtype),))
                 .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
     return ToolCount("fvcore.nn.FlopCountAnalysis", int(analysis.total()), dict(analysis.by_module()))
-
-
-def _on_meta(model: nn.Module) -> bool:
-    return any(t.device.type == "meta" for t in list(model.parameters()) + list(model.buffers()))
 
 
 def check(model: nn.Module | str, input_size: Any = (3, 224, 224), *, batch_size: int = 1,
@@ -89,15 +85,10 @@ def check(model: nn.Module | str, input_size: Any = (3, 224, 224), *, batch_size
     name, module = resolve_model(model) if isinstance(model, str) else (type(model).__name__, model)
     names = list(conventions or list_conventions())
     estimates: dict[str, Estimate] = {c: estimate(module, size, batch_size=batch, convention=c) for c in names}
-    was_training = [(m, m.training) for m in module.modules()]
-    try:
-        module.eval()
+    with preserved_modes(module):
         x = torch.zeros((batch, *size), device="meta")
         tools = {"torch.utils.flop_counter.FlopCounterMode": flop_counter_mode(module, x),
                  "fvcore.nn.FlopCountAnalysis": fvcore_analysis(module, x)}
-    finally:
-        for m, training in was_training:
-            m.training = training
     checks = []
     for c in names:
         e, claim = estimates[c], get_convention(c).equals

@@ -6,7 +6,7 @@ hand off to the renderers so that a notebook needs one import.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -144,7 +144,3 @@ class Estimate:
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def layer_dict(record: LayerFigures) -> dict[str, Any]:
-    return asdict(record)

@@ -1,7 +1,8 @@
-"""Give the user's model back as it came: the train/eval mode of every submodule."""
+"""Model state around an analysis: modes given back as they were, real copies of meta models."""
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,3 +20,13 @@ def preserved_modes(model: nn.Module, train: bool = False) -> Iterator[None]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+def on_meta(model: nn.Module) -> bool:
+    return any(t.device.type == "meta" for t in list(model.parameters()) + list(model.buffers()))
+
+
+def with_real_weights(model: nn.Module, device: str = "cpu") -> nn.Module:
+    """``model`` itself if its weights are real; a copy with uninitialised weights on ``device``
+    if they are on meta (tools that run real kernels need storage, not values)."""
+    return copy.deepcopy(model).to_empty(device=device) if on_meta(model) else model

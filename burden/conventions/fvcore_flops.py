@@ -7,7 +7,6 @@ and an analysis that would not fit in memory is refused up front.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from typing import Any
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from ..counting import FlopAttribution
 from ..errors import InputSpecError
+from ..state import with_real_weights
 from ..trace import Trace
 from . import Convention, register_convention
 from .all_outputs import new_storage_bytes
@@ -38,13 +38,6 @@ def _real(x: Any) -> Any:
     return x
 
 
-def _cpu_model(model: nn.Module) -> nn.Module:
-    tensors = list(model.parameters()) + list(model.buffers())
-    if any(t.device.type == "meta" for t in tensors):
-        return copy.deepcopy(model).to_empty(device="cpu")  # values do not matter, only shapes
-    return model
-
-
 def _children(path: str, paths: list[str]) -> list[str]:
     depth = 0 if path == "" else path.count(".") + 1
     prefix = "" if path == "" else path + "."
@@ -62,7 +55,7 @@ def fvcore_attribution(model: nn.Module, trace: Trace, args: tuple, kwargs: dict
         raise InputSpecError(f"the fvcore convention runs a real forward pass; this one needs about "
                              f"{need / 2**30:.1f} GiB, more than half of the {free / 2**30:.1f} GiB free: "
                              f"use a smaller batch or input")
-    real_model = _cpu_model(model)
+    real_model = with_real_weights(model)
     real_args = torch.utils._pytree.tree_map(_real, args)
     analysis = (FlopCountAnalysis(real_model, real_args)
                 .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
