@@ -1,8 +1,10 @@
 """``burden check``: each convention's figures beside what fvcore and PyTorch's counter report.
 
 The tools run here on their own (fvcore's FlopCountAnalysis on a real CPU forward pass, PyTorch's
-FlopCounterMode on the meta device), independently of burden's trace, so an equality a
-convention claims is tested, not assumed.
+FlopCounterMode on the meta device and on the CPU), independently of burden's trace, so an
+equality a convention claims is tested, not assumed. The ``torch`` convention claims equality with
+FlopCounterMode on the meta device, where burden traces; on real CPU tensors FlopCounterMode counts
+the fused CPU attention and LSTM kernels as 0, which the second run shows.
 """
 
 from __future__ import annotations
@@ -55,12 +57,21 @@ class CheckReport:
         return all(c.agrees for c in self.checks)
 
 
-def flop_counter_mode(model: nn.Module, x: torch.Tensor) -> ToolCount:
+FLOP_COUNTER_META = "torch.utils.flop_counter.FlopCounterMode on meta"
+FLOP_COUNTER_CPU = "torch.utils.flop_counter.FlopCounterMode on cpu"
+
+
+def flop_counter_mode(model: nn.Module, x: torch.Tensor, device: str = "meta") -> ToolCount:
+    """PyTorch's own counter over one forward pass on ``device``. On real CPU tensors it counts the
+    fused CPU kernels it has no formula for (attention, LSTM) as 0, so the two runs can differ."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    meta_model = model if on_meta(model) else copy.deepcopy(model).to("meta")
+    if device == "meta":
+        run_model = model if on_meta(model) else copy.deepcopy(model).to("meta")
+    else:
+        run_model = with_real_weights(model, device)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta_model(x.to("meta"))
+        run_model(torch.zeros(x.shape, dtype=x.dtype, device=device))
     root = type(model).__name__
     by_module = {}
     for name, ops in counter.get_flop_counts().items():
@@ -68,7 +79,8 @@ def flop_counter_mode(model: nn.Module, x: torch.Tensor) -> ToolCount:
             continue
         path = "" if name == root else name.removeprefix(root + ".")
         by_module[path] = sum(ops.values())
-    return ToolCount("torch.utils.flop_counter.FlopCounterMode", counter.get_total_flops(), by_module)
+    tool = FLOP_COUNTER_META if device == "meta" else FLOP_COUNTER_CPU
+    return ToolCount(tool, counter.get_total_flops(), by_module)
 
 
 def fvcore_analysis(model: nn.Module, x: torch.Tensor) -> ToolCount:
@@ -87,7 +99,8 @@ def check(model: nn.Module | str, input_size: Any = (3, 224, 224), *, batch_size
     estimates: dict[str, Estimate] = {c: estimate(module, size, batch_size=batch, convention=c) for c in names}
     with preserved_modes(module):
         x = torch.zeros((batch, *size), device="meta")
-        tools = {"torch.utils.flop_counter.FlopCounterMode": flop_counter_mode(module, x),
+        tools = {FLOP_COUNTER_META: flop_counter_mode(module, x),
+                 FLOP_COUNTER_CPU: flop_counter_mode(module, x, "cpu"),
                  "fvcore.nn.FlopCountAnalysis": fvcore_analysis(module, x)}
     checks = []
     for c in names:

@@ -10,7 +10,7 @@ from torch import nn
 
 from .figures import LayerFigures, UncountedOp
 from .formulas import FormulaTable
-from .trace import Trace
+from .records import Trace
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ def own_params(model: nn.Module, elsize: int) -> dict[str, tuple[int, int, int]]
     return out
 
 
+def own_bytes(model: nn.Module, elsize: int) -> int:
+    """Bytes of the model's parameters and floating-point buffers, shared tensors once."""
+    return sum(nbytes for _, nbytes, _ in own_params(model, elsize).values())
+
+
 def _parent(path: str) -> str | None:
     if path == "":
         return None
@@ -70,6 +75,10 @@ class FlopAttribution:
         self.uncounted_calls[op] += calls
         if module not in self.uncounted_layers[op]:
             self.uncounted_layers[op].append(module)
+
+    def uncounted(self) -> tuple[UncountedOp, ...]:
+        return tuple(UncountedOp(op=name, calls=n, layers=tuple(self.uncounted_layers[name]))
+                     for name, n in sorted(self.uncounted_calls.items()))
 
 
 def attribute_with_table(table: FormulaTable, model: nn.Module, trace: Trace) -> FlopAttribution:
@@ -127,6 +136,4 @@ def count(model: nn.Module, trace: Trace, flops: FlopAttribution, memory: list[i
     root = inclusive[""]
     totals = Totals(params=root[0], param_bytes=root[1], feature_bytes=root[2], flops=root[3],
                     trainable_params=root[4])
-    uncounted = tuple(UncountedOp(op=name, calls=n, layers=tuple(flops.uncounted_layers[name]))
-                      for name, n in sorted(flops.uncounted_calls.items()))
-    return layers, uncounted, totals
+    return layers, flops.uncounted(), totals

@@ -1,4 +1,4 @@
-"""Errors burden raises on bad input.
+"""Errors burden raises: on bad input, on models it cannot analyse, and on its own bugs.
 
 Every error is a ``BurdenError``: the CLI prints its message on one line and exits with
 status 2, and notebook users can catch one base class.
@@ -32,3 +32,18 @@ class ForwardError(BurdenError):
 
 class FactoryImportError(BurdenError, ImportError):
     """A ``package.module:factory`` path that does not import or call."""
+
+
+class DataDependentError(ForwardError):
+    """The forward needs real tensor values (``.item()``, ``nonzero``, boolean masks), which the
+    meta device does not have."""
+
+    feature_bytes_so_far: int = 0  # what the pass had allocated before it stopped, to size a CPU run
+
+
+class UnsupportedModelError(BurdenError):
+    """A model burden cannot analyse, for a reason it names (a TorchScript module, for example)."""
+
+
+class InternalError(BurdenError):
+    """A bug in burden itself: the message names the op, the module and the shapes to report."""

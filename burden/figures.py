@@ -84,6 +84,10 @@ class Estimate:
     peak_bytes: int = 0
     mode: str = "inference"
     training: TrainingFigures | None = None  # with mode="training"
+    # where the pass was traced, and what the reader must know about how the figures were obtained;
+    # not part of equality, which compares figures
+    device: str = field(default="meta", compare=False)
+    notes: tuple[str, ...] = field(default=(), compare=False)
     # live feature memory after each op (for charts); not part of equality
     live_curve: tuple[int, ...] = field(default=(), compare=False, repr=False)
     # what was analysed (a name or the nn.Module), so that ``scale`` can trace it again

@@ -13,7 +13,11 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
-from .trace import OpEvent, TensorInfo
+from .containers import map_leaves
+from .errors import InternalError
+from .op_groups import never_recorded
+from .records import OpEvent, TensorInfo
+from .trace_errors import first_line
 
 Formula = Callable[..., int]
 Target = Any  # an OpOverloadPacket (aten.add) or an OpOverload (aten.add.Tensor)
@@ -50,28 +54,42 @@ class FormulaTable:
         self._formulas: dict[Any, Formula] = {}
         self._zero: set[Any] = set()
 
-    def _add(self, target: Target, formula: Formula, zero: bool) -> None:
+    def _add(self, target: Target, formula: Formula, zero: bool, strict: bool = True) -> None:
         key = _key(target)
+        if never_recorded(key):
+            if not strict:
+                return
+            raise ValueError(f"{self.name}: a formula for {key} would never be used: PyTorch breaks {key} into "
+                             f"other ops before burden sees it (it is CompositeImplicitAutograd); register the "
+                             f"formula for the ops it becomes, or for the module type that calls it")
         if key in self._formulas:
             raise ValueError(f"{self.name}: a formula for {key} is already registered")
         self._formulas[key] = formula
         if zero:
             self._zero.add(key)
 
-    def register(self, *targets: Target) -> Callable[[Formula], Formula]:
-        """Decorator: ``@table.register(aten.mm, aten.bmm)``."""
+    def register(self, *targets: Target, strict: bool = True) -> Callable[[Formula], Formula]:
+        """Decorator: ``@table.register(aten.mm, aten.bmm)``. A target burden never sees (an op
+        PyTorch always decomposes first) is refused, or with ``strict=False`` left out: built-in
+        rules name ops that decompose in some torch releases and not in others."""
 
         def wrap(formula: Formula) -> Formula:
             for target in targets:
-                self._add(target, formula, zero=False)
+                self._add(target, formula, zero=False, strict=strict)
             return formula
 
         return wrap
 
-    def zero(self, *targets: Target) -> None:
+    def zero(self, *targets: Target, strict: bool = True) -> None:
         """Mark ops as costing nothing under this convention (views, copies, BN folded away...)."""
         for target in targets:
-            self._add(target, _ZERO, zero=True)
+            self._add(target, _ZERO, zero=True, strict=strict)
+
+    def unregister(self, target: Target) -> None:
+        """Forget the formula of ``target`` (nothing happens if it has none)."""
+        key = _key(target)
+        self._formulas.pop(key, None)
+        self._zero.discard(key)
 
     def lookup(self, func: torch._ops.OpOverload) -> Formula | None:
         formula = self._formulas.get(func) or self._formulas.get(func.overloadpacket)
@@ -99,7 +117,10 @@ class FormulaTable:
         if formula is _ZERO:
             return 0
         args, kwargs, out_shape = _shapes(event.args), _shapes(event.kwargs), _shapes(event.out)
-        return int(formula(*args, out_shape=out_shape, **kwargs))
+        try:
+            return int(formula(*args, out_shape=out_shape, **kwargs))
+        except Exception as exc:
+            raise formula_failure(self.name, event.name, event.module, (args, kwargs), exc) from None
 
     def ops(self) -> list[str]:
         return sorted(str(k) for k in self._formulas)
@@ -107,13 +128,14 @@ class FormulaTable:
 
 def _shapes(value: Any) -> Any:
     """``value`` with every TensorInfo replaced by its shape."""
-    if isinstance(value, TensorInfo):
-        return value.shape
-    if type(value) in (tuple, list):
-        return type(value)(_shapes(v) for v in value)
-    if type(value) is dict:
-        return {k: _shapes(v) for k, v in value.items()}
-    return value
+    return map_leaves(lambda leaf: leaf.shape if isinstance(leaf, TensorInfo) else leaf, value)
+
+
+def formula_failure(table: str, target: str, module: str, shapes: Any, exc: Exception) -> InternalError:
+    where = f"layer {module}" if module else "the model's own forward"
+    return InternalError(f"the {table} formula for {target} failed at {where} on {shapes}: "
+                         f"{type(exc).__name__}: {first_line(exc)} (a bug in burden if the formula is one of "
+                         f"its own rules, please report it; otherwise a bug in the registered formula)")
 
 
 _TABLES: dict[str, FormulaTable] = {}

@@ -44,10 +44,10 @@ def parse_input_size(value: str | int | Sequence[int], channels: int = 3) -> tup
     Sequences are taken as the per-sample shape, so ``(3, 224, 224)`` or ``(224, 224)``.
     """
     if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if not re.fullmatch(r"-?\d+(x-?\d+){0,2}", text):
+        # spaces may stand around an "x", never between two numbers ("224 224" is not 224224)
+        if not re.fullmatch(r"\s*-?\d+(\s*x\s*-?\d+){0,2}\s*", value.lower()):
             raise InputSpecError(f"malformed input size {value!r}; write 224, 224x320 or 3x224x224")
-        dims = tuple(int(p) for p in text.split("x"))
+        dims = tuple(int(p) for p in value.lower().split("x"))
     elif isinstance(value, bool):
         raise InputSpecError(f"malformed input size {value!r}")
     elif isinstance(value, int):

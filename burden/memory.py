@@ -32,8 +32,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .conventions.ops import ALIAS_OPS
-from .trace import OpEvent, Trace, Tracer, leaves
+from .containers import leaves
+from .op_groups import ALIAS_OPS
+from .records import OpEvent, Trace
+from .trace import Tracer, trace_forward
 
 
 @dataclass(frozen=True)
@@ -85,46 +87,41 @@ class LiveMemory:
     observed: bool  # True: frees observed during the run; False: inferred from last reads
 
 
-class LifetimeTracer(Tracer):
-    """A ``Tracer`` that records when each storage that an op allocates is freed.
+class Lifetimes:
+    """An observer of a ``Tracer`` that records when each storage an op allocates is freed.
 
     A finalizer on the storage (not on a tensor: views and autograd's saved copies share it)
     fires when its last reference dies; it notes how many ops had run by then.
     """
 
-    def __init__(self, model: nn.Module, meta: bool, stop_after: str | None = None) -> None:
-        super().__init__(model, meta, stop_after=stop_after)
+    def __init__(self) -> None:
         self.allocations: dict[int, Allocation] = {}
         self.released: dict[int, int] = {}
         self._alive: dict[int, int] = {}  # storage address -> storage number, allocations only
         self._finalizers: list[weakref.finalize] = []
+        self._events: list[OpEvent] = []
 
-    def run_op(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
-        out = super().run_op(func, args, kwargs)
-        event = self.events[-1]
+    def op_recorded(self, tracer: Tracer, event: OpEvent, args: tuple, kwargs: dict, out: Any) -> None:
+        self._events = tracer.events
         if not any(event.fresh):
-            return out
-        inputs = {t.untyped_storage()._cdata for t in leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            return
         tensors = [t for t in leaves(out) if isinstance(t, torch.Tensor)]  # in the order of event.outputs
         for tensor, info, fresh in zip(tensors, event.outputs, event.fresh):
             if fresh:
-                self._allocated(tensor, info.storage, inputs)
-        return out
+                self._allocated(tensor, info.storage)
 
-    def _allocated(self, tensor: torch.Tensor, number: int, inputs: set[int]) -> None:
+    def _allocated(self, tensor: torch.Tensor, number: int) -> None:
         storage = tensor.untyped_storage()
         key = storage._cdata
-        # An op whose schema does not mark the alias (``_unsafe_view``) returned a storage that
-        # already exists: no allocation.
-        if key in self._alive or key in inputs:
+        if key in self._alive:  # two outputs of one op in one storage
             return
         self._alive[key] = number
-        self.allocations[number] = Allocation(len(self.events) - 1, storage.nbytes() // tensor.element_size(),
+        self.allocations[number] = Allocation(len(self._events) - 1, storage.nbytes() // tensor.element_size(),
                                               tensor.dtype)
         self._finalizers.append(weakref.finalize(storage, self._freed, key, number))
 
     def _freed(self, key: int, number: int) -> None:
-        self.released[number] = len(self.events) - 1
+        self.released[number] = len(self._events) - 1
         if self._alive.get(key) == number:
             del self._alive[key]
 
@@ -139,10 +136,6 @@ class LifetimeTracer(Tracer):
             finalizer.detach()
         self._finalizers.clear()
 
-    def live_trace(self, trace: Trace) -> LiveTrace:
-        base = {f.name: getattr(trace, f.name) for f in fields(Trace)}
-        return LiveTrace(**base, allocations=dict(self.allocations), released=dict(self.released))
-
 
 def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True,
                     stop_after: str | None = None) -> LiveTrace:
@@ -152,12 +145,13 @@ def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *
     outputs are dropped when the pass ends, so they count as freed after the last op: live from
     the op that made them to the end, which is what the peak needs.
     """
-    tracer = LifetimeTracer(model, meta=meta, stop_after=stop_after)
+    lifetimes = Lifetimes()
     try:
-        trace = tracer.run(args, kwargs or {})
+        trace = trace_forward(model, args, kwargs, meta=meta, stop_after=stop_after, observers=(lifetimes,))
     finally:
-        tracer.stop()
-    return tracer.live_trace(trace)
+        lifetimes.stop()
+    base = {f.name: getattr(trace, f.name) for f in fields(Trace)}
+    return LiveTrace(**base, allocations=dict(lifetimes.allocations), released=dict(lifetimes.released))
 
 
 def inferred_lifetimes(trace: Trace) -> tuple[dict[int, Allocation], dict[int, int]]:

@@ -6,6 +6,7 @@ import copy
 from contextlib import contextmanager
 from typing import Iterator
 
+import torch
 from torch import nn
 
 
@@ -27,6 +28,18 @@ def on_meta(model: nn.Module) -> bool:
 
 
 def with_real_weights(model: nn.Module, device: str = "cpu") -> nn.Module:
-    """``model`` itself if its weights are real; a copy with uninitialised weights on ``device``
-    if they are on meta (tools that run real kernels need storage, not values)."""
-    return copy.deepcopy(model).to_empty(device=device) if on_meta(model) else model
+    """``model`` itself if its weights are real; a copy on ``device`` if they are on meta, with its
+    modules' own ``reset_parameters`` run (tools that run real kernels need storage; models whose
+    control flow reads values need sane values)."""
+    if not on_meta(model):
+        return model
+    real = copy.deepcopy(model).to_empty(device=device)
+    # uninitialised memory can hold NaNs, and a model whose control flow reads values would follow them
+    with torch.no_grad():
+        for module in real.modules():
+            if hasattr(module, "reset_parameters"):
+                try:
+                    module.reset_parameters()
+                except Exception:  # a reset that needs more than the module has: keep the raw values
+                    pass
+    return real

@@ -10,24 +10,23 @@ adds the backward rules of convnet-burden).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.nn.utils.stateless import _reparametrize_module
 
+from .containers import iter_tensors, map_tensors
 from .conventions import get_convention
-from .counting import own_params
+from .counting import attribute_with_table, own_params
 from .errors import InputSpecError
 from .figures import UncountedOp
 from .formulas import FormulaTable
-from .memory import Allocation, LifetimeTracer, LiveMemory, PeakOp, replay
+from .memory import Allocation, Lifetimes, LiveMemory, PeakOp, replay
+from .records import OpEvent, Trace
+from .stand_ins import meta_stand_in, training_stand_in
 from .state import preserved_modes
-from .trace import OpEvent, _Recorder, iter_tensors, map_tensors
+from .trace import Tracer
 
 # Tensors each optimizer keeps per trainable parameter, each the parameter's size.
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
@@ -101,11 +100,12 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     gradient_bytes = trainable * elsize
     step = _record_step(model, args, kwargs or {}, meta)
     live = replay(step.events, step.allocations, step.released, elsize)
-    forward, backward = step.events[:step.forward_ops], step.events[step.forward_ops:]
-    forward_flops, _, forward_uncounted = _flops(forward, rules.flops)
-    backward_flops, by_module, backward_uncounted = _flops(backward, rules.backward)
-    forward_peak = max(live.curve[:step.forward_ops], default=0)
-    backward_peak = max(live.curve[step.forward_ops:], default=0)
+    forward_ops = len(step.forward.events)
+    backward = Trace(events=step.events[forward_ops:], modules={})
+    forward_flops, _, forward_uncounted = _flops(model, step.forward, rules.flops)
+    backward_flops, by_module, backward_uncounted = _flops(model, backward, rules.backward)
+    forward_peak = max(live.curve[:forward_ops], default=0)
+    backward_peak = max(live.curve[forward_ops:], default=0)
     return TrainingMemory(
         optimizer=optimizer, param_bytes=param_bytes, gradient_bytes=gradient_bytes,
         optimizer_bytes=states * gradient_bytes,
@@ -114,28 +114,27 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
         training_peak_bytes=param_bytes + states * gradient_bytes + max(forward_peak, backward_peak),
         peak_op=live.peak_op, forward_flops=forward_flops, backward_flops=backward_flops,
         backward_flops_by_module=by_module, forward_uncounted=forward_uncounted,
-        backward_uncounted=backward_uncounted, live=live, forward_ops=step.forward_ops,
+        backward_uncounted=backward_uncounted, live=live, forward_ops=forward_ops,
     )
 
 
 @dataclass
 class _Step:
     events: list[OpEvent]
-    forward_ops: int
+    forward: Trace  # the forward part, with its module calls
     allocations: dict[int, Allocation]
     released: dict[int, int]
     saved: set[int]  # storages autograd saved that were still alive when the forward ended
 
 
 def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _Step:
-    tracer = LifetimeTracer(model, meta=meta)
+    lifetimes = Lifetimes()
+    tracer = Tracer(model, meta=meta, make=meta_stand_in if meta else training_stand_in, observers=(lifetimes,))
     attribution = _BackwardAttribution(model, tracer)
-    outputs: list[Any] = []
-    keep_output = model.register_forward_hook(lambda module, inputs, output: outputs.append(output))
     saved: set[int] = set()
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        number = tracer.allocation_of(t)
+        number = lifetimes.allocation_of(t)
         if number is not None:
             saved.add(number)
         return t
@@ -143,54 +142,31 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _St
     # the step's graph must not reach into a graph the caller's inputs may belong to
     args, kwargs = map_tensors(torch.Tensor.detach, args), map_tensors(torch.Tensor.detach, kwargs)
     try:
-        with preserved_modes(model, train=True), _stand_ins(model, meta), torch.enable_grad():
+        with preserved_modes(model, train=True), tracer.session(), torch.enable_grad():
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                tracer.run(args, kwargs)
-            forward_ops = len(tracer.events)
-            saved -= set(tracer.released)
-            _backward(outputs[0], tracer)
+                output = tracer.forward(args, kwargs)
+            whole = tracer.trace(output)
+            forward = Trace(events=list(whole.events), modules=whole.modules, input_storages=whole.input_storages,
+                            output_storages=whole.output_storages)
+            saved -= set(lifetimes.released)
+            _backward(output, tracer)
+            del output
     finally:
-        tracer.stop()
+        lifetimes.stop()
         attribution.remove()
-        keep_output.remove()
-    return _Step(events=tracer.events, forward_ops=forward_ops, allocations=tracer.allocations,
-                 released=tracer.released, saved=saved)
+    return _Step(events=tracer.events, forward=forward, allocations=lifetimes.allocations,
+                 released=lifetimes.released, saved=saved)
 
 
-def _backward(output: Any, tracer: LifetimeTracer) -> None:
+def _backward(output: Any, tracer: Tracer) -> None:
     """Backpropagate a gradient of ones from every output that needs one, recording the ops."""
-    roots = [t for t in iter_tensors(output) if t.requires_grad]
+    roots = [t for t in iter_tensors(output) if t.requires_grad and t.is_floating_point()]
     if not roots:
         raise InputSpecError("nothing to train: no model output depends on a parameter that requires grad")
-    with _Recorder(tracer):
+    with tracer.recording():
         seeds = [torch.ones_like(t) for t in roots]
         torch.autograd.backward(roots, seeds)
     tracer.stack.clear()
-
-
-def _stand_in(t: torch.Tensor, meta: bool, parameter: bool) -> torch.Tensor:
-    if meta:
-        out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
-    else:
-        # parameters are only read, so an alias will do; buffers (BN statistics) are written to
-        out = t.detach() if parameter else t.detach().clone()
-    return out.requires_grad_(parameter and t.requires_grad)
-
-
-@contextmanager
-def _stand_ins(model: nn.Module, meta: bool) -> Iterator[None]:
-    """Swap every parameter and buffer for a stand-in (a tied tensor gets one), then put them back."""
-    made: dict[int, torch.Tensor] = {}
-    mapping: dict[str, torch.Tensor] = {}
-    named = chain(((n, t, True) for n, t in model.named_parameters(remove_duplicate=False)),
-                  ((n, t, False) for n, t in model.named_buffers(remove_duplicate=False)))
-    for name, tensor, parameter in named:
-        if id(tensor) not in made:
-            made[id(tensor)] = _stand_in(tensor, meta, parameter)
-        mapping[name] = made[id(tensor)]
-    # the private helper behind torch.func.functional_call: it restores the originals on exit
-    with _reparametrize_module(model, mapping):
-        yield
 
 
 class _BackwardAttribution:
@@ -201,7 +177,7 @@ class _BackwardAttribution:
     A pre-hook on each such node names the module while autograd runs that node.
     """
 
-    def __init__(self, model: nn.Module, tracer: LifetimeTracer) -> None:
+    def __init__(self, model: nn.Module, tracer: Tracer) -> None:
         self.tracer = tracer
         self.claimed: set[int] = set()  # sequence numbers; holding nodes would keep them alive
         self.boundaries: list[set[int]] = []
@@ -232,7 +208,7 @@ class _BackwardAttribution:
 
     def _running(self, path: str) -> Callable:
         def prehook(grad_outputs: Any) -> None:
-            self.tracer.stack[:] = [path]
+            self.tracer.attribute_to(path)
         return prehook
 
     def remove(self) -> None:
@@ -240,20 +216,10 @@ class _BackwardAttribution:
             handle.remove()
 
 
-def _flops(events: list[OpEvent], table: FormulaTable) -> tuple[int, tuple[tuple[str, int], ...],
-                                                                 tuple[UncountedOp, ...]]:
-    """Total FLOPs, FLOPs per module (in order of first appearance, modules with none left out),
-    and the ops with no rule."""
-    total = 0
-    by_module: dict[str, int] = defaultdict(int)
-    uncounted: dict[str, list[str]] = defaultdict(list)
-    for event in events:
-        flops = table.flops(event)
-        if flops is None:
-            uncounted[event.name].append(event.module)
-            continue
-        total += flops
-        by_module[event.module] += flops
-    missing = tuple(UncountedOp(op=name, calls=len(layers), layers=tuple(dict.fromkeys(layers)))
-                    for name, layers in sorted(uncounted.items()))
-    return total, tuple((path, n) for path, n in by_module.items() if n), missing
+def _flops(model: nn.Module, trace: Trace, table: FormulaTable) -> tuple[int, tuple[tuple[str, int], ...],
+                                                                      tuple[UncountedOp, ...]]:
+    """Total FLOPs, FLOPs per module (modules with none left out) and the ops with no rule, by the
+    same attribution as an inference estimate (module-type formulas included)."""
+    flops = attribute_with_table(table, model, trace)
+    return (sum(flops.self_flops.values()), tuple((p, n) for p, n in flops.self_flops.items() if n),
+            flops.uncounted())

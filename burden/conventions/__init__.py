@@ -16,7 +16,7 @@ from torch import nn
 from ..counting import FlopAttribution, attribute_with_table
 from ..errors import InputSpecError
 from ..formulas import FormulaTable
-from ..trace import Trace
+from ..records import Trace
 
 # (trace, bytes per floating-point element) -> the feature bytes each op's outputs add, per event
 MemoryRule = Callable[[Trace, int], list[int]]

@@ -7,7 +7,7 @@ results share storage and add nothing. The model inputs and parameters are never
 
 from __future__ import annotations
 
-from ..trace import Trace
+from ..records import Trace
 from . import MemoryConvention, register_memory_convention
 
 

@@ -44,7 +44,7 @@ BACKWARD_RULES: tuple[tuple[str, str], ...] = (
 
 
 
-@table.register(aten.convolution_backward)
+@table.register(aten.convolution_backward, strict=False)
 def convolution_backward(grad_out, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding,
                          groups, output_mask, *, out_shape, **kwargs) -> int:
     # the forward rule's MACs: [C_out, C_in/groups, kh, kw] per output element (input element if transposed)
@@ -53,7 +53,7 @@ def convolution_backward(grad_out, x, w, bias_sizes, stride, padding, dilation, 
     return macs * grad_input + macs * grad_weight + prod(grad_out) * grad_bias
 
 
-@table.register(aten.threshold_backward, aten.hardtanh_backward, aten.leaky_relu_backward)
+@table.register(aten.threshold_backward, aten.hardtanh_backward, aten.leaky_relu_backward, strict=False)
 def relu_backward(grad_out, *rest, out_shape, **kwargs) -> int:
     return 2 * prod(grad_out)  # compare and multiply, as the forward ReLU
 
@@ -68,26 +68,27 @@ def _norm_backward(elements: int, output_mask, batch_statistics: bool) -> int:
     return flops
 
 
-@table.register(aten.native_batch_norm_backward)
+@table.register(aten.native_batch_norm_backward, strict=False)
 def batch_norm_backward(grad_out, x, w, running_mean, running_var, save_mean, save_invstd, train, eps,
                         output_mask, *, out_shape, **kwargs) -> int:
     return _norm_backward(prod(x), output_mask, bool(train))
 
 
-@table.register(aten.native_layer_norm_backward)
+@table.register(aten.native_layer_norm_backward, strict=False)
 def layer_norm_backward(grad_out, x, normalized_shape, mean, rstd, w, b, output_mask, *, out_shape,
                         **kwargs) -> int:
     return _norm_backward(prod(x), output_mask, True)
 
 
-@table.register(aten.native_group_norm_backward)
+@table.register(aten.native_group_norm_backward, strict=False)
 def group_norm_backward(grad_out, x, mean, rstd, w, n, c, hxw, group, output_mask, *, out_shape,
                         **kwargs) -> int:
     return _norm_backward(prod(x), output_mask, True)
 
 
 @table.register(aten.max_pool2d_with_indices_backward, aten.max_pool3d_with_indices_backward,
-           aten.adaptive_max_pool2d_backward, aten.adaptive_max_pool3d_backward, aten.embedding_dense_backward)
+           aten.adaptive_max_pool2d_backward, aten.adaptive_max_pool3d_backward, aten.embedding_dense_backward,
+           strict=False)
 def scatter_backward(grad_out, *rest, out_shape, **kwargs) -> int:
     return prod(grad_out)  # each output gradient is added at one place
 
@@ -97,49 +98,49 @@ def _window(kernel_size, dims: int) -> int:
     return prod(kernel * dims if len(kernel) == 1 else kernel)
 
 
-@table.register(aten.avg_pool2d_backward)
+@table.register(aten.avg_pool2d_backward, strict=False)
 def avg_pool2d_backward(grad_out, x, kernel_size, *rest, out_shape, **kwargs) -> int:
     return prod(grad_out) * _window(kernel_size, 2)
 
 
-@table.register(aten.avg_pool3d_backward)
+@table.register(aten.avg_pool3d_backward, strict=False)
 def avg_pool3d_backward(grad_out, x, kernel_size, *rest, out_shape, **kwargs) -> int:
     return prod(grad_out) * _window(kernel_size, 3)
 
 
-@table.register(aten._adaptive_avg_pool2d_backward, aten._adaptive_avg_pool3d_backward)
+@table.register(aten._adaptive_avg_pool2d_backward, aten._adaptive_avg_pool3d_backward, strict=False)
 def adaptive_avg_pool_backward(grad_out, x, *rest, out_shape, **kwargs) -> int:
     return prod(x)
 
 
-@table.register(aten.sigmoid_backward, aten.tanh_backward)
+@table.register(aten.sigmoid_backward, aten.tanh_backward, strict=False)
 def sigmoid_backward(grad_out, *rest, out_shape, **kwargs) -> int:
     return 2 * prod(grad_out)  # grad * y * (1 - y): one multiply-add, one multiply
 
 
-@table.register(aten._softmax_backward_data)
+@table.register(aten._softmax_backward_data, strict=False)
 def softmax_backward(grad_out, *rest, out_shape, **kwargs) -> int:
     return 3 * prod(grad_out)  # y * (grad - sum(grad * y))
 
 
-@table.register(aten._log_softmax_backward_data)
+@table.register(aten._log_softmax_backward_data, strict=False)
 def log_softmax_backward(grad_out, *rest, out_shape, **kwargs) -> int:
     return 2 * prod(grad_out)  # grad - exp(y) * sum(grad); exp is not counted
 
 
-@table.register(aten.native_dropout_backward)
+@table.register(aten.native_dropout_backward, strict=False)
 def dropout_backward(grad_out, *rest, out_shape, **kwargs) -> int:
     return prod(grad_out)
 
 
-@table.register(aten.sum)
+@table.register(aten.sum, strict=False)
 def sum_(x, *rest, out_shape, **kwargs) -> int:
     return prod(x)
 
 
-@table.register(aten.div, aten.div_)
+@table.register(aten.div, aten.div_, strict=False)
 def div(*args, out_shape, **kwargs) -> int:
     return prod(out_shape)
 
 
-table.zero(aten.slice_backward, aten.select_backward)
+table.zero(aten.slice_backward, aten.select_backward, strict=False)

@@ -9,15 +9,15 @@ from __future__ import annotations
 import torch
 
 from ..formulas import formula_table, prod
-from ..trace import OpEvent, Trace
+from ..records import OpEvent, Trace
 from . import Convention, MemoryConvention, register_convention, register_memory_convention
-from .ops import ALIAS_OPS, AUX_OUTPUT_OPS, COPY_OPS, DROPOUT_OPS, FACTORY_OPS, NORM_OPS, SOFTMAX_OPS
+from ..op_groups import ATTENTION_OPS, ALIAS_OPS, AUX_OUTPUT_OPS, COPY_OPS, DROPOUT_OPS, FACTORY_OPS, NORM_OPS, SOFTMAX_OPS
 
 aten = torch.ops.aten
 table = formula_table("convnet-burden")
 
 
-@table.register(aten.convolution, aten._convolution)
+@table.register(aten.convolution, aten._convolution, strict=False)
 def conv(x, w, bias, stride, padding, dilation, transposed, *rest, out_shape, **kwargs) -> int:
     # weight is [C_out, C_in/groups, kh, kw], or [C_in, C_out/groups, kh, kw] when transposed
     per_element = prod(w[1:])
@@ -25,27 +25,37 @@ def conv(x, w, bias, stride, padding, dilation, transposed, *rest, out_shape, **
     return macs + (prod(out_shape) if bias is not None else 0)
 
 
-@table.register(aten.addmm)
+@table.register(aten.addmm, strict=False)
 def addmm(bias, a, b, *rest, out_shape, **kwargs) -> int:
     return prod(out_shape) * a[-1] + prod(out_shape)
 
 
-@table.register(aten.mm)
+@table.register(aten.mm, strict=False)
 def mm(a, b, *rest, out_shape, **kwargs) -> int:
     return prod(out_shape) * a[-1]
 
 
-@table.register(aten.bmm)
+@table.register(aten.bmm, strict=False)
 def bmm(a, b, *rest, out_shape, **kwargs) -> int:
     return prod(out_shape) * a[-1]
 
 
-@table.register(aten.baddbmm)
+@table.register(aten.baddbmm, strict=False)
 def baddbmm(bias, a, b, *rest, out_shape, **kwargs) -> int:
     return prod(out_shape) * a[-1] + prod(out_shape)
 
 
-@table.register(aten.relu, aten.relu_)
+@table.register(*ATTENTION_OPS, strict=False)
+def fused_attention(query, key, value, *rest, out_shape, attn_mask=None, **kwargs) -> int:
+    # what the math path counts: the scale on Q and K, Q K^T, the mask, softmax (0), A V
+    *batch, length, width = query
+    source, value_width = key[-2], value[-1]
+    scores = prod(batch) * length * source
+    return prod(query) + prod(key) + scores * width + (scores if attn_mask is not None else 0) \
+        + scores * value_width
+
+
+@table.register(aten.relu, aten.relu_, strict=False)
 def relu(x, *rest, out_shape, **kwargs) -> int:
     return 2 * prod(out_shape)  # compare and multiply
 
@@ -54,14 +64,18 @@ def _window_pool(out_shape, stride) -> int:
     return 2 * prod(out_shape) * prod(stride)  # the reference tool's rule, kept as it is
 
 
-@table.register(aten.max_pool1d_with_indices, aten.max_pool2d_with_indices, aten.max_pool3d_with_indices,
-                aten.max_pool1d, aten.max_pool2d)
+def _first(out_shape):
+    """The shape of an op's first output (pooling with indices returns two)."""
+    return out_shape if isinstance(out_shape, torch.Size) else out_shape[0]
+
+
+@table.register(aten.max_pool2d_with_indices, aten.max_pool3d_with_indices, strict=False)
 def max_pool(x, kernel_size, stride=(), *rest, out_shape, **kwargs) -> int:
-    out = out_shape[0] if isinstance(out_shape, tuple) else out_shape
+    out = _first(out_shape)
     return _window_pool(out, stride or kernel_size)
 
 
-@table.register(aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d)
+@table.register(aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d, strict=False)
 def avg_pool(x, kernel_size, stride=(), *rest, out_shape, **kwargs) -> int:
     spatial = len(kernel_size) if isinstance(kernel_size, (list, tuple)) else 1
     if all(int(d) == 1 for d in out_shape[-spatial:]):
@@ -70,9 +84,9 @@ def avg_pool(x, kernel_size, stride=(), *rest, out_shape, **kwargs) -> int:
 
 
 @table.register(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d,
-                aten.adaptive_max_pool3d)
+                aten.adaptive_max_pool3d, strict=False)
 def adaptive_pool(x, output_size, *rest, out_shape, **kwargs) -> int:
-    out = out_shape[0] if isinstance(out_shape, tuple) else out_shape
+    out = _first(out_shape)
     n = len(output_size)
     if all(int(d) == 1 for d in out[-n:]):
         return prod(x)
@@ -81,28 +95,28 @@ def adaptive_pool(x, output_size, *rest, out_shape, **kwargs) -> int:
     return _window_pool(out, stride)
 
 
-@table.register(aten.mean)
+@table.register(aten.mean, strict=False)
 def mean(x, *rest, out_shape, **kwargs) -> int:
     return prod(x)  # global average pooling written as a mean over H and W
 
 
-@table.register(aten.add, aten.add_, aten.sub, aten.sub_, aten.rsub)
+@table.register(aten.add, aten.add_, aten.sub, aten.sub_, aten.rsub, strict=False)
 def residual_sum(*args, out_shape, **kwargs) -> int:
     return prod(out_shape)
 
 
-@table.register(aten.mul, aten.mul_)
+@table.register(aten.mul, aten.mul_, strict=False)
 def scale(*args, out_shape, **kwargs) -> int:
     return prod(out_shape)  # channel-wise scale: one multiply per output element
 
 
-@table.register(aten.addcmul, aten.addcmul_)
+@table.register(aten.addcmul, aten.addcmul_, strict=False)
 def fused_scale_sum(*args, out_shape, **kwargs) -> int:
     return 2 * prod(out_shape)  # Caffe's Axpy: scale * x + y
 
 
 table.zero(*ALIAS_OPS, *COPY_OPS, *DROPOUT_OPS, *FACTORY_OPS, *NORM_OPS, *SOFTMAX_OPS,
-           aten.sigmoid, aten.sigmoid_, aten.cat, aten.stack)
+           aten.sigmoid, aten.sigmoid_, aten.cat, aten.stack, strict=False)
 
 # ops that never add a feature buffer under this convention
 _NO_BUFFER = {*ALIAS_OPS, *DROPOUT_OPS, *FACTORY_OPS, aten.relu, aten.relu_}
@@ -111,6 +125,8 @@ _NO_BUFFER = {*ALIAS_OPS, *DROPOUT_OPS, *FACTORY_OPS, aten.relu, aten.relu_}
 def _output_bytes(event: OpEvent, elsize: int) -> int:
     if event.packet in _NO_BUFFER:
         return 0
+    if event.packet is aten.cat and len(event.tensor_inputs) == 1:
+        return 0  # a concatenation of one tensor is the identity: the reference tool has no layer there
     outputs = event.outputs[:1] if event.packet in AUX_OUTPUT_OPS else event.outputs
     fresh = event.fresh[: len(outputs)]
     # an in-place write still counts as a new layer output (``out += identity``)
@@ -157,6 +173,8 @@ CONVNET_BURDEN = register_convention(Convention(
         ("global average pooling", "1 per input element"),
         ("batch norm", "0 (folded into the convolution); its output is a buffer"),
         ("residual sum, channel-wise scale", "1 per output element"),
+        ("attention (fused kernels)", "as its math path: Q K^T and A V multiply-adds, 1 per element of Q and K "
+                                      "for the scale, 1 per score for a mask; softmax 0"),
         ("fused scale + sum (Axpy)", "2 per output element, one buffer: addcmul, or a channel-wise "
                                      "scale whose only use is the sum that follows it"),
         ("sigmoid, softmax, concat, copies, lookups (embedding)", "0 FLOPs; their outputs are buffers"),

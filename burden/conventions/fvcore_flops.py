@@ -16,7 +16,7 @@ from torch import nn
 from ..counting import FlopAttribution
 from ..errors import InputSpecError
 from ..state import with_real_weights
-from ..trace import Trace
+from ..records import Trace
 from . import Convention, register_convention
 from .all_outputs import new_storage_bytes
 
@@ -61,17 +61,33 @@ def fvcore_attribution(model: nn.Module, trace: Trace, args: tuple, kwargs: dict
                 .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
     by_module = analysis.by_module()
     paths = list(trace.modules)
+    # A trace cut after a module (``scale``'s trunk) holds only the modules that ran before the cut;
+    # fvcore always counts the whole pass, so the modules that ran after it are left out, and
+    # the cut module's ancestors must have no work of their own, which cannot be split in time.
+    ran = [p for p in paths if trace.stopped_after is None or trace.modules[p].calls > 0]
+    ancestors = _ancestors(trace.stopped_after) if trace.stopped_after is not None else set()
     result = FlopAttribution()
-    for path in paths:
+    for path in ran:
         children = _children(path, paths)
-        result.self_flops[path] = by_module.get(path, 0) - sum(by_module.get(c, 0) for c in children)
+        own_flops = by_module.get(path, 0) - sum(by_module.get(c, 0) for c in children)
+        if path in ancestors and own_flops:
+            where = "the model's own forward" if path == "" else f"module {path!r}"
+            raise InputSpecError(f"the fvcore convention cannot count the work up to {trace.stopped_after!r}: "
+                                 f"fvcore counts whole forward passes, and {where} does {own_flops} FLOPs of its "
+                                 f"own that cannot be split at that point; use convnet-burden, macs or torch")
+        result.self_flops[path] = own_flops
         own = Counter(analysis.unsupported_ops(path))
         for c in children:
             own.subtract(analysis.unsupported_ops(c))
         for op, n in own.items():
-            if n > 0:
+            if n > 0 and path not in ancestors:
                 result.add_uncounted(op, path, n)
     return result
+
+
+def _ancestors(path: str) -> set[str]:
+    parts = path.split(".")
+    return {""} | {".".join(parts[:i]) for i in range(1, len(parts))}
 
 
 register_convention(Convention(

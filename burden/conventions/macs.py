@@ -10,25 +10,25 @@ import torch
 from torch.utils.flop_counter import sdpa_flop_count
 
 from ..formulas import formula_table, prod
+from ..op_groups import ATTENTION_OPS
 from . import Convention, register_convention
 
 aten = torch.ops.aten
 table = formula_table("macs", default_zero=True)
 
 
-@table.register(aten.convolution, aten._convolution)
+@table.register(aten.convolution, aten._convolution, strict=False)
 def conv(x, w, bias, stride, padding, dilation, transposed, *rest, out_shape, **kwargs) -> int:
     return (prod(x) if transposed else prod(out_shape)) * prod(w[1:])
 
 
-@table.register(aten.mm, aten.addmm, aten.bmm, aten.baddbmm)
+@table.register(aten.mm, aten.addmm, aten.bmm, aten.baddbmm, strict=False)
 def matmul(*args, out_shape, **kwargs) -> int:
     a = args[-2]  # (self, a, b) for the add- variants, (a, b) otherwise
     return prod(out_shape) * a[-1]
 
 
-@table.register(aten._scaled_dot_product_flash_attention, aten._scaled_dot_product_efficient_attention,
-                aten._scaled_dot_product_cudnn_attention, aten._scaled_dot_product_flash_attention_for_cpu)
+@table.register(*ATTENTION_OPS, strict=False)
 def attention(query, key, value, *rest, out_shape, **kwargs) -> int:
     return sdpa_flop_count(query, key, value) // 2  # torch counts 2 per multiply-add
 

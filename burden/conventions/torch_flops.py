@@ -1,7 +1,12 @@
-"""The torch convention: exactly what ``torch.utils.flop_counter.FlopCounterMode`` counts.
+"""The torch convention: exactly what ``torch.utils.flop_counter.FlopCounterMode`` counts on the
+meta device, where burden traces.
 
 Two FLOPs per multiply-add, matmul-like ops only, with PyTorch's own formulas read live from its
-``flop_registry`` (so formulas a user registers there count too).
+``flop_registry`` (so formulas a user registers there count too). burden runs attention with the
+kernel the CPU would pick (its fused flash kernel, for which PyTorch's registry has no formula),
+while FlopCounterMode on meta sees the math path's matrix products: the fused CPU kernels count
+what those products count, so the figures stay equal. On real CPU tensors FlopCounterMode itself
+counts the fused CPU attention and LSTM kernels as 0.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import torch
 from torch.utils import flop_counter
 
 from ..formulas import Formula, FormulaTable, formula_table
+from ..op_groups import existing_ops
 from . import Convention, register_convention
 
 
@@ -44,17 +50,28 @@ def _adapt(formula: Formula) -> Formula:
 
 table = formula_table("torch", default_zero=True, kind=TorchTable)
 
+
+@table.register(*existing_ops("_scaled_dot_product_flash_attention_for_cpu"), strict=False)
+def cpu_attention(query, key, value, *rest, out_shape, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+@table.register(*existing_ops("_scaled_dot_product_flash_attention_for_cpu_backward"), strict=False)
+def cpu_attention_backward(grad_out, query, key, value, *rest, out_shape, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
 register_convention(Convention(
     name="torch",
-    summary="Exactly the total of PyTorch's torch.utils.flop_counter.FlopCounterMode: 2 FLOPs per "
-            "multiply-add, for matmul-like ops (mm, addmm, bmm, baddbmm, convolution, attention) only.",
+    summary="Exactly the total of PyTorch's torch.utils.flop_counter.FlopCounterMode on the meta device, where "
+            "burden traces: 2 FLOPs per multiply-add, for matmul-like ops (mm, addmm, bmm, baddbmm, convolution, "
+            "attention) only. On real CPU tensors FlopCounterMode counts fused CPU attention and LSTM kernels as 0.",
     rules=(
         ("convolution", "2 x out_elements x (C_in / groups x k_h x k_w); no bias"),
         ("mm, addmm, bmm, baddbmm", "2 x out_elements x inner dimension; no bias"),
-        ("attention (fused)", "2 x the multiply-adds of Q K^T and A V"),
+        ("attention (fused)", "2 x the multiply-adds of Q K^T and A V, the fused CPU kernel included"),
         ("everything else", "0, as FlopCounterMode"),
     ),
     flops=table,
-    equals="torch.utils.flop_counter.FlopCounterMode",
+    equals="torch.utils.flop_counter.FlopCounterMode on meta",
     backward=table,  # PyTorch's registry has the backward formulas (convolution_backward, ...)
 ))

@@ -52,13 +52,17 @@ def _registered_on_meta(name: str) -> nn.Module:
         return model_entry(name).factory()
 
 
-def resolve_model(spec: str) -> tuple[str, nn.Module]:
-    """The model ``spec`` names, on the meta device so that no weights are allocated."""
+def resolve_model(spec: str, device: str = "meta") -> tuple[str, nn.Module]:
+    """The model ``spec`` names: on the meta device by default, so that no weights are allocated;
+    on a real device, built there and initialised by its own factory."""
     prefix, sep, rest = spec.partition(":")
     if not sep:
-        model_entry(spec)  # an unknown name raises here, outside the cache
-        return spec, _registered_on_meta(spec)
-    with torch.device("meta"):
+        entry = model_entry(spec)  # an unknown name raises here, outside the cache
+        if torch.device(device).type == "meta":
+            return spec, _registered_on_meta(spec)
+        with torch.device(device):
+            return spec, entry.factory()
+    with torch.device(device):
         if prefix in ("torchvision", "timm"):
             return spec, _external(prefix, rest)
         return spec, _factory(spec)

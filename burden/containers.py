@@ -1,0 +1,97 @@
+"""The one container walker: tensors and other leaves inside tuples, lists and dicts.
+
+Models return and take nested structures: tuples, lists, dicts, and their subclasses (named
+tuples, ``OrderedDict``, Hugging Face's ``ModelOutput``). aten ops take and return only a few
+plain containers, and the trace walks those on every op, so exact plain types are tried first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import torch
+
+_PLAIN_LEAVES = {int, float, bool, type(None), str}
+
+
+def _rebuild(value: Any, items: list) -> Any:
+    """A container of ``value``'s type holding ``items`` (its values, in order)."""
+    kind = type(value)
+    if kind is tuple or kind is list:
+        return kind(items)
+    if kind is dict:
+        return dict(zip(value.keys(), items))
+    if isinstance(value, dict):
+        pairs = dict(zip(value.keys(), items))
+        try:
+            return kind(pairs)
+        except Exception:  # a mapping type that cannot be built from its items
+            return pairs
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return kind(*items)
+    try:
+        return kind(items)
+    except Exception:
+        return type(value).__mro__[-2](items) if isinstance(value, (tuple, list)) else items
+
+
+def _children(value: Any) -> list | None:
+    """The values inside a container, or None for a leaf."""
+    kind = type(value)
+    if kind is tuple or kind is list:
+        return value  # type: ignore[return-value]
+    if kind is dict:
+        return list(value.values())
+    if isinstance(value, torch.Tensor) or kind in _PLAIN_LEAVES:
+        return None
+    if isinstance(value, (tuple, list)):
+        return list(value)
+    if isinstance(value, dict):
+        return list(value.values())
+    return None
+
+
+def map_leaves(fn: Callable[[Any], Any], value: Any, *, rebuild: str = "same", tensors_only: bool = False) -> Any:
+    """``value`` with every leaf replaced by ``fn(leaf)``.
+
+    ``rebuild`` says what the containers become: ``"same"`` (their own types), ``"frozen"``
+    (tuples, dicts as tuples of ``(key, value)`` pairs: a dictionary key) or ``"lists"`` (lists,
+    dicts as dicts: JSON-like). With ``tensors_only``, ``fn`` sees only tensors.
+    """
+    children = _children(value)
+    if children is None:
+        return fn(value) if not tensors_only or isinstance(value, torch.Tensor) else value
+    if tensors_only and rebuild == "same" and (type(value) is tuple or type(value) is list) \
+            and all(type(v) in _PLAIN_LEAVES for v in value):
+        return value  # sizes, strides, paddings: nothing to map
+    items = [map_leaves(fn, v, rebuild=rebuild, tensors_only=tensors_only) for v in children]
+    if rebuild == "same":
+        return _rebuild(value, items)
+    if isinstance(value, dict):
+        return tuple(zip(value.keys(), items)) if rebuild == "frozen" else dict(zip(value.keys(), items))
+    return tuple(items) if rebuild == "frozen" else items
+
+
+def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
+    """``value`` with every tensor replaced by ``fn(tensor)``."""
+    return map_leaves(fn, value, tensors_only=True)
+
+
+def leaves(value: Any) -> list[Any]:
+    """The non-container values in ``value``, depth first."""
+    children = _children(value)
+    if children is None:
+        return [value]
+    return [leaf for v in children for leaf in leaves(v)]
+
+
+def iter_tensors(value: Any) -> Iterator[torch.Tensor]:
+    for leaf in leaves(value):
+        if isinstance(leaf, torch.Tensor):
+            yield leaf
+
+
+def shape_tree(value: Any) -> Any:
+    """Shapes of the tensors in ``value`` as nested lists of ints; None for anything else."""
+    return map_leaves(lambda leaf: [int(d) for d in leaf.shape] if isinstance(leaf, torch.Tensor) else None,
+                      value, rebuild="lists")

@@ -1,0 +1,200 @@
+"""Running ops on the meta device as the target device would run them, and fast.
+
+Three things happen here and nowhere else:
+- **Remembered results.** Meta kernels are pure functions of metadata, and many run in Python
+  (refs, decompositions) at 100-500 us an op. A network repeats the same blocks at the same
+  shapes, so a result is remembered by the op and its arguments' metadata, and a repeat call
+  gets fresh meta outputs of the remembered shapes. Only results that are new storages are
+  remembered: an output that shares an input's storage (a view, or ``_unsafe_view``, whose
+  schema does not say that it aliases) must stay a view, so such calls always run the kernel.
+- **Shape shortcuts** for ops whose meta kernel is slow (batch norm).
+- **The kernel the CPU would pick.** ``scaled_dot_product_attention`` chooses its kernel by
+  device; on meta it always takes the math path, which materialises the attention matrix, while
+  the CPU takes its fused flash kernel when the inputs allow. ``CpuAttention`` asks the CPU's own
+  chooser and runs the fused op on meta when the CPU would.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
+
+from .containers import leaves, map_leaves
+
+aten = torch.ops.aten
+
+
+def _batch_norm_shapes(args: tuple, training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch norm's outputs as the CPU kernels return them: statistics are saved only when training.
+
+    The meta kernel is a Python decomposition that is slow and imports torch._dynamo on first use.
+    """
+    x, channels = args[0], args[0].shape[1] if args[0].dim() > 1 else 0
+    for t in args[1:5]:
+        if isinstance(t, torch.Tensor) and t.numel() != channels:
+            raise RuntimeError(f"batch norm expected {channels} channels, got a parameter of {t.numel()}")
+    stats_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    stats = (channels,) if training else (0,)
+    return torch.empty_like(x), x.new_empty(stats, dtype=stats_dtype), x.new_empty(stats, dtype=stats_dtype)
+
+
+# Shape-only kernels for ops whose meta implementation is slow: (args, kwargs) -> outputs.
+_SHORTCUTS: dict[Any, Callable[[tuple, dict], Any]] = {
+    aten._native_batch_norm_legit_no_training.default: lambda a, k: _batch_norm_shapes(a, False),
+    aten.native_batch_norm.default: lambda a, k: _batch_norm_shapes(a, bool(a[5])),
+}
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+_SCALARS = (bool, int, float, str, torch.dtype, torch.device, torch.memory_format, torch.layout, type(None))
+
+
+def _leaf_key(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.stride(), value.dtype, value.storage_offset())
+    if isinstance(value, _SCALARS):
+        return (type(value), value)  # True and 1 are equal keys otherwise
+    raise _Uncacheable
+
+
+def _describe(out: Any) -> tuple[bool, tuple]:
+    """(whether the op returned a tuple, the (shape, stride, dtype) of each output)."""
+    if isinstance(out, torch.Tensor):
+        return False, ((tuple(out.shape), out.stride(), out.dtype),)
+    if type(out) is tuple and all(isinstance(t, torch.Tensor) for t in out):
+        return True, tuple((tuple(t.shape), t.stride(), t.dtype) for t in out)
+    raise _Uncacheable
+
+
+def _rebuild(spec: tuple[bool, tuple]) -> Any:
+    many, outputs = spec
+    out = tuple(torch.empty_strided(shape, stride, dtype=dtype, device="meta") for shape, stride, dtype in outputs)
+    return out if many else out[0]
+
+
+def _storages(value: Any) -> set[int]:
+    return {t.untyped_storage()._cdata for t in leaves(value) if isinstance(t, torch.Tensor)}
+
+
+class MetaKernels:
+    """Meta results remembered across analyses, bounded, and forgotten when torch's kernel
+    registrations change (a library registering a new meta kernel mid-session)."""
+
+    def __init__(self, limit: int = 1 << 14) -> None:
+        self.limit = limit
+        self._results: OrderedDict[Any, tuple[bool, tuple]] = OrderedDict()
+        self._pure: dict[Any, bool] = {}
+        self._generation: Any = None
+
+    def clear(self) -> None:
+        self._results.clear()
+        self._pure.clear()
+
+    def _check_generation(self) -> None:
+        # The number of registered ops and Python kernels changes when anything registers new ones.
+        generation = (len(torch._C._dispatch_get_all_op_names()) if hasattr(torch._C, "_dispatch_get_all_op_names")
+                      else None, len(getattr(torch._ops, "_higher_order_ops", {})))
+        if generation != self._generation:
+            self.clear()
+            self._generation = generation
+
+    def begin(self) -> None:
+        """Called once per analysis, not per op: invalidation is checked here."""
+        self._check_generation()
+
+    def _remembers(self, func: torch._ops.OpOverload) -> bool:
+        pure = self._pure.get(func)
+        if pure is None:
+            schema = func._schema
+            pure = self._pure[func] = not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
+        return pure
+
+    def __call__(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+        key = None
+        if self._remembers(func):
+            try:
+                key = (func, map_leaves(_leaf_key, args, rebuild="frozen"), map_leaves(_leaf_key, kwargs, rebuild="frozen"))
+            except _Uncacheable:
+                key = None
+            if key is not None:
+                spec = self._results.get(key)
+                if spec is not None:
+                    self._results.move_to_end(key)
+                    return _rebuild(spec)
+        shortcut = _SHORTCUTS.get(func)
+        out = shortcut(args, kwargs) if shortcut is not None else func(*args, **kwargs)
+        if key is not None and not (_storages(out) & _storages((args, kwargs))):
+            try:
+                self._results[key] = _describe(out)
+            except _Uncacheable:
+                return out
+            if len(self._results) > self.limit:
+                self._results.popitem(last=False)
+        return out
+
+
+META_KERNELS = MetaKernels()
+
+
+# --- the attention kernel the CPU would run ----------------------------------------------------
+
+_SDPA = {torch.nn.functional.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
+_FLASH = getattr(torch.nn.attention, "SDPBackend", None)
+_FLASH_CPU = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _cpu_probe(t: Any) -> Any:
+    # Uninitialised CPU memory is never touched, so even a large probe costs no resident memory;
+    # the chooser reads only shapes, strides, dtypes and flags.
+    if isinstance(t, torch.Tensor) and t.device.type == "meta":
+        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu").requires_grad_(t.requires_grad)
+    return t
+
+
+def _bool_mask_to_float(mask: Any, dtype: torch.dtype) -> Any:
+    """What the CPU's attention does to a boolean mask before its fused kernel sees it."""
+    if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+        return torch.where(mask, torch.scalar_tensor(0.0, dtype=dtype, device=mask.device),
+                           torch.scalar_tensor(float("-inf"), dtype=dtype, device=mask.device))
+    return mask
+
+
+class CpuAttention(TorchFunctionMode):
+    """On the meta device, runs ``scaled_dot_product_attention`` with the kernel the CPU picks."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
+        kwargs = kwargs or {}
+        if func in _SDPA and _FLASH is not None and _FLASH_CPU is not None:
+            out = self._attention(args, kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)
+
+    @staticmethod
+    def _attention(args: tuple, kwargs: dict) -> Any:
+        query = args[0] if args else kwargs.get("query")
+        if not isinstance(query, torch.Tensor) or query.device.type != "meta":
+            return None
+        try:
+            # outside the recorder: the probe is burden's question, not the model's work
+            with _disable_current_modes():
+                choice = torch._fused_sdp_choice(*map_leaves(_cpu_probe, args), **map_leaves(_cpu_probe, kwargs))
+        except Exception:  # a signature this torch's chooser does not take: keep the default path
+            return None
+        if choice != _FLASH.FLASH_ATTENTION.value:
+            return None
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+        given = dict(zip(names, args), **kwargs)
+        if given.get("enable_gqa"):
+            return None
+        mask = _bool_mask_to_float(given.get("attn_mask"), query.dtype)
+        out = _FLASH_CPU(given["query"], given["key"], given["value"], float(given.get("dropout_p", 0.0)),
+                         bool(given.get("is_causal", False)), attn_mask=mask, scale=given.get("scale"))
+        return out[0]

@@ -1,0 +1,94 @@
+"""Groups of aten ops that the tracer and several conventions treat alike.
+
+Private ops come and go between torch releases, so each group holds only the ops this torch has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+aten = torch.ops.aten
+
+
+def existing_ops(*names: str) -> tuple[torch._ops.OpOverloadPacket, ...]:
+    found = []
+    for name in names:
+        try:
+            found.append(getattr(aten, name))
+        except (AttributeError, RuntimeError):  # not in this torch release
+            pass
+    return tuple(found)
+
+
+# Only ops that reach the tracer belong here: ops PyTorch always decomposes first (reshape, flatten,
+# contiguous, dropout, max_pool2d...) are never recorded; their parts are.
+
+# results share the input's storage: no new memory, no work
+ALIAS_OPS = existing_ops(
+    "view", "_unsafe_view", "alias", "detach", "t", "transpose", "permute", "expand", "squeeze", "unsqueeze",
+    "slice", "select", "as_strided", "unbind", "split", "split_with_sizes", "unfold", "lift_fresh",
+    "_reshape_alias", "unsafe_split", "unsafe_split_with_sizes", "view_as_real", "view_as_complex",
+)
+# copies and lookups: data moves, no arithmetic
+COPY_OPS = existing_ops("clone", "copy_", "_to_copy", "_local_scalar_dense", "lift_fresh_copy", "embedding",
+                "index_select", "gather", "index")
+DROPOUT_OPS = existing_ops("native_dropout")
+FACTORY_OPS = existing_ops(
+    "empty", "empty_strided", "empty_like", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
+    "arange", "scalar_tensor", "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full", "fill_",
+    "zero_", "linspace", "randn", "rand", "randint", "randn_like", "rand_like", "normal_", "uniform_",
+    "bernoulli_", "eye",
+)
+NORM_OPS = existing_ops(
+    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training", "cudnn_batch_norm",
+    "miopen_batch_norm", "_batch_norm_with_update", "_batch_norm_no_update",
+)
+SOFTMAX_OPS = existing_ops("_softmax", "softmax", "_safe_softmax")
+# ops whose output shape depends on the values, not only on the shapes: they cannot run on meta
+DATA_DEPENDENT_OPS = existing_ops(
+    "_local_scalar_dense", "nonzero", "_unique2", "unique_dim", "unique_consecutive", "masked_select",
+    "repeat_interleave", "equal", "is_nonzero", "allclose", "bincount", "histc",
+)
+# fused attention kernels: (query, key, value, ...) -> (output, statistics saved for backward, ...)
+ATTENTION_OPS = existing_ops(
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
+)
+
+# ops whose outputs after the first are saved for backward (statistics, pooling indices, masks),
+# not features of the forward pass
+AUX_OUTPUT_OPS = {
+    *NORM_OPS, *ATTENTION_OPS,
+    *existing_ops("native_layer_norm", "native_group_norm", "native_dropout",
+          "max_pool2d_with_indices", "max_pool3d_with_indices", "adaptive_max_pool2d", "adaptive_max_pool3d"),
+}
+
+
+_DECOMPOSES: dict[Any, bool] = {}
+
+
+def decomposes(func: torch._ops.OpOverload) -> bool:
+    """Whether ``func`` breaks into other ops before burden records it (a CompositeImplicitAutograd
+    kernel, in C++ or Python). Asked once per op, not on every call."""
+    known = _DECOMPOSES.get(func)
+    if known is None:
+        key = torch._C.DispatchKey.CompositeImplicitAutograd
+        try:
+            known = key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
+        except RuntimeError:  # not a registered aten op
+            known = False
+        _DECOMPOSES[func] = known
+    return known
+
+
+def never_recorded(target: Any) -> bool:
+    """True for an op (packet or overload) that always decomposes, so that burden never sees it."""
+    if isinstance(target, torch._ops.OpOverload):
+        return decomposes(target)
+    if isinstance(target, torch._ops.OpOverloadPacket):
+        # the out= variants are never what a model calls
+        overloads = [getattr(target, name) for name in target.overloads() if not name.endswith("out")]
+        return bool(overloads) and all(decomposes(o) for o in overloads)
+    return False

@@ -1,0 +1,81 @@
+"""What a trace records: plain data about ops, tensors and module calls, and nothing live.
+
+Counting and memory rules read these records; nothing here knows about conventions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .containers import leaves
+
+
+@dataclass(frozen=True, eq=False)
+class TensorInfo:
+    """What counting needs to know about a tensor: its shape, dtype and which storage it lives in."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+    storage: int  # burden's own storage number, stable for the whole trace
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+
+@dataclass(frozen=True, eq=False)
+class OpEvent:
+    """One aten op as it ran: arguments with tensors replaced by ``TensorInfo``, and its outputs."""
+
+    func: torch._ops.OpOverload
+    module: str
+    args: tuple
+    kwargs: dict
+    out: Any  # the op's return value with tensors replaced by TensorInfo
+    outputs: tuple[TensorInfo, ...]  # the tensors in ``out``, flattened
+    fresh: tuple[bool, ...]  # per output: new storage, not a view of or a write into an input
+
+    @property
+    def name(self) -> str:
+        return str(self.func.overloadpacket).replace("aten::", "aten.")
+
+    @property
+    def packet(self) -> torch._ops.OpOverloadPacket:
+        return self.func.overloadpacket
+
+    @property
+    def inplace(self) -> bool:
+        return self.func._schema.is_mutable
+
+    @property
+    def tensor_inputs(self) -> list[TensorInfo]:
+        return [x for x in leaves((self.args, self.kwargs)) if isinstance(x, TensorInfo)]
+
+
+@dataclass
+class ModuleInfo:
+    path: str
+    type: str
+    depth: int
+    order: int  # position in execution order (first call); never-called modules come last
+    calls: int = 0
+    output_shape: Any = None  # shapes of the first call's output, nested like the output
+    # per call: (first event index, end event index, input shapes, output shapes)
+    spans: list[tuple[int, int, Any, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    events: list[OpEvent]
+    modules: dict[str, ModuleInfo]  # path -> info, in execution order
+    # model inputs as the first op saw them; feature memory never counts them
+    input_storages: set[int] = field(default_factory=set)
+    # storages of the tensors the forward returned (empty when the trace stopped early)
+    output_storages: set[int] = field(default_factory=set)
+    stopped_after: str | None = None  # the module after which the trace was cut, if any

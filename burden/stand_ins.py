@@ -1,0 +1,82 @@
+"""The one way burden swaps in stand-ins for a model's tensors, and puts the originals back.
+
+A trace must never write to the user's tensors, nor leave anything of its own behind. Every
+parameter and buffer of every module is replaced in its module's own ``_parameters`` or
+``_buffers`` entry for the duration of a call, and put back in ``finally``. Modules are visited
+once each, however many names they are registered under (a module reachable as ``proj`` and as
+``block.0`` is one module with one set of entries), and a tensor shared by several modules gets
+one stand-in, so tied weights stay tied. Tensors a module keeps as plain attributes are put
+back too, and plain tensor attributes the forward adds (caches) are removed again.
+
+``StandIns.of`` gives the stand-in of any other tensor met during a trace (a tensor captured in
+a closure, an input on the wrong device): the same tensor always gets the same stand-in.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+# (original) -> its stand-in; ``parameter`` says whether it is a parameter of a module
+Make = Callable[[torch.Tensor, bool], torch.Tensor]
+
+
+def meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
+    """An uninitialised tensor of the same shape, strides and dtype on the meta device."""
+    out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    if parameter:
+        return nn.Parameter(out, requires_grad=t.requires_grad)
+    return out
+
+
+def training_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
+    """For a real training step: parameters are only read, so an alias whose gradient goes
+    elsewhere will do; buffers (batch-norm statistics) are written to, so they are copied."""
+    if parameter:
+        return nn.Parameter(t.detach(), requires_grad=t.requires_grad)
+    return t.detach().clone()
+
+
+class StandIns:
+    """Stand-ins made by ``make``, one per original tensor, remembered for the whole analysis."""
+
+    def __init__(self, make: Make, on_new: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> None:
+        self.make = make
+        self.on_new = on_new  # told of every (original, stand-in) pair, to keep storage identity
+        self._made: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (original kept alive, stand-in)
+
+    def of(self, t: torch.Tensor, parameter: bool = False) -> torch.Tensor:
+        known = self._made.get(id(t))
+        if known is not None:
+            return known[1]
+        stand_in = self.make(t, parameter)
+        self._made[id(t)] = (t, stand_in)
+        if self.on_new is not None:
+            self.on_new(t, stand_in)
+        return stand_in
+
+    @contextmanager
+    def swapped(self, model: nn.Module) -> Iterator[None]:
+        """Every parameter and buffer of ``model`` replaced by its stand-in while the block runs."""
+        saved: list[tuple[dict, str, torch.Tensor | None]] = []
+        attributes: list[tuple[nn.Module, dict]] = []
+        try:
+            for module in model.modules():  # each module once, whatever its names
+                attributes.append((module, {k: v for k, v in vars(module).items() if isinstance(v, torch.Tensor)}))
+                for table, parameter in ((module._parameters, True), (module._buffers, False)):
+                    for name, t in list(table.items()):
+                        saved.append((table, name, t))
+                        if t is not None:
+                            table[name] = self.of(t, parameter)
+            yield
+        finally:
+            for table, name, t in reversed(saved):
+                table[name] = t
+            for module, tensors in attributes:
+                state = vars(module)
+                for key in [k for k, v in state.items() if isinstance(v, torch.Tensor) and k not in tensors]:
+                    del state[key]
+                state.update(tensors)
