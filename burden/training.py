@@ -129,8 +129,10 @@ class _Step:
 
 def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _Step:
     lifetimes = Lifetimes()
-    tracer = Tracer(model, meta=meta, make=meta_stand_in if meta else training_stand_in, observers=(lifetimes,))
-    attribution = _BackwardAttribution(model, tracer)
+    attribution = _BackwardAttribution(model)
+    tracer = Tracer(model, meta=meta, make=meta_stand_in if meta else training_stand_in,
+                    observers=(lifetimes, attribution))
+    attribution.tracer = tracer
     saved: set[int] = set()
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -154,8 +156,36 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _St
     finally:
         lifetimes.stop()
         attribution.remove()
-    return _Step(events=tracer.events, forward=forward, allocations=lifetimes.allocations,
-                 released=lifetimes.released, saved=saved)
+    allocations, released = _in_place_accumulation(tracer.events, attribution.accumulations,
+                                                   lifetimes.allocations, lifetimes.released)
+    return _Step(events=tracer.events, forward=forward, allocations=allocations, released=released, saved=saved)
+
+
+def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allocations: dict[int, Allocation],
+                           released: dict[int, int]) -> tuple[dict[int, Allocation], dict[int, int]]:
+    """Where eager autograd sums two gradients for one input in place.
+
+    The engine adds a second gradient into the first with ``add_`` when it holds the last
+    reference to the first (and else into the second, if it holds that one's), and out of place
+    only otherwise. Under a dispatch mode, as in any trace, it always adds out of place. A sum
+    whose operand dies right after it is therefore the eager in-place sum: its result lives in
+    the operand's memory and allocates nothing.
+    """
+    allocations, released = dict(allocations), dict(released)
+    for index in accumulations:
+        event = events[index]
+        result = event.outputs[0]
+        for operand in event.tensor_inputs[:2]:
+            storage = operand.storage
+            if (storage in allocations and released.get(storage) == index and tuple(operand.shape) == tuple(result.shape)
+                    and operand.dtype == result.dtype and result.storage in allocations):
+                del allocations[result.storage]
+                if result.storage in released:
+                    released[storage] = released.pop(result.storage)
+                else:
+                    del released[storage]  # the sum is still alive at the end: so is the operand
+                break
+    return allocations, released
 
 
 def _backward(output: Any, tracer: Tracer) -> None:
@@ -177,8 +207,10 @@ class _BackwardAttribution:
     A pre-hook on each such node names the module while autograd runs that node.
     """
 
-    def __init__(self, model: nn.Module, tracer: Tracer) -> None:
-        self.tracer = tracer
+    def __init__(self, model: nn.Module) -> None:
+        self.tracer: Tracer | None = None
+        self.between_nodes = False  # the engine is passing gradients on, not running a node
+        self.accumulations: list[int] = []  # events of the engine summing two gradients for one input
         self.claimed: set[int] = set()  # sequence numbers; holding nodes would keep them alive
         self.boundaries: list[set[int]] = []
         self.handles = []
@@ -203,13 +235,22 @@ class _BackwardAttribution:
                     continue
                 self.claimed.add(number)
                 node.register_prehook(self._running(path))
+                node.register_hook(self._finished)
                 todo.extend(next_node for next_node, _ in node.next_functions)
         return hook
 
     def _running(self, path: str) -> Callable:
         def prehook(grad_outputs: Any) -> None:
+            self.between_nodes = False
             self.tracer.attribute_to(path)
         return prehook
+
+    def _finished(self, grad_inputs: Any, grad_outputs: Any) -> None:
+        self.between_nodes = True
+
+    def op_recorded(self, tracer: Tracer, event: OpEvent, args: tuple, kwargs: dict, out: Any) -> None:
+        if self.between_nodes and event.packet is torch.ops.aten.add and any(event.fresh):
+            self.accumulations.append(len(tracer.events) - 1)
 
     def remove(self) -> None:
         for handle in self.handles:

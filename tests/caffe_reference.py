@@ -9,7 +9,6 @@ burden's PyTorch models return logits, as PyTorch classifiers do.
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 
@@ -20,14 +19,12 @@ PROTOTXT = {
 }
 
 
-def prototxt_dir() -> Path | None:
-    candidates = [os.environ.get("BURDEN_PROTOTXT_DIR", "")]
-    here = Path(__file__).resolve()
-    candidates += [str(p / "shared" / "reference" / "prototxt") for p in here.parents]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
+# The SE authors' own definitions, shipped unmodified with the tests (see data/prototxt/NOTICE).
+PROTOTXT_DIR = Path(__file__).resolve().parent / "data" / "prototxt"
+
+
+def prototxt_path(model: str) -> Path:
+    return PROTOTXT_DIR / f"{PROTOTXT[model]}.prototxt"
 
 
 def _parse(text: str) -> list:
@@ -68,9 +65,7 @@ def _all(items: list, key: str) -> list:
 
 def burden_of(model: str, size: int = 224, batch: int = 1, elsize: int = 4) -> dict[str, int]:
     """params, feature_bytes and flops of a Caffe definition at size x size."""
-    directory = prototxt_dir()
-    assert directory is not None
-    net = _parse((directory / f"{PROTOTXT[model]}.prototxt").read_text())
+    net = _parse(prototxt_path(model).read_text(encoding="utf-8"))
     shapes: dict[str, tuple[int, int, int]] = {}
     params = feature = flops = 0
     for layer in _all(net, "layer"):

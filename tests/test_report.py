@@ -22,20 +22,24 @@ from burden.cli import main
 from burden.conventions import get_convention
 from burden.render import html as html_render
 from burden.render.html import estimate_fragment, estimate_page, index_markdown, index_page, write_text_atomic
+from caffe_reference import PROTOTXT, burden_of
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("param_bytes", "feature_bytes", "flops")
 
-# The reference table (README; convnet-burden at 224 x 224, batch 1), as the index shows it.
-REFERENCE_ROWS = {
-    "se_resnet50": ("28,141,144", "107.35 MiB", "102.78 MiB", "3.90 GFLOPs"),
-    "se_resnet101": ("49,432,216", "188.57 MiB", "155.05 MiB", "7.63 GFLOPs"),
-    "se_resnet152": ("66,973,272", "255.48 MiB", "219.54 MiB", "11.37 GFLOPs"),
-    "se_bn_inception": ("11,951,654", "45.59 MiB", "42.77 MiB", "2.05 GFLOPs"),
-    "se_resnext50_32x4d": ("27,628,120", "105.39 MiB", "131.88 MiB", "4.28 GFLOPs"),
-    "se_resnext101_32x4d": ("49,093,272", "187.28 MiB", "197.16 MiB", "8.04 GFLOPs"),
-    "senet154": ("115,336,536", "439.97 MiB", "347.02 MiB", "20.81 GFLOPs"),
-}
+MiB = 2**20
+
+
+def caffe_row(name):
+    """params, param memory, feature memory and FLOPs of a model as the index shows them, worked
+    out from the SE authors' Caffe definition (tests/caffe_reference.py, which shares no code
+    with burden): 224 x 224, batch 1, float32."""
+    figures = burden_of(name)
+    return (f"{figures['params']:,}", f"{4 * figures['params'] / MiB:.2f} MiB",
+            f"{figures['feature_bytes'] / MiB:.2f} MiB", f"{figures['flops'] / 1e9:.2f} GFLOPs")
+
+
+REFERENCE_ROWS = {name: caffe_row(name) for name in PROTOTXT}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,9 +176,10 @@ def r50():
 def test_summary_figures_and_convention(r50):
     dom = r50.dom
     cards = {c.find(cls="label").text(): c.find(cls="value").text() for c in dom.find_all("div", cls="card")}
-    # the reference table's figures for SE-ResNet-50 (README)
-    assert cards == {"Parameters": "28,141,144", "Parameter memory": "107.35 MiB",
-                     "Feature memory": "102.78 MiB", "FLOPs": "3.90 GFLOPs"}
+    # SE-ResNet-50's figures from its Caffe definition (28,141,144 parameters, 107.35 MiB, ...)
+    params, param_mem, feature_mem, flops = REFERENCE_ROWS["se_resnet50"]
+    assert cards == {"Parameters": params, "Parameter memory": param_mem, "Feature memory": feature_mem,
+                     "FLOPs": flops}
     settings = " ".join(dom.find("ul", cls="settings").text().split())
     assert settings == "input 3 x 224 x 224 batch 1 dtype float32 convention convnet-burden"
     assert dom.find("h1").text() == "se_resnet50"
@@ -348,7 +353,8 @@ def test_fragment_for_jupyter(r50):
     rows = table_rows(dom, "layers")
     assert [cells(tr)[0].text() for tr in rows] == [r.name for r in e.layers if r.depth == 1]
     kv = {cells(tr)[0].text(): cells(tr)[1].text() for tr in table_rows(dom, "kv")}
-    assert kv["params"] == "28,141,144" and kv["FLOPs"] == "3.90 GFLOPs" and kv["model"] == "se_resnet50"
+    assert (kv["params"], kv["FLOPs"]) == (REFERENCE_ROWS["se_resnet50"][0], REFERENCE_ROWS["se_resnet50"][3])
+    assert kv["model"] == "se_resnet50"
     assert e._repr_html_() == frag
 
 
@@ -577,10 +583,153 @@ def test_pages_need_no_network(report_all):
         assert all(not s.attrs.get("src") for s in dom.find_all("script"))
 
 
-def test_committed_reports_are_current(report_all):
-    committed = REPO / "reports"
-    fresh = {p.name: p.read_bytes() for p in report_all.iterdir()}
-    have = {p.name: p.read_bytes() for p in committed.iterdir() if p.is_file()} if committed.is_dir() else {}
-    stale = sorted(n for n in fresh.keys() | have.keys() if fresh.get(n) != have.get(n))
-    assert not stale, ("reports/ is stale (" + ", ".join(stale) + "); regenerate it with "
-                       "`burden report --all --out reports/` from the repository root")
+def test_report_command_is_deterministic(tmp_path, capsys):
+    """The same command writes the same bytes: no timestamps, no dict-order or address noise."""
+    pages = []
+    for run in ("first", "second"):
+        code, _, _ = run_cli(capsys, "report", "se_bn_inception", "--out", str(tmp_path / run / "r"))
+        assert code == 0
+        pages.append((tmp_path / run / "r" / "se_bn_inception.html").read_bytes())
+    assert pages[0] == pages[1] and len(pages[0]) > 10_000
+    estimates = [burden.estimate(nn.Sequential(nn.Conv2d(3, 4, 3)), (3, 8, 8)), burden.estimate(Cumulative(), (3, 8, 8))]
+    assert index_page(estimates, ["a.html", "b.html"]) == index_page(estimates, ["a.html", "b.html"])
+    assert index_markdown(estimates, ["a.html", "b.html"]) == index_markdown(estimates, ["a.html", "b.html"])
+
+
+# ------------------------------------------------------------------------------------------------
+# the committed reports/: their figures and structure are what burden gives now. Not their bytes:
+# a page also carries wording (and, where an input does not fit, torch's own error message) that
+# may change without any figure changing.
+
+COMMITTED = REPO / "reports"
+UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+         "FLOPs": 1, "KFLOPs": 1e3, "MFLOPs": 1e6, "GFLOPs": 1e9, "TFLOPs": 1e12}
+
+
+def assert_displays(text, exact):
+    """``text`` ("107.35 MiB", "3.90 GFLOPs", "12 B") is ``exact`` at the rounding it shows."""
+    match = re.fullmatch(r"(\d+(?:\.(\d+))?) (\w+)", text.strip())
+    assert match, text
+    digits = len(match.group(2) or "")
+    assert f"{exact / UNITS[match.group(3)]:.{digits}f}" == match.group(1), (text, exact)
+
+
+def exact_number(text):
+    """The integer in "11,239,424 bytes" or "3,901,580,632 per forward pass"."""
+    return int(re.match(r"\s*([\d,]+)", text).group(1).replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def committed():
+    """Each committed model page, parsed, beside burden's estimate now (224 x 224, batch 1)."""
+    return {name: SimpleNamespace(dom=parse((COMMITTED / f"{name}.html").read_text(encoding="utf-8")),
+                                  e=burden.estimate(name, 224))
+            for name in burden.list_models()}
+
+
+def test_committed_reports_hold_every_model():
+    expected = {f"{n}.html" for n in burden.list_models()} | {"index.html", "README.md"}
+    assert {p.name for p in COMMITTED.iterdir() if p.is_file()} == expected
+
+
+@pytest.mark.parametrize("name", sorted(PROTOTXT))
+def test_committed_page_summary(committed, name):
+    dom, e = committed[name].dom, committed[name].e
+    assert dom.find("h1").text() == name
+    summary = json.loads(dom.find("script", id="burden-summary").text())
+    assert summary == {"model": name, "input": [3, 224, 224], "batch": 1, "dtype": "float32",
+                       "convention": "convnet-burden", "memory_convention": e.memory_convention,
+                       "params": e.params, "param_bytes": e.param_bytes, "feature_bytes": e.feature_bytes,
+                       "flops": e.flops}
+    cards = {c.find(cls="label").text(): c for c in dom.find_all("div", cls="card")}
+    assert set(cards) == {"Parameters", "Parameter memory", "Feature memory", "FLOPs"}
+    assert cards["Parameters"].find(cls="value").text() == f"{e.params:,}"
+    for label, exact in (("Parameter memory", e.param_bytes), ("Feature memory", e.feature_bytes), ("FLOPs", e.flops)):
+        assert_displays(cards[label].find(cls="value").text(), exact)
+        assert exact_number(cards[label].find(cls="exact").text()) == exact
+    # and burden's figures now are still those of the Caffe definition
+    assert tuple(c.find(cls="value").text() for c in cards.values()) == REFERENCE_ROWS[name]
+    # the inference peak: the curve's peak exactly, parameters + peak at the displayed rounding
+    section = dom.find("section", id="live-memory")
+    caption = section.find("figcaption").text()
+    assert exact_number(caption.split("(")[-1]) == e.peak_feature_bytes
+    assert_displays(section.find("p", cls="note").find_all("b")[-1].text(), e.peak_bytes)
+    # the counting rules are there (their wording may change without a figure changing)
+    assert dom.find("span", cls="pill").text() == "convnet-burden" and len(rules_of(dom)) >= 5
+
+
+@pytest.mark.parametrize("name", sorted(PROTOTXT))
+def test_committed_page_layer_table_and_charts(committed, name):
+    dom, e = committed[name].dom, committed[name].e
+    rows = table_rows(dom, "layers")
+    assert len(rows) == len(e.layers)
+    for tr, layer in zip(rows, e.layers):
+        c = cells(tr)
+        assert c[0]["data-v"] == layer.name and c[1].text() == layer.type
+        assert int(tr["data-depth"]) == layer.depth
+        assert [int(x["data-v"]) for x in c[3:7]] == [layer.params, layer.param_bytes, layer.feature_bytes,
+                                                       layer.flops]
+    svgs = {svg["data-metric"]: svg for svg in dom.find_all("svg", cls="plot")}
+    assert set(svgs) == set(METRICS) | {"live_memory"}
+    for metric in METRICS:
+        bars = svgs[metric].find_all("rect", cls="bar")
+        assert len(bars) == len(own_units(e, metric)) > 0
+        assert sum(int(b["data-v"]) for b in bars) == getattr(e, metric)
+    assert svgs["live_memory"].find("path", cls="curve")["d"].startswith("M")
+
+
+@pytest.mark.parametrize("name", ["se_bn_inception", "se_resnet50"])
+def test_committed_page_scale_table(committed, name):
+    """The feature-extraction table: the exact figures (in the cells' titles) where the input fits;
+    where it does not, that it does not, whatever words torch uses to say why."""
+    rows = table_rows(committed[name].dom, "scale-table")
+    t = scale(name)
+    assert len(rows) == len(t.rows) == 6
+    for tr, row in zip(rows, t.rows):
+        c = cells(tr)
+        assert c[0].text() == f"{row.scale:g}" and c[1].text() == f"{row.input[-1]} x {row.input[-2]}"
+        assert ("nofit" in (tr.attrs.get("class") or "").split()) == (not row.fits)
+        if row.fits:
+            assert exact_number(c[3]["title"]) == row.feature_bytes and exact_number(c[4]["title"]) == row.flops
+            assert_displays(c[3].text(), row.feature_bytes)
+            assert_displays(c[4].text(), row.flops)
+        else:
+            assert c[2].text().startswith("does not fit:")
+
+
+def test_committed_index_and_readme(committed):
+    names = burden.list_models()
+    dom = parse((COMMITTED / "index.html").read_text(encoding="utf-8"))
+    rows = table_rows(dom, "index-table")
+    assert [r.find("a")["href"] for r in rows] == [f"{n}.html" for n in names]
+    for r, name in zip(rows, names):
+        e = committed[name].e
+        c = [x.text() for x in cells(r)]
+        assert c[:3] == [name, "224 x 224", f"{e.params:,}"]
+        for text, exact in zip(c[3:], (e.param_bytes, e.feature_bytes, e.flops)):
+            assert_displays(text, exact)
+    readme = (COMMITTED / "README.md").read_text(encoding="utf-8")
+    linked = re.findall(r"^\| \[(\w+)\]\((\w+\.html)\) \| 224 x 224 \| ([\d,]+) \| (.+?) \| (.+?) \| (.+?) \|$",
+                        readme, re.M)
+    assert [(n, page) for n, page, *_ in linked] == [(n, f"{n}.html") for n in names]
+    for (name, _, params, *shown) in linked:
+        e = committed[name].e
+        assert params == f"{e.params:,}"
+        for text, exact in zip(shown, (e.param_bytes, e.feature_bytes, e.flops)):
+            assert_displays(text, exact)
+    assert "burden report --all --out reports/" in readme
+
+
+def test_repository_readme_table(committed):
+    """The table in the repository's README: burden's figures now, beside the reference table."""
+    from test_reference import REFERENCE
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\w+) \| ([\d,]+) \| (.+?) \| (.+?) \| (.+?) \| (\d+) / (\d+) / (\d+) \|$", text, re.M)
+    assert sorted(r[0] for r in rows) == sorted(burden.list_models())
+    for name, params, param_mem, feature_mem, flops, *reference in rows:
+        e = committed[name].e
+        assert params == f"{e.params:,}"
+        for shown, exact in zip((param_mem, feature_mem, flops), (e.param_bytes, e.feature_bytes, e.flops)):
+            assert_displays(shown, exact)
+        assert tuple(int(x) for x in reference) == REFERENCE[name]
