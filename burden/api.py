@@ -25,6 +25,7 @@ from .inputs import (DEFAULT_SCALES, dtype_name, materialize_inputs, parse_batch
 from .models.resolve import resolve_model
 from .scaling import ScaleRow, ScaleTable
 from .state import preserved_modes, with_real_weights
+from .machine import fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .trace_errors import first_line
 from .containers import iter_tensors
@@ -125,22 +126,6 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
         return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, elsize))
 
 
-def _available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _fits_in_memory(need: int) -> bool:
-    free = _available_bytes()
-    return free is None or need <= free // 2
-
-
 def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, inputs: Any
                       ) -> tuple[nn.Module, _Request, _Analysis, tuple[str, ...]]:
     """Trace on meta; where the model needs real values and no device was named, trace again on
@@ -152,7 +137,7 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
             raise
         elsize = req.elsize(module)
         need = own_bytes(module, elsize) + 2 * exc.feature_bytes_so_far
-        if not _fits_in_memory(need):
+        if not fits_in_half(need):
             raise DataDependentError(f"{exc}; a CPU run would need about {need / 2**30:.1f} GiB, more than half "
                                      f"of the free memory") from None
         cpu = req.on("cpu")

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Sequence
 
-from .errors import BurdenError
+from .errors import BurdenError, InternalError
 
 EXIT_USAGE = 2
 
@@ -44,14 +44,16 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default="224", metavar="SIZE",
                    help="input size: 224, 224x320 (H x W) or 3x224x224 (C x H x W); default 224")
     p.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="batch size (default 1)")
-    p.add_argument("--dtype", default="float32",
-                   help="float32 (default), float16, bfloat16, int8 or float64: sets the bytes per value")
+    p.add_argument("--dtype", default=None,
+                   help="float32, float16, bfloat16, int8 or float64: sets the bytes per value (default: the "
+                        "model's own parameter dtype, float32 for the registered models)")
     p.add_argument("--convention", default="convnet-burden",
                    help="FLOP convention: convnet-burden (default), macs, fvcore or torch (see burden conventions)")
     p.add_argument("--memory", default=None,
                    help="feature-memory convention: convnet-burden (default) or all-outputs")
-    p.add_argument("--device", default="meta",
-                   help="trace on 'meta' (default: no memory, any size) or on a real device such as 'cpu'")
+    p.add_argument("--device", default=None,
+                   help="trace on 'meta' (no memory, any size) or on a real device such as 'cpu'; by default "
+                        "meta, and the CPU for a model whose forward needs real values, when it fits in memory")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--base", default=224, type=_positive_int, metavar="PIXELS", help="size at scale 1 (224)")
     scl.add_argument("--trunk", default=None, metavar="MODULE_PATH",
                      help="module whose output is the feature map (default: the last stage, before pooling)")
-    scl.add_argument("--dtype", default="float32")
+    scl.add_argument("--dtype", default=None, help="bytes per value as in estimate (default: the model's own)")
     scl.add_argument("--convention", default="convnet-burden")
     scl.add_argument("--format", default="github", help="github (default), json or any tabulate format")
     scl.set_defaults(run=_scale)
@@ -222,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
+    except InternalError as exc:  # burden's own bug, not the user's input
+        print(f"burden: {exc}", file=sys.stderr)
+        return 1
     except BurdenError as exc:
         print(f"burden: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

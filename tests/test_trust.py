@@ -20,7 +20,7 @@ from torch import nn
 
 import burden
 from allocator_oracle import measure
-from burden.errors import BurdenError, DataDependentError, InputSpecError, ShapeError, UnsupportedModelError
+from burden.errors import DataDependentError, InputSpecError, InternalError, ShapeError, UnsupportedModelError
 
 
 def tokens(batch: int = 2, length: int = 16) -> burden.TensorSpec:
@@ -370,6 +370,30 @@ class DenseLayerStart(nn.Module):
 def test_a_concatenation_of_one_tensor_adds_no_buffer():
     # convnet-burden: only batch norm's output is a buffer: 1 x 2 x 3 x 3 floats
     assert burden.estimate(DenseLayerStart().eval(), (2, 3, 3)).feature_bytes == 2 * 3 * 3 * 4
+
+
+# the error boundary -------------------------------------------------------------------------
+def test_a_failing_formula_is_an_internal_error_naming_op_and_layer(formula_scope):
+    @formula_scope(torch.ops.aten.relu, convention="macs")
+    def broken(*args, out_shape, **kwargs):
+        raise ZeroDivisionError("oops")
+
+    with pytest.raises(InternalError, match=r"aten\.relu.*layer 1.*bug in burden"):
+        burden.estimate(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), (4,), convention="macs")
+
+
+def test_no_raw_exception_leaves_the_api(monkeypatch):
+    import burden.api
+
+    def explode(*args, **kwargs):
+        raise KeyError("something burden did not expect")
+
+    monkeypatch.setattr(burden.api, "count", explode)
+    for call in (lambda: burden.estimate(nn.Linear(2, 2), (2,)),
+                 lambda: burden.compare([nn.Linear(2, 2)], (2,)),
+                 lambda: burden.scale(Trunked(), [1.0], batch_size=1, base=8, channels=1, trunk="trunk")):
+        with pytest.raises(InternalError, match="bug in burden"):
+            call()
 
 
 # 15 ------------------------------------------------------------------------------------------

@@ -14,22 +14,13 @@ import torch
 from torch import nn
 
 from ..counting import FlopAttribution
-from ..errors import InputSpecError
+from ..errors import ForwardError, InputSpecError
+from ..machine import available_bytes, fits_in_half
 from ..state import with_real_weights
 from ..records import Trace
+from ..trace_errors import first_line
 from . import Convention, register_convention
 from .all_outputs import new_storage_bytes
-
-
-def _available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _real(x: Any) -> Any:
@@ -50,8 +41,8 @@ def fvcore_attribution(model: nn.Module, trace: Trace, args: tuple, kwargs: dict
     if kwargs:
         raise InputSpecError("the fvcore convention takes positional inputs only (fvcore traces model(*inputs))")
     need = sum(new_storage_bytes(trace, 4)) + sum(t.numel() * t.element_size() for t in model.parameters())
-    free = _available_bytes()
-    if free is not None and need > free // 2:
+    if not fits_in_half(need):
+        free = available_bytes() or 0
         raise InputSpecError(f"the fvcore convention runs a real forward pass; this one needs about "
                              f"{need / 2**30:.1f} GiB, more than half of the {free / 2**30:.1f} GiB free: "
                              f"use a smaller batch or input")
@@ -59,7 +50,12 @@ def fvcore_attribution(model: nn.Module, trace: Trace, args: tuple, kwargs: dict
     real_args = torch.utils._pytree.tree_map(_real, args)
     analysis = (FlopCountAnalysis(real_model, real_args)
                 .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
-    by_module = analysis.by_module()
+    try:
+        by_module = analysis.by_module()
+    except Exception as exc:  # fvcore's JIT trace refused the model: its limit, not burden's
+        raise ForwardError(f"fvcore could not trace the model with the TorchScript JIT: {type(exc).__name__}: "
+                           f"{first_line(exc)}; the convnet-burden, macs and torch conventions trace without "
+                           f"the JIT") from None
     paths = list(trace.modules)
     # A trace cut after a module (``scale``'s trunk) holds only the modules that ran before the cut;
     # fvcore always counts the whole pass, so the modules that ran after it are left out, and

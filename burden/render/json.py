@@ -32,6 +32,8 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "feature_bytes": e.feature_bytes,
         "flops": e.flops,
         "mode": e.mode,
+        "device": e.device,
+        "notes": list(e.notes),
         "peak_feature_bytes": e.peak_feature_bytes,
         "peak_bytes": e.peak_bytes,
         "peak_op": asdict(e.peak_op) if e.peak_op is not None else None,

@@ -27,6 +27,9 @@ def summary(e: Estimate) -> str:
         ("feature memory", fmt_bytes(e.feature_bytes)),
         ("FLOPs", fmt_flops(e.flops)),
     ]
+    if e.device != "meta":
+        rows.insert(4, ("traced on", e.device))
+    rows += [("note", note) for note in e.notes]
     if e.peak_op is not None:
         where = e.peak_op.module or "the model's own forward"
         rows.append(("peak features", f"{fmt_bytes(e.peak_feature_bytes)} at {where} ({e.peak_op.op})"))
