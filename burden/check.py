@@ -18,7 +18,7 @@ from torch import nn
 
 from .api import estimate
 from .conventions import get_convention, list_conventions
-from .figures import Estimate
+from .results import Estimate
 from .inputs import parse_batch, parse_input_size
 from .models.resolve import resolve_model
 from .state import on_meta, preserved_modes, with_real_weights

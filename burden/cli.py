@@ -11,7 +11,8 @@ import os
 import sys
 from typing import Sequence
 
-from .errors import BurdenError, InternalError
+from . import options
+from .errors import BurdenError, InputSpecError, InternalError
 
 EXIT_USAGE = 2
 
@@ -41,16 +42,18 @@ def _depth(text: str) -> int:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", default="224", metavar="SIZE",
+    p.add_argument("--input", default=options.DEFAULT_INPUT, metavar="SIZE",
                    help="input size: 224, 224x320 (H x W) or 3x224x224 (C x H x W); default 224")
     p.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="batch size (default 1)")
-    p.add_argument("--dtype", default=None,
-                   help="float32, float16, bfloat16, int8 or float64: sets the bytes per value (default: the "
-                        "model's own parameter dtype, float32 for the registered models)")
-    p.add_argument("--convention", default="convnet-burden",
-                   help="FLOP convention: convnet-burden (default), macs, fvcore or torch (see burden conventions)")
-    p.add_argument("--memory", default=None,
-                   help="feature-memory convention: convnet-burden (default) or all-outputs")
+    p.add_argument("--dtype", default=None, metavar="DTYPE",
+                   help=f"{', '.join(options.DTYPE_NAMES)}: sets the bytes per value (default: the model's own "
+                        f"parameter dtype, float32 for the registered models)")
+    p.add_argument("--convention", default=options.DEFAULT_CONVENTION, metavar="NAME",
+                   help=f"FLOP convention: {', '.join(options.CONVENTIONS)} (default {options.DEFAULT_CONVENTION}; "
+                        f"see burden conventions)")
+    p.add_argument("--memory", default=None, metavar="NAME",
+                   help=f"feature-memory convention: {', '.join(options.MEMORY_CONVENTIONS)} (default: the FLOP "
+                        f"convention's own)")
     p.add_argument("--device", default=None,
                    help="trace on 'meta' (no memory, any size) or on a real device such as 'cpu'; by default "
                         "meta, and the CPU for a model whose forward needs real values, when it fits in memory")
@@ -68,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--layers", action="store_true", help="also print the per-layer table")
     est.add_argument("--depth", type=_depth, default=None, metavar="N", help="with --layers: modules down to depth N")
     est.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
-    est.add_argument("--mode", choices=("inference", "training"), default="inference",
+    est.add_argument("--mode", choices=options.MODES, default=options.MODES[0],
                      help="inference (default) or training: adds one training step's memory and backward FLOPs")
-    est.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw"), default="adam",
-                     help="with --mode training: optimizer state per parameter (0, 1, 2, 2); default adam")
+    est.add_argument("--optimizer", choices=tuple(options.OPTIMIZER_STATES), default=None,
+                     help=f"with --mode training: the optimizer, whose state per parameter is "
+                          f"{', '.join(f'{k} {v}' for k, v in options.OPTIMIZER_STATES.items())} tensors "
+                          f"(default {options.DEFAULT_OPTIMIZER})")
     est.set_defaults(run=_estimate)
 
     cmp_ = sub.add_parser("compare", help="one table across models (the reference table's shape)")
@@ -83,32 +88,37 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.set_defaults(run=_compare)
 
     scl = sub.add_parser("scale", help="feature-extraction burden of a trunk over input sizes")
-    scl.add_argument("model")
-    scl.add_argument("--scales", default="0.5:3:0.5", help="start:stop:step or a list (default 0.5:3:0.5)")
-    scl.add_argument("--batch", default=128, type=_positive_int, metavar="N", help="batch size (default 128)")
-    scl.add_argument("--base", default=224, type=_positive_int, metavar="PIXELS", help="size at scale 1 (224)")
+    scl.add_argument("model", help="a registered name, or package.module:factory with --trunk")
+    scl.add_argument("--scales", default=options.DEFAULT_SCALES,
+                     help=f"start:stop:step or a list (default {options.DEFAULT_SCALES})")
+    scl.add_argument("--batch", default=options.DEFAULT_SCALE_BATCH, type=_positive_int, metavar="N",
+                     help=f"batch size (default {options.DEFAULT_SCALE_BATCH})")
+    scl.add_argument("--base", default=options.DEFAULT_SCALE_BASE, type=_positive_int, metavar="PIXELS",
+                     help=f"size at scale 1 (default {options.DEFAULT_SCALE_BASE})")
     scl.add_argument("--trunk", default=None, metavar="MODULE_PATH",
                      help="module whose output is the feature map (default: the last stage, before pooling)")
     scl.add_argument("--dtype", default=None, help="bytes per value as in estimate (default: the model's own)")
-    scl.add_argument("--convention", default="convnet-burden")
+    scl.add_argument("--convention", default=options.DEFAULT_CONVENTION, metavar="NAME",
+                     help="FLOP convention, as in estimate")
     scl.add_argument("--format", default="github", help="github (default), json or any tabulate format")
     scl.set_defaults(run=_scale)
 
     rep = sub.add_parser("report", help="self-contained HTML pages per model")
-    rep.add_argument("models", nargs="*", metavar="MODEL")
+    rep.add_argument("models", nargs="*", metavar="MODEL", help="models to report on")
     rep.add_argument("--all", action="store_true", help="every registered model, plus index.html and README.md")
     rep.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
-    rep.add_argument("--input", default="224", metavar="SIZE")
-    rep.add_argument("--convention", default="convnet-burden")
+    rep.add_argument("--input", default=options.DEFAULT_INPUT, metavar="SIZE", help="input size, as in estimate")
+    rep.add_argument("--convention", default=options.DEFAULT_CONVENTION, metavar="NAME",
+                     help="FLOP convention, as in estimate")
     rep.set_defaults(run=_report)
 
     cnv = sub.add_parser("conventions", help="the counting conventions and their rules")
     cnv.set_defaults(run=_conventions)
 
     chk = sub.add_parser("check", help="each convention beside fvcore's and PyTorch's own counts")
-    chk.add_argument("model")
-    chk.add_argument("--input", default="224", metavar="SIZE")
-    chk.add_argument("--batch", default=1, type=_positive_int, metavar="N")
+    chk.add_argument("model", help="a registered name or package.module:factory")
+    chk.add_argument("--input", default=options.DEFAULT_INPUT, metavar="SIZE", help="input size, as in estimate")
+    chk.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="batch size (default 1)")
     chk.set_defaults(run=_check)
 
     lst = sub.add_parser("list", help="the registered models")
@@ -117,7 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_names(args: argparse.Namespace) -> list[str]:
-    from .errors import InputSpecError
     from .models import list_models
 
     if args.all and args.models:
@@ -181,8 +190,11 @@ def _report(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     from .api import estimate
 
+    if args.optimizer is not None and args.mode != "training":
+        raise InputSpecError("--optimizer sets the optimizer of a training step: add --mode training")
     e = estimate(args.model, args.input, batch_size=args.batch, dtype=args.dtype, convention=args.convention,
-                 memory=args.memory, device=args.device, mode=args.mode, optimizer=args.optimizer)
+                 memory=args.memory, device=args.device, mode=args.mode,
+                 optimizer=args.optimizer or options.DEFAULT_OPTIMIZER)
     if args.format == "json":
         print(e.to_json())
         return 0

@@ -42,7 +42,7 @@ def _children(value: Any) -> list | None:
         return value  # type: ignore[return-value]
     if kind is dict:
         return list(value.values())
-    if isinstance(value, torch.Tensor) or kind in _PLAIN_LEAVES:
+    if isinstance(value, (torch.Tensor, torch.Size)) or kind in _PLAIN_LEAVES:  # a Size is a shape, not a tuple
         return None
     if isinstance(value, (tuple, list)):
         return list(value)

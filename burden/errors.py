@@ -47,3 +47,10 @@ class UnsupportedModelError(BurdenError):
 
 class InternalError(BurdenError):
     """A bug in burden itself: the message names the op, the module and the shapes to report."""
+
+
+class UnknownLayerError(BurdenError, KeyError):
+    """A layer name that the model does not have."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""

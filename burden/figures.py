@@ -1,13 +1,18 @@
-"""The figures burden reports: one frozen record per layer and the immutable result of an analysis.
+"""The figures burden reports: plain frozen data, and nothing live.
 
-Nothing here formats numbers; ``burden.render`` does. The convenience methods on ``Estimate``
-hand off to the renderers so that a notebook needs one import.
+One record per layer, the totals of an analysis with the rules behind them in words, a
+comparison of several, and the feature-extraction scale table. Nothing here counts or formats:
+counting fills these records, ``burden.render`` turns them into text, JSON and HTML, and
+``burden.results`` adds the convenience methods a notebook uses.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import UnknownLayerError
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,18 @@ class TrainingFigures:
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """The burden of one model at one input size, batch size and dtype, under one convention."""
+class PeakOp:
+    """Where live memory peaks: the op's position in the run, its name and its module."""
+
+    index: int  # position in the trace's events
+    op: str  # aten.convolution
+    module: str  # module path; "" for the model's own forward
+
+
+@dataclass(frozen=True)
+class EstimateFigures:
+    """The burden of one model at one input size, batch size and dtype, under one convention,
+    with the rules that produced it."""
 
     model: str
     input: tuple[int, ...]  # per-sample shape, [C, H, W] for images
@@ -80,71 +95,61 @@ class Estimate:
     # inference peak: the most feature memory live at once when buffers are freed as eager
     # PyTorch frees them, the op where it is reached, and parameters + that peak
     peak_feature_bytes: int = 0
-    peak_op: Any = None  # burden.memory.PeakOp(index, op, module)
+    peak_op: PeakOp | None = None
     peak_bytes: int = 0
     mode: str = "inference"
     training: TrainingFigures | None = None  # with mode="training"
-    # where the pass was traced, and what the reader must know about how the figures were obtained;
-    # not part of equality, which compares figures
+    # the rules in words, as every view shows them; not part of equality, which compares figures
+    convention_summary: str = field(default="", compare=False)
+    rules: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # (what, how it counts)
+    memory_summary: str = field(default="", compare=False)
+    # where the pass was traced, and what the reader must know about how the figures were obtained
     device: str = field(default="meta", compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
-    # live feature memory after each op (for charts); not part of equality
+    # live feature memory after each op (for charts)
     live_curve: tuple[int, ...] = field(default=(), compare=False, repr=False)
-    # what was analysed (a name or the nn.Module), so that ``scale`` can trace it again
-    source: Any = field(default=None, compare=False, repr=False)
+    # the model's name when burden can load it again (a registered name or a factory path); None
+    # for an nn.Module, which an estimate never holds
+    source: str | None = field(default=None, compare=False, repr=False)
 
     def layer(self, name: str) -> LayerFigures:
+        """One layer's record by module path (``""`` for the model itself)."""
         for record in self.layers:
             if record.name == name:
                 return record
-        raise KeyError(name)
+        close = difflib.get_close_matches(name, [r.name for r in self.layers], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; the names are the module paths in e.layers"
+        raise UnknownLayerError(f"the model has no layer {name!r}{hint}")
 
-    def to_dict(self) -> dict[str, Any]:
-        from .render.json import estimate_to_dict
 
-        return estimate_to_dict(self)
+@dataclass(frozen=True)
+class ComparisonFigures:
+    """Several models' estimates under the same settings: the reference table's shape."""
 
-    def to_json(self, indent: int | None = 2) -> str:
-        from .render.json import estimate_to_json
+    estimates: tuple[EstimateFigures, ...]
 
-        return estimate_to_json(self, indent=indent)
 
-    def summary(self) -> str:
-        from .render.text import summary
+@dataclass(frozen=True)
+class ScaleRow:
+    scale: float
+    input: tuple[int, ...]  # [C, H, W]
+    output_shape: Any  # the trunk's output shape, batch first; None when the size does not fit
+    feature_bytes: int | None
+    flops: int | None
+    error: str | None  # why the network cannot take this size
 
-        return summary(self)
+    @property
+    def fits(self) -> bool:
+        return self.error is None
 
-    def table(self, fmt: str = "github", depth: int | None = None, columns: list[str] | None = None,
-              sort: str | None = None, top: int | None = None) -> str:
-        from .render.text import layer_table
 
-        return layer_table(self, fmt=fmt, depth=depth, columns=columns, sort=sort, top=top)
+@dataclass(frozen=True)
+class ScaleFigures:
+    """The feature-extraction table: a trunk's output and cost over a range of input sizes."""
 
-    def scale(self, scales: Any = None, *, batch_size: int = 128, trunk: str | None = None) -> Any:
-        """The feature-extraction scale table of the same model (see ``burden.scale``)."""
-        from .api import scale
-        from .inputs import DEFAULT_SCALES
-
-        if self.source is None:
-            raise ValueError("this estimate does not know its model; call burden.scale(model, ...)")
-        return scale(self.source, scales or DEFAULT_SCALES, batch_size=batch_size, trunk=trunk,
-                     dtype=self.dtype, convention=self.convention)
-
-    def to_html(self) -> str:
-        """A self-contained HTML page: summary, per-layer table, profile charts, uncounted ops."""
-        from .render.html import estimate_page
-
-        return estimate_page(self)
-
-    def save_html(self, path: Any) -> None:
-        from .render.html import write_text_atomic
-
-        write_text_atomic(path, self.to_html())
-
-    def _repr_html_(self) -> str:
-        from .render.html import estimate_fragment
-
-        return estimate_fragment(self)
-
-    def __str__(self) -> str:
-        return self.summary()
+    model: str
+    batch: int
+    trunk: str
+    dtype: str
+    convention: str
+    rows: tuple[ScaleRow, ...]

@@ -9,7 +9,7 @@ from ops with no rule: the first count as 0, the second are reported as uncounte
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -54,7 +54,7 @@ class FormulaTable:
         self._formulas: dict[Any, Formula] = {}
         self._zero: set[Any] = set()
 
-    def _add(self, target: Target, formula: Formula, zero: bool, strict: bool = True) -> None:
+    def _add(self, target: Target, formula: Formula, zero: bool, strict: bool = True, replace: bool = False) -> None:
         key = _key(target)
         if never_recorded(key):
             if not strict:
@@ -62,20 +62,21 @@ class FormulaTable:
             raise ValueError(f"{self.name}: a formula for {key} would never be used: PyTorch breaks {key} into "
                              f"other ops before burden sees it (it is CompositeImplicitAutograd); register the "
                              f"formula for the ops it becomes, or for the module type that calls it")
-        if key in self._formulas:
-            raise ValueError(f"{self.name}: a formula for {key} is already registered")
+        if key in self._formulas and not replace:
+            raise ValueError(f"{self.name}: a formula for {key} is already registered (replace=True replaces it)")
+        self._zero.discard(key)
         self._formulas[key] = formula
         if zero:
             self._zero.add(key)
 
-    def register(self, *targets: Target, strict: bool = True) -> Callable[[Formula], Formula]:
+    def register(self, *targets: Target, strict: bool = True, replace: bool = False) -> Callable[[Formula], Formula]:
         """Decorator: ``@table.register(aten.mm, aten.bmm)``. A target burden never sees (an op
         PyTorch always decomposes first) is refused, or with ``strict=False`` left out: built-in
         rules name ops that decompose in some torch releases and not in others."""
 
         def wrap(formula: Formula) -> Formula:
             for target in targets:
-                self._add(target, formula, zero=False, strict=strict)
+                self._add(target, formula, zero=False, strict=strict, replace=replace)
             return formula
 
         return wrap
@@ -101,10 +102,18 @@ class FormulaTable:
         for cls in type(module).__mro__:
             if cls in self._formulas:
                 return self._formulas[cls]
-        return None
+        return self.base.module_formula(module) if self.base is not None else None
 
     def has_module_formulas(self) -> bool:
-        return any(isinstance(k, type) for k in self._formulas)
+        return any(isinstance(k, type) for k in self._formulas) or (
+            self.base is not None and self.base.has_module_formulas())
+
+    def overlay(self, formulas: Mapping[Target, Formula]) -> "FormulaTable":
+        """A table with ``formulas`` first and this table behind them, for one analysis."""
+        table = FormulaTable(f"{self.name} with the call's formulas", default_zero=self.default_zero, base=self)
+        for target, formula in formulas.items():
+            table._add(target, formula, zero=False)
+        return table
 
     def covers(self, func: torch._ops.OpOverload) -> bool:
         return self.lookup(func) is not None
@@ -136,28 +145,3 @@ def formula_failure(table: str, target: str, module: str, shapes: Any, exc: Exce
     return InternalError(f"the {table} formula for {target} failed at {where} on {shapes}: "
                          f"{type(exc).__name__}: {first_line(exc)} (a bug in burden if the formula is one of "
                          f"its own rules, please report it; otherwise a bug in the registered formula)")
-
-
-_TABLES: dict[str, FormulaTable] = {}
-
-
-def formula_table(name: str, default_zero: bool = False, kind: type[FormulaTable] = FormulaTable,
-                  base: FormulaTable | None = None) -> FormulaTable:
-    """The table of a convention, created on first use."""
-    if name not in _TABLES:
-        _TABLES[name] = kind(name, default_zero=default_zero, base=base)
-    return _TABLES[name]
-
-
-def register_formula(*targets: Target, convention: str = "convnet-burden") -> Callable[[Formula], Formula]:
-    """Register a FLOP formula for one or more aten ops under a convention, without editing burden.
-
-    ``@burden.register_formula(torch.ops.aten.gelu)`` then ``def gelu(x, *args, out_shape, **kw): ...``,
-    with every tensor argument replaced by its shape. For a module type,
-    ``@burden.register_formula(MyBlock)`` then ``def f(module, *input_shapes, out_shape): ...``; it is
-    called once per call of such a module and replaces the count of the ops inside it.
-    A second registration of the same target in the same convention raises ``ValueError``.
-    """
-    from .conventions import get_convention  # the convention must exist, and own this table
-
-    return get_convention(convention).flops.register(*targets)

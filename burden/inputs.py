@@ -8,15 +8,11 @@ from typing import Any, Sequence
 
 import torch
 
+from .containers import map_leaves
 from .errors import InputSpecError
+from .options import DEFAULT_SCALES, DTYPE_NAMES
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int8": torch.int8,
-    "float64": torch.float64,
-}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 _ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
             "bf16": "bfloat16", "fp64": "float64", "double": "float64"}
 
@@ -87,7 +83,6 @@ def _show(dims: Sequence[int]) -> str:
     return "x".join(str(d) for d in dims)
 
 
-DEFAULT_SCALES = "0.5:3:0.5"
 
 
 def parse_scales(value: str | Sequence[float]) -> list[float]:
@@ -141,10 +136,6 @@ def _leaf(value: Any, device: str, dtype: torch.dtype) -> Any:
             raise InputSpecError(f"input shape {list(value.shape)} must be positive whole numbers")
         spec_dtype = value.dtype or dtype
         return torch.zeros(value.shape, dtype=spec_dtype, device=device)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_leaf(v, device, dtype) for v in value)
-    if isinstance(value, dict):
-        return {k: _leaf(v, device, dtype) for k, v in value.items()}
     return value
 
 
@@ -166,4 +157,7 @@ def materialize_inputs(inputs: Any, device: str, dtype: torch.dtype) -> tuple[tu
         args, kwargs = tuple(inputs), {}
     else:
         args, kwargs = (inputs,), {}
-    return tuple(_leaf(a, device, dtype) for a in args), {k: _leaf(v, device, dtype) for k, v in kwargs.items()}
+    def make(leaf: Any) -> Any:
+        return _leaf(leaf, device, dtype)
+
+    return tuple(map_leaves(make, tuple(args))), map_leaves(make, dict(kwargs))

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .containers import leaves
+from .figures import PeakOp
 from .op_groups import ALIAS_OPS
 from .records import OpEvent, Trace
 from .trace import Tracer, trace_forward
@@ -61,13 +62,6 @@ class LiveTrace(Trace):
 
     allocations: dict[int, Allocation] = field(default_factory=dict)  # storage -> allocation
     released: dict[int, int] = field(default_factory=dict)  # storage -> index of the op after which it died
-
-
-@dataclass(frozen=True)
-class PeakOp:
-    index: int  # position in the trace's events
-    op: str  # aten.convolution
-    module: str  # module path; "" for the model's own forward
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .options import DEFAULT_CONVENTION
+
 DEFAULT_INPUT = (3, 224, 224)
-DEFAULT_CONVENTION = "convnet-burden"
 
 
 def report_filename(name: str) -> str:

@@ -17,19 +17,18 @@ import torch
 from torch import nn
 
 from .containers import iter_tensors, map_tensors
-from .conventions import get_convention
+from .conventions import Convention, get_convention
 from .counting import attribute_with_table, own_params
 from .errors import InputSpecError
-from .figures import UncountedOp
+from .figures import PeakOp, UncountedOp
 from .formulas import FormulaTable
-from .memory import Allocation, Lifetimes, LiveMemory, PeakOp, replay
+from .options import DEFAULT_CONVENTION, OPTIMIZER_STATES
+from .memory import Allocation, Lifetimes, LiveMemory, replay
 from .records import OpEvent, Trace
 from .stand_ins import meta_stand_in, training_stand_in
 from .state import preserved_modes
 from .trace import Tracer
 
-# Tensors each optimizer keeps per trainable parameter, each the parameter's size.
-OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,8 @@ def optimizer_states(optimizer: str) -> int:
 
 
 def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, optimizer: str = "adam",
-                  elsize: int = 4, meta: bool = True, convention: str = "convnet-burden") -> TrainingMemory:
+                  elsize: int = 4, meta: bool = True,
+                  convention: str | Convention = DEFAULT_CONVENTION) -> TrainingMemory:
     """Memory and FLOPs of one training step of ``model`` on ``args`` (see ``TrainingMemory``).
 
     The model is run in training mode with gradients on, and comes back as it was: modes,
@@ -92,7 +92,7 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     tensors, with gradients going to detached aliases of the parameters and the buffers cloned.
     """
     states = optimizer_states(optimizer)
-    rules = get_convention(convention)
+    rules = get_convention(convention) if isinstance(convention, str) else convention
     if rules.flops is None or rules.backward is None:
         raise InputSpecError(f"the {rules.name} convention has no backward rules; analyse training under "
                              f"convnet-burden or torch")

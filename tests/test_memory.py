@@ -363,9 +363,9 @@ def test_ops_without_a_backward_rule_are_reported():
 
 def test_forward_rules_are_not_replaced():
     from burden.conventions import convnet_burden
-    from burden.formulas import formula_table
 
-    table = formula_table("convnet-burden")
+    table = burden.get_convention("convnet-burden").flops
+    assert table is convnet_burden.table
     assert table.lookup(aten.mm.default) is convnet_burden.mm
     assert table.lookup(aten.add.Tensor) is convnet_burden.residual_sum
 

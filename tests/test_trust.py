@@ -383,12 +383,12 @@ def test_a_failing_formula_is_an_internal_error_naming_op_and_layer(formula_scop
 
 
 def test_no_raw_exception_leaves_the_api(monkeypatch):
-    import burden.api
+    import burden.analysis
 
     def explode(*args, **kwargs):
         raise KeyError("something burden did not expect")
 
-    monkeypatch.setattr(burden.api, "count", explode)
+    monkeypatch.setattr(burden.analysis, "count", explode)
     for call in (lambda: burden.estimate(nn.Linear(2, 2), (2,)),
                  lambda: burden.compare([nn.Linear(2, 2)], (2,)),
                  lambda: burden.scale(Trunked(), [1.0], batch_size=1, base=8, channels=1, trunk="trunk")):

@@ -8,7 +8,7 @@ results share storage and add nothing. The model inputs and parameters are never
 from __future__ import annotations
 
 from ..records import Trace
-from . import MemoryConvention, register_memory_convention
+from .base import MemoryConvention
 
 
 def new_storage_bytes(trace: Trace, elsize: int) -> list[int]:
@@ -17,9 +17,9 @@ def new_storage_bytes(trace: Trace, elsize: int) -> list[int]:
             for event in trace.events]
 
 
-register_memory_convention(MemoryConvention(
+MEMORY = MemoryConvention(
     name="all-outputs",
     summary="every op output that allocates new storage, as PyTorch executes the code (statistics, "
             "indices and masks included); views and in-place results add nothing; never reused",
     rule=new_storage_bytes,
-))
+)

@@ -1,4 +1,4 @@
-"""Backward-pass FLOP rules for the convnet-burden convention.
+"""Backward-pass FLOP rules for the convnet-burden convention, and the convention itself.
 
 The reference tool counts inference only; these rules extend it to the ops autograd runs in
 backward, with the same unit (a fused multiply-add is one FLOP) and the forward rules as the
@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from ..formulas import formula_table, prod
+from ..formulas import FormulaTable, prod
+from . import convnet_burden
+from .base import Convention
 from .convnet_burden import table as forward_table
 
 aten = torch.ops.aten
-table = formula_table("convnet-burden backward", base=forward_table)
+table = FormulaTable("convnet-burden backward", base=forward_table)
 
 # The rules in words, for reports (what, how it counts).
 BACKWARD_RULES: tuple[tuple[str, str], ...] = (
@@ -144,3 +146,8 @@ def div(*args, out_shape, **kwargs) -> int:
 
 
 table.zero(aten.slice_backward, aten.select_backward, strict=False)
+
+
+# The convnet-burden convention: the forward rules of convnet_burden and the backward rules here.
+CONVENTION = Convention(name="convnet-burden", summary=convnet_burden.SUMMARY, rules=convnet_burden.RULES,
+                        flops=forward_table, backward=table)

@@ -19,7 +19,7 @@ from ..machine import available_bytes, fits_in_half
 from ..state import with_real_weights
 from ..records import Trace
 from ..trace_errors import first_line
-from . import Convention, register_convention
+from .base import Convention
 from .all_outputs import new_storage_bytes
 
 
@@ -86,7 +86,7 @@ def _ancestors(path: str) -> set[str]:
     return {""} | {".".join(parts[:i]) for i in range(1, len(parts))}
 
 
-register_convention(Convention(
+CONVENTION = Convention(
     name="fvcore",
     summary="Exactly what fvcore.nn.FlopCountAnalysis reports, total and per module, computed by fvcore "
             "itself (one multiply-add = 1; it also counts batch norm, upsampling and some pooling).",
@@ -99,4 +99,4 @@ register_convention(Convention(
     flops=None,
     equals="fvcore.nn.FlopCountAnalysis",
     external=fvcore_attribution,
-))
+)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import sdpa_flop_count
 
-from ..formulas import formula_table, prod
+from ..formulas import FormulaTable, prod
 from ..op_groups import ATTENTION_OPS
-from . import Convention, register_convention
+from .base import Convention
 
 aten = torch.ops.aten
-table = formula_table("macs", default_zero=True)
+table = FormulaTable("macs", default_zero=True)
 
 
 @table.register(aten.convolution, aten._convolution, strict=False)
@@ -33,7 +33,7 @@ def attention(query, key, value, *rest, out_shape, **kwargs) -> int:
     return sdpa_flop_count(query, key, value) // 2  # torch counts 2 per multiply-add
 
 
-register_convention(Convention(
+CONVENTION = Convention(
     name="macs",
     summary="Multiply-accumulates of convolution, linear, matmul, bmm, einsum and attention only, the "
             "figure most tools print as 'FLOPs' or 'MACs'. Everything else costs 0.",
@@ -44,4 +44,4 @@ register_convention(Convention(
         ("everything else", "0"),
     ),
     flops=table,
-))
+)

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
-from ..formulas import Formula, FormulaTable, formula_table
+from ..formulas import Formula, FormulaTable
 from ..op_groups import existing_ops
-from . import Convention, register_convention
+from .base import Convention
 
 
 class TorchTable(FormulaTable):
@@ -48,7 +48,7 @@ def _adapt(formula: Formula) -> Formula:
     return raw
 
 
-table = formula_table("torch", default_zero=True, kind=TorchTable)
+table = TorchTable("torch", default_zero=True)
 
 
 @table.register(*existing_ops("_scaled_dot_product_flash_attention_for_cpu"), strict=False)
@@ -60,7 +60,7 @@ def cpu_attention(query, key, value, *rest, out_shape, **kwargs) -> int:
 def cpu_attention_backward(grad_out, query, key, value, *rest, out_shape, **kwargs) -> int:
     return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
 
-register_convention(Convention(
+CONVENTION = Convention(
     name="torch",
     summary="Exactly the total of PyTorch's torch.utils.flop_counter.FlopCounterMode on the meta device, where "
             "burden traces: 2 FLOPs per multiply-add, for matmul-like ops (mm, addmm, bmm, baddbmm, convolution, "
@@ -74,4 +74,4 @@ register_convention(Convention(
     flops=table,
     equals="torch.utils.flop_counter.FlopCounterMode on meta",
     backward=table,  # PyTorch's registry has the backward formulas (convolution_backward, ...)
-))
+)

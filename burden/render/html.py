@@ -10,20 +10,22 @@ written with fixed decimals, so the same figures always give the same bytes. Not
 from __future__ import annotations
 
 import functools
+import html
 import math
 import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ..figures import Estimate, LayerFigures
+from types import SimpleNamespace
+
+from ..figures import EstimateFigures as Estimate, LayerFigures, ScaleFigures
+from ..version import __version__
 from .text import COMPARISON_COLUMNS, DEFAULT_COMPARISON, size_label
 from .units import BINARY_UNITS, FLOP_UNITS, fmt_bytes, fmt_count, fmt_flops, fmt_shape
 
 if TYPE_CHECKING:
     import jinja2
-
-    from ..scaling import ScaleTable
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # .../burden
 # Installed from a wheel, the templates are burden/templates; from a checkout or an editable
@@ -54,10 +56,16 @@ def template_dir() -> Path:
 def _environment(directory: str) -> "jinja2.Environment":
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), autoescape=True, trim_blocks=True,
+    # HTML is autoescaped; Markdown is not HTML, and its cells are escaped by the md filter instead.
+    # "grouped" (digits in groups of three), not "count": Jinja has a builtin of that name.
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), autoescape=_is_html, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(bytes=fmt_bytes, flops=fmt_flops, count=fmt_count, shape=fmt_shape, md=_markdown_cell)
+    env.filters.update(bytes=fmt_bytes, flops=fmt_flops, grouped=fmt_count, shape=fmt_shape, md=_markdown_cell)
     return env
+
+
+def _is_html(template_name: str | None) -> bool:
+    return not (template_name or "").endswith(".md.j2")
 
 
 def environment() -> "jinja2.Environment":
@@ -65,9 +73,7 @@ def environment() -> "jinja2.Environment":
 
 
 def _render(template: str, **context: Any) -> str:
-    import burden
-
-    return environment().get_template(template).render(version=burden.__version__, **context)
+    return environment().get_template(template).render(version=__version__, **context)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +322,7 @@ def memory_chart(memory: Any) -> dict[str, Any] | None:
 # tables
 
 
-def _scale_rows(t: "ScaleTable") -> list[dict[str, Any]]:
+def _scale_rows(t: "ScaleFigures") -> list[dict[str, Any]]:
     rows = []
     for r in t.rows:
         row = {"scale": f"{r.scale:g}", "input": size_label(r.input), "fits": r.fits, "error": r.error}
@@ -327,19 +333,8 @@ def _scale_rows(t: "ScaleTable") -> list[dict[str, Any]]:
 
 
 def _conventions(e: Estimate) -> dict[str, Any]:
-    from ..conventions import get_convention
-
-    c = get_convention(e.convention)
-    info: dict[str, Any] = {"name": c.name, "summary": c.summary, "rules": list(c.rules), "memory": None}
-    memory_name = getattr(e, "memory_convention", None)
-    if memory_name:
-        try:
-            from ..conventions import get_memory_convention
-
-            info["memory"] = {"name": memory_name, "summary": get_memory_convention(memory_name).summary}
-        except (ImportError, LookupError, ValueError):
-            info["memory"] = {"name": memory_name, "summary": ""}
-    return info
+    return {"name": e.convention, "summary": e.convention_summary, "rules": list(e.rules),
+            "memory": {"name": e.memory_convention, "summary": e.memory_summary}}
 
 
 def _command(e: Estimate) -> str | None:
@@ -353,16 +348,9 @@ def _command(e: Estimate) -> str | None:
         parts += ["--dtype", e.dtype]
     if e.convention != "convnet-burden":
         parts += ["--convention", e.convention]
-    memory_name = getattr(e, "memory_convention", None)
-    if memory_name and memory_name != "convnet-burden" and memory_name != _default_memory(e.convention):
-        parts += ["--memory", memory_name]
+    if e.memory_convention != "convnet-burden":  # every convention's own memory rules
+        parts += ["--memory", e.memory_convention]
     return " ".join(parts + ["--layers"])
-
-
-def _default_memory(convention: str) -> str | None:
-    from ..conventions import get_convention
-
-    return getattr(get_convention(convention), "memory", None)
 
 
 def _summary(e: Estimate) -> dict[str, Any]:
@@ -375,17 +363,14 @@ def _summary(e: Estimate) -> dict[str, Any]:
 # public API
 
 
-def estimate_page(e: Estimate, *, scale: "ScaleTable | None" = None, memory: Any = None) -> str:
+def estimate_page(e: Estimate, *, scale: "ScaleFigures | None" = None, memory: Any = None) -> str:
     """The self-contained HTML report of one estimate: summary, counting rules, the optional
     feature-extraction scale table, profile charts, the optional live-memory curve, the
     collapsible and sortable per-layer table, and the uncounted ops. No network needed.
     Without ``memory``, the live-memory curve is the estimate's own."""
     rows = _layer_rows(e)
     if memory is None and e.live_curve:
-        from ..memory import LiveMemory
-
-        memory = LiveMemory(peak_feature_bytes=e.peak_feature_bytes, peak_op=e.peak_op, curve=e.live_curve,
-                            observed=True)
+        memory = SimpleNamespace(peak_feature_bytes=e.peak_feature_bytes, peak_op=e.peak_op, curve=e.live_curve)
     return _render(
         PAGE_TEMPLATE, e=e, input=" x ".join(str(d) for d in e.input), conv=_conventions(e),
         rows=rows, max_depth=max((r["depth"] for r in rows), default=0), initial_depth=INITIAL_DEPTH,
@@ -444,8 +429,9 @@ def index_markdown(estimates: Sequence[Estimate], pages: Sequence[str], *, comma
 
 
 def _markdown_cell(text: Any) -> str:
-    """Text safe inside a Markdown table cell or link text (autoescape then takes care of HTML)."""
-    out = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a Markdown table cell or link text: Markdown's own characters escaped, and
+    HTML's as entities, since Markdown passes raw HTML through."""
+    out = html.escape(str(text), quote=False).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
     for ch in "[]`*":
         out = out.replace(ch, "\\" + ch)
     return out

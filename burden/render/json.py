@@ -6,13 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from typing import TYPE_CHECKING
-
-from ..figures import Estimate
-
-if TYPE_CHECKING:
-    from ..comparison import Comparison
-    from ..scaling import ScaleTable
+from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, ScaleFigures as ScaleTable
 
 LAYER_KEYS = ("name", "type", "depth", "output_shape", "calls", "params", "param_bytes", "feature_bytes",
               "flops", "self_params", "self_param_bytes", "self_feature_bytes", "self_flops")
@@ -64,7 +58,7 @@ def estimate_to_json(e: Estimate, indent: int | None = 2) -> str:
     return json.dumps(estimate_to_dict(e), indent=indent)
 
 
-def scale_to_dict(t: "ScaleTable") -> dict[str, Any]:
+def scale_to_dict(t: ScaleTable) -> dict[str, Any]:
     return {
         "model": t.model,
         "batch": t.batch,
@@ -79,7 +73,7 @@ def scale_to_dict(t: "ScaleTable") -> dict[str, Any]:
 COMPARISON_KEYS = ("model", "input", "batch", "dtype", "params", "param_bytes", "feature_bytes", "flops")
 
 
-def comparison_to_dict(c: "Comparison") -> dict[str, Any]:
+def comparison_to_dict(c: Comparison) -> dict[str, Any]:
     first = c.estimates[0]
     return {
         "convention": first.convention,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..conventions import get_convention, get_memory_convention, list_conventions, list_memory_conventions
 from ..errors import InputSpecError
-from ..figures import Estimate, LayerFigures
+from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, LayerFigures
+from ..figures import ScaleFigures as ScaleTable
 from .units import fmt_bytes, fmt_count, fmt_flops, fmt_shape
 
 if TYPE_CHECKING:
     from ..check import CheckReport
-    from ..comparison import Comparison
-    from ..scaling import ScaleTable
 
 
 def summary(e: Estimate) -> str:
@@ -132,7 +132,7 @@ COMPARISON_COLUMNS: dict[str, tuple[str, Callable[[Estimate], str]]] = {
 DEFAULT_COMPARISON = ("model", "input", "params", "param_bytes", "feature_bytes", "flops")
 
 
-def comparison_table(c: "Comparison", fmt: str = "github", columns: Sequence[str] | None = None) -> str:
+def comparison_table(c: Comparison, fmt: str = "github", columns: Sequence[str] | None = None) -> str:
     keys = list(columns or DEFAULT_COMPARISON)
     unknown = [k for k in keys if k not in COMPARISON_COLUMNS]
     if unknown:
@@ -142,7 +142,7 @@ def comparison_table(c: "Comparison", fmt: str = "github", columns: Sequence[str
     return _tabulate(rows, [COMPARISON_COLUMNS[k][0] for k in keys], fmt, align)
 
 
-def comparison_csv(c: "Comparison") -> str:
+def comparison_csv(c: Comparison) -> str:
     """CSV keeps exact integers: bytes and FLOPs, not rounded units."""
     import csv
     import io
@@ -158,7 +158,7 @@ def comparison_csv(c: "Comparison") -> str:
     return buf.getvalue()
 
 
-def scale_table(t: "ScaleTable", fmt: str = "github") -> str:
+def scale_table(t: ScaleTable, fmt: str = "github") -> str:
     rows = []
     for r in t.rows:
         if r.fits:
@@ -193,8 +193,6 @@ def check_report(r: "CheckReport", max_differences: int = 20) -> str:
 
 
 def conventions_text() -> str:
-    from ..conventions import get_convention, get_memory_convention, list_conventions, list_memory_conventions
-
     blocks = []
     for name in list_conventions():
         c = get_convention(name)

@@ -1,0 +1,239 @@
+"""The analysis behind the API: validate a request, build or take the model, trace it (on meta,
+or on the CPU for a model that needs values), count it under the conventions, and return figures.
+
+Every argument is validated before any model is built or traced. ``burden.api`` wraps what this
+returns in the result types users see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .containers import iter_tensors
+from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
+from .counting import Totals, count, own_bytes
+from .errors import BurdenError, DataDependentError, InputSpecError
+from .figures import EstimateFigures, LayerFigures, ScaleFigures, ScaleRow, TrainingFigures, UncountedOp
+from .inputs import (dtype_name, materialize_inputs, parse_batch, parse_dtype, parse_input_size,
+                     parse_scales)
+from .models import model_entry
+from .models.registry import suggest
+from .models.resolve import resolve_model
+from .heap import paused_gc
+from .machine import fits_in_half
+from .memory import LiveMemory, inference_peak, trace_lifetimes
+from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES, MODES
+from .records import Trace
+from .state import preserved_modes, with_real_weights
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The model's own floating dtype: that of its first floating parameter or buffer."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _check_device(device: str | torch.device | None) -> str | None:
+    """The device to trace on: None (meta, or the CPU where the model needs values), or one named."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputSpecError(f"unknown device {device!r}; use 'meta' (default) or a real device such as 'cpu'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputSpecError("device 'cuda' asked for, but no CUDA device is available")
+    return str(dev)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated analysis request."""
+
+    size: tuple[int, ...]
+    batch: int
+    dtype: torch.dtype | None  # None: the model's own
+    convention: Convention
+    memory: MemoryConvention
+    device: str | None  # None: meta, with the CPU as fallback for models that need values
+
+    @property
+    def meta(self) -> bool:
+        return self.device is None or self.device == "meta"
+
+    def on(self, device: str) -> "_Request":
+        return _Request(self.size, self.batch, self.dtype, self.convention, self.memory, device)
+
+    def elsize(self, module: nn.Module) -> int:
+        return torch.empty((), dtype=self.dtype or _model_dtype(module)).element_size()
+
+
+def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
+             memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None) -> _Request:
+    rules = get_convention(convention).with_formulas(formulas or {})
+    return _Request(size=parse_input_size(input_size), batch=parse_batch(batch_size),
+                    dtype=None if dtype is None else parse_dtype(dtype), convention=rules,
+                    memory=get_memory_convention(memory or rules.memory), device=_check_device(device))
+
+
+def check_request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
+                  memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None) -> None:
+    """Fail on bad arguments before the first model is built (``compare``)."""
+    _request(input_size, batch_size, dtype, convention, device, memory, formulas)
+
+
+def _model(model: nn.Module | str, device: str | None = None) -> tuple[str, nn.Module]:
+    """The module to analyse. A model given by name is built on meta; for a real device it is
+    built there, initialised as its factory initialises it (values matter to models that need them)."""
+    if isinstance(model, str):
+        if device is None or torch.device(device).type == "meta":
+            return resolve_model(model)
+        return resolve_model(model, device=device)
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(f"expected an nn.Module or a model name, got {type(model).__name__}")
+    if device is not None and torch.device(device).type != "meta":
+        return type(model).__name__, with_real_weights(model, device)
+    return type(model).__name__, model
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    trace: Trace
+    args: tuple
+    kwargs: dict
+    layers: tuple[LayerFigures, ...]
+    uncounted: tuple[UncountedOp, ...]
+    totals: Totals
+    live: LiveMemory
+
+
+def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: str | None = None) -> _Analysis:
+    """Trace one forward pass and count it under the request's conventions."""
+    target = "meta" if req.meta else req.device
+    if inputs is None:
+        args, kwargs = (torch.zeros((req.batch, *req.size), dtype=_model_dtype(module), device=target),), {}
+    else:
+        args, kwargs = materialize_inputs(inputs, device=target, dtype=_model_dtype(module))
+    elsize = req.elsize(module)
+    with preserved_modes(module), torch.no_grad():
+        trace = trace_lifetimes(module, args, kwargs, meta=req.meta, stop_after=stop_after)
+        flops = req.convention.attribute(module, trace, args, kwargs)
+    with paused_gc():  # counting frees no tensor
+        memory = req.memory.rule(trace, elsize)
+        layers, uncounted, totals = count(module, trace, flops, memory, elsize)
+        return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, elsize))
+
+
+def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, inputs: Any
+                      ) -> tuple[nn.Module, _Request, _Analysis, tuple[str, ...]]:
+    """Trace on meta; where the model needs real values and no device was named, trace again on
+    the CPU when that fits in half of the free memory, and say so."""
+    try:
+        return module, req, _analyse(module, req, inputs), ()
+    except DataDependentError as exc:
+        if req.device is not None:
+            raise
+        elsize = req.elsize(module)
+        need = own_bytes(module, elsize) + 2 * exc.feature_bytes_so_far
+        if not fits_in_half(need):
+            raise DataDependentError(f"{exc}; a CPU run would need about {need / 2**30:.1f} GiB, more than half "
+                                     f"of the free memory") from None
+        cpu = req.on("cpu")
+        _, real = _model(model, "cpu")
+        note = f"traced on the CPU: {str(exc).split(': ', 1)[1].split('; analyse it')[0]}"
+        return real, cpu, _analyse(real, cpu, inputs), (note,)
+
+
+def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optimizer: str) -> TrainingFigures:
+    from .training import training_step
+
+    step = training_step(module, args, kwargs, optimizer=optimizer, elsize=req.elsize(module), meta=req.meta,
+                         convention=req.convention)
+    return TrainingFigures(optimizer=optimizer, gradient_bytes=step.gradient_bytes,
+                           optimizer_bytes=step.optimizer_bytes, saved_activation_bytes=step.saved_activation_bytes,
+                           backward_peak_bytes=step.backward_peak_bytes, training_peak_bytes=step.training_peak_bytes,
+                           forward_flops=step.forward_flops, backward_flops=step.backward_flops,
+                           backward_uncounted_ops=step.backward_uncounted)
+
+
+
+
+def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
+    """The per-sample shape and batch of the first tensor input, as the summary shows them."""
+    for leaf in iter_tensors((args, kwargs)):
+        if leaf.dim() > 0:
+            return tuple(leaf.shape[1:]), int(leaf.shape[0])
+    return (), 1
+
+
+def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
+                     batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
+                     memory: str | None = None, inputs: Any = None, device: str | None = None,
+                     mode: str = "inference", optimizer: str = DEFAULT_OPTIMIZER,
+                     formulas: Mapping[Any, Callable[..., int]] | None = None) -> EstimateFigures:
+    """The figures of ``burden.estimate`` (which documents the arguments)."""
+    req = _request(input_size, batch_size, dtype, convention, device, memory, formulas)
+    if mode not in MODES:
+        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
+    if mode == "training":
+        from .training import optimizer_states
+
+        optimizer_states(optimizer)  # an unknown optimizer fails before anything is traced
+        if req.convention.backward is None:
+            raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
+                                 f"analyse training under convnet-burden or torch")
+    name, module = _model(model, req.device)
+    module, req, a, notes = _analyse_anywhere(model, module, req, inputs)
+    training = _training(module, req, a.args, a.kwargs, optimizer) if mode == "training" else None
+    size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)
+    t = a.totals
+    return EstimateFigures(model=name, input=tuple(size), batch=batch,
+                           dtype=dtype_name(req.dtype or _model_dtype(module)),
+                    convention=req.convention.name, memory_convention=req.memory.name, params=t.params,
+                    trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
+                    flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted,
+                    peak_feature_bytes=a.live.peak_feature_bytes, peak_op=a.live.peak_op,
+                    peak_bytes=t.param_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
+                    live_curve=a.live.curve, device="meta" if req.meta else str(req.device), notes=notes,
+                    convention_summary=req.convention.summary, rules=req.convention.rules,
+                    memory_summary=req.memory.summary, source=model if isinstance(model, str) else None)
+
+
+def default_trunk(model: nn.Module | str) -> str:
+    """The module whose output is the last convolutional feature map, before global pooling."""
+    if isinstance(model, str) and ":" not in model:
+        return model_entry(model).trunk
+    raise InputSpecError("give the trunk module path (for example --trunk layer4) for a model outside the registry")
+
+
+def scale_figures(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES, *, batch_size: int = DEFAULT_SCALE_BATCH,
+                  trunk: str | None = None, base: int = DEFAULT_SCALE_BASE, channels: int = 3,
+                  dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION) -> ScaleFigures:
+    """The figures of ``burden.scale`` (which documents the arguments)."""
+    factors = parse_scales(scales)
+    req = _request((channels, base, base), batch_size, dtype, convention, "meta")
+    trunk = trunk or default_trunk(model)
+    name, module = _model(model)
+    if trunk not in dict(module.named_modules()):
+        paths = [p for p, _ in module.named_modules() if p]
+        raise InputSpecError(f"the model has no module {trunk!r}{suggest(trunk, paths)}")
+    rows = []
+    for factor in factors:
+        side = round(base * factor)
+        row_req = _request((channels, side, side), batch_size, dtype, convention, "meta")
+        try:
+            a = _analyse(module, row_req, stop_after=trunk)
+        except BurdenError as exc:
+            rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=None, feature_bytes=None,
+                                 flops=None, error=str(exc)))
+            continue
+        rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=a.trace.modules[trunk].output_shape,
+                             feature_bytes=a.totals.feature_bytes, flops=a.totals.flops, error=None))
+    return ScaleFigures(model=name, batch=req.batch, trunk=trunk, dtype=dtype_name(req.dtype or _model_dtype(module)),
+                        convention=req.convention.name, rows=tuple(rows))

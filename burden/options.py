@@ -1,0 +1,17 @@
+"""The choices and defaults burden offers, in one place: the library takes them from here, and so
+does the command line, which can read them without importing torch."""
+
+from __future__ import annotations
+
+DEFAULT_CONVENTION = "convnet-burden"
+CONVENTIONS = ("convnet-burden", "macs", "fvcore", "torch")  # in the order they are listed
+MEMORY_CONVENTIONS = ("convnet-burden", "all-outputs")
+MODES = ("inference", "training")
+# Tensors each optimizer keeps per trainable parameter, each the parameter's size.
+OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+DEFAULT_OPTIMIZER = "adam"
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "int8", "float64")
+DEFAULT_INPUT = "224"
+DEFAULT_SCALES = "0.5:3:0.5"
+DEFAULT_SCALE_BATCH = 128
+DEFAULT_SCALE_BASE = 224

@@ -1,0 +1,112 @@
+"""What the API returns: the plain figures, with the methods a notebook reaches for.
+
+``Estimate``, ``Comparison`` and ``ScaleTable`` are the frozen records of ``burden.figures`` plus
+views (text, JSON, HTML) and, for an estimate of a model burden can load by name, its scale
+table. They sit above the renderers and the analysis, so nothing below imports them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from . import analysis
+from .boundary import guarded
+from .errors import InputSpecError
+from .figures import ComparisonFigures, EstimateFigures, ScaleFigures
+from .options import DEFAULT_SCALE_BATCH, DEFAULT_SCALES
+from .render import html as html_view
+from .render import json as json_view
+from .render import text as text_view
+from .render.units import fmt_bytes, fmt_count, fmt_flops
+
+
+class ScaleTable(ScaleFigures):
+    """The feature-extraction table (``burden.scale``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_view.scale_to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self, fmt: str = "github") -> str:
+        return text_view.scale_table(self, fmt=fmt)
+
+    def _repr_html_(self) -> str:
+        return self.table(fmt="html")
+
+    def __repr__(self) -> str:
+        fits = sum(r.fits for r in self.rows)
+        return (f"<ScaleTable {self.model}, trunk {self.trunk}, batch {self.batch}: {len(self.rows)} sizes, {fits} "
+                f"fit; .table() shows it>")
+
+
+class Estimate(EstimateFigures):
+    """The burden of one model (``burden.estimate``): figures, and the ways to see them."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_view.estimate_to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json_view.estimate_to_json(self, indent=indent)
+
+    def summary(self) -> str:
+        return text_view.summary(self)
+
+    def table(self, fmt: str = "github", depth: int | None = None, columns: list[str] | None = None,
+              sort: str | None = None, top: int | None = None) -> str:
+        return text_view.layer_table(self, fmt=fmt, depth=depth, columns=columns, sort=sort, top=top)
+
+    @guarded
+    def scale(self, scales: Any = None, *, batch_size: int = DEFAULT_SCALE_BATCH, trunk: str | None = None) -> ScaleTable:
+        """The feature-extraction scale table of the same model (see ``burden.scale``)."""
+        if self.source is None:
+            raise InputSpecError("this estimate was made from an nn.Module, which it does not keep; "
+                                 "call burden.scale(model, ...) with the module")
+        figures = analysis.scale_figures(self.source, scales or DEFAULT_SCALES, batch_size=batch_size, trunk=trunk,
+                                         dtype=self.dtype, convention=self.convention)
+        return ScaleTable(**vars(figures))
+
+    def to_html(self) -> str:
+        """A self-contained HTML page: summary, per-layer table, profile charts, uncounted ops."""
+        return html_view.estimate_page(self)
+
+    def save_html(self, path: Any) -> None:
+        html_view.write_text_atomic(path, self.to_html())
+
+    def _repr_html_(self) -> str:
+        return html_view.estimate_fragment(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        size = "x".join(str(d) for d in self.input)
+        return (f"<Estimate {self.model} {size}, batch {self.batch}, {self.dtype}, {self.convention}: "
+                f"{fmt_count(self.params)} params ({fmt_bytes(self.param_bytes)}), features "
+                f"{fmt_bytes(self.feature_bytes)}, {fmt_flops(self.flops)}; print() or .table() for more>")
+
+
+class Comparison(ComparisonFigures):
+    """Several estimates under the same settings (``burden.compare``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_view.comparison_to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self, fmt: str = "github", columns: Sequence[str] | None = None) -> str:
+        return text_view.comparison_table(self, fmt=fmt, columns=columns)
+
+    def _repr_html_(self) -> str:
+        return self.table(fmt="html")
+
+    def __repr__(self) -> str:
+        names = ", ".join(e.model for e in self.estimates)
+        return f"<Comparison of {len(self.estimates)} models ({names}); .table() shows it>"
+
+
+def as_estimate(figures: EstimateFigures) -> Estimate:
+    return Estimate(**vars(figures))
