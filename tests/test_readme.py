@@ -1,0 +1,37 @@
+"""The README's figures are burden's: each one it quotes is recomputed here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import burden
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def _row(first_cell: str) -> list[str]:
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no README table row starts with {first_cell}")
+
+
+def _integer(cell: str) -> int:
+    return int(re.search(r"[\d,]{4,}", cell).group(0).replace(",", ""))
+
+
+@pytest.mark.parametrize("convention", ["convnet-burden", "macs", "fvcore", "torch"])
+def test_convention_table_flops(convention):
+    cell = _row(f"`{convention}` (default)" if convention == "convnet-burden" else f"`{convention}`")[-1]
+    assert _integer(cell) == burden.estimate("se_resnet50", convention=convention).flops
+
+
+@pytest.mark.parametrize("memory", ["convnet-burden", "all-outputs"])
+def test_memory_convention_table_bytes(memory):
+    rows = [line for line in README.splitlines() if line.startswith(f"| `{memory}`") and " B (" in line]
+    assert rows, memory
+    assert _integer(rows[0].split("|")[-2]) == burden.estimate("se_resnet50", memory=memory).feature_bytes
