@@ -12,7 +12,8 @@ One intra-op thread keeps every allocation on the profiled thread.
 
 Kernel scratch memory is told apart from tensors by the allocator events alone: a block that is
 taken and given back inside the same kernel call (the outermost op around the allocation that is
-not itself an allocation op such as ``empty`` or ``resize_``) is a workspace, for example the
+neither an allocation op such as ``empty`` or ``resize_`` nor an op the dispatcher defines by other
+ops, such as ``max_pool2d`` or ``linear``) is a workspace, for example the
 im2col columns of the non-oneDNN convolution, or the per-group pieces that the non-oneDNN
 grouped convolution backward computes by calling itself once per group and then concatenates.
 Everything else is tensor memory, which is what burden predicts; the workspace peak is reported
@@ -21,6 +22,7 @@ beside it.
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -67,6 +69,15 @@ class Curve:
         return max(self.workspace, default=0)
 
 
+@functools.lru_cache(maxsize=None)
+def _composite(name: str) -> bool:
+    """Whether the dispatcher defines this op by other ops (asked of its default overload)."""
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeImplicitAutograd")
+    except RuntimeError:  # no default overload of that name
+        return False
+
+
 def _allocations(tree: list) -> list[tuple[int, int, int, int]]:
     """(time, ptr, bytes, end of the kernel call around it) of every allocator event, in time order."""
     found = []
@@ -77,9 +88,13 @@ def _allocations(tree: list) -> list[tuple[int, int, int, int]]:
         if hasattr(fields, "alloc_size"):
             found.append((event.start_time_ns, fields.ptr, fields.alloc_size, kernel_end))
             continue
-        # the outermost op call owns its scratch: an op may run other ops for parts of its work
-        # (the grouped convolution backward runs one per group) and free their results itself
-        if kernel_end is None and event.name.startswith("aten::") and event.name not in _ALLOCATING:
+        # The outermost kernel call owns its scratch: a kernel may run other ops for parts of its
+        # work (the grouped convolution backward runs one per group) and free their results itself.
+        # An op that PyTorch defines by other ops (CompositeImplicitAutograd: max_pool2d, linear,
+        # conv2d) is not a kernel: the ops it is made of are, and what one makes and the next frees
+        # is a tensor of the program (max_pool2d's indices), not anyone's scratch.
+        if kernel_end is None and event.name.startswith("aten::") and event.name not in _ALLOCATING \
+                and not _composite(event.name):
             kernel_end = event.end_time_ns
         # children in their own order, so that events stamped with the same time stay in the order
         # they happened (the sort below is stable)
