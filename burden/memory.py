@@ -24,7 +24,6 @@ is a lower bound of the eager peak (``inferred_lifetimes``).
 
 from __future__ import annotations
 
-import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -82,53 +81,45 @@ class LiveMemory:
 
 
 class Lifetimes:
-    """An observer of a ``Tracer`` that records when each storage an op allocates is freed.
-
-    A finalizer on the storage (not on a tensor: views and autograd's saved copies share it)
-    fires when its last reference dies; it notes how many ops had run by then.
-    """
+    """An observer of a ``Tracer`` that records which op allocated each storage and after which
+    op it was freed (the tracer sees a storage die when its last reference does: views and
+    autograd's saved copies share it)."""
 
     def __init__(self) -> None:
         self.allocations: dict[int, Allocation] = {}
         self.released: dict[int, int] = {}
         self._alive: dict[int, int] = {}  # storage address -> storage number, allocations only
-        self._finalizers: list[weakref.finalize] = []
-        self._events: list[OpEvent] = []
+        self._numbers: dict[int, int] = {}  # storage number -> address, allocations only
 
     def op_recorded(self, tracer: Tracer, event: OpEvent, args: tuple, kwargs: dict, out: Any) -> None:
-        self._events = tracer.events
         if not any(event.fresh):
             return
         tensors = [t for t in leaves(out) if isinstance(t, torch.Tensor)]  # in the order of event.outputs
         for tensor, info, fresh in zip(tensors, event.outputs, event.fresh):
             if fresh:
-                self._allocated(tensor, info.storage)
+                self._allocated(tensor, info.storage, len(tracer.events) - 1)
 
-    def _allocated(self, tensor: torch.Tensor, number: int) -> None:
+    def _allocated(self, tensor: torch.Tensor, number: int, event: int) -> None:
         storage = tensor.untyped_storage()
         key = storage._cdata
         if key in self._alive:  # two outputs of one op in one storage
             return
         self._alive[key] = number
-        self.allocations[number] = Allocation(len(self._events) - 1, storage.nbytes() // tensor.element_size(),
-                                              tensor.dtype)
-        self._finalizers.append(weakref.finalize(storage, self._freed, key, number))
+        self._numbers[number] = key
+        self.allocations[number] = Allocation(event, storage.nbytes() // tensor.element_size(), tensor.dtype)
 
-    def _freed(self, key: int, number: int) -> None:
-        self.released[number] = len(self._events) - 1
-        if self._alive.get(key) == number:
+    def storage_freed(self, tracer: Tracer, storage: int) -> None:
+        key = self._numbers.pop(storage, None)
+        if key is None:
+            return  # not an allocation: a parameter, a buffer, an input
+        self.released[storage] = len(tracer.events) - 1
+        if self._alive.get(key) == storage:
             del self._alive[key]
 
     def allocation_of(self, tensor: torch.Tensor) -> int | None:
         """The storage number of a live allocation that ``tensor`` uses, None for anything else
         (parameters, buffers, model inputs)."""
         return self._alive.get(tensor.untyped_storage()._cdata)
-
-    def stop(self) -> None:
-        """Stop watching: storages still alive now stay alive in the record."""
-        for finalizer in self._finalizers:
-            finalizer.detach()
-        self._finalizers.clear()
 
 
 def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True,
@@ -140,10 +131,7 @@ def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *
     the op that made them to the end, which is what the peak needs.
     """
     lifetimes = Lifetimes()
-    try:
-        trace = trace_forward(model, args, kwargs, meta=meta, stop_after=stop_after, observers=(lifetimes,))
-    finally:
-        lifetimes.stop()
+    trace = trace_forward(model, args, kwargs, meta=meta, stop_after=stop_after, observers=(lifetimes,))
     base = {f.name: getattr(trace, f.name) for f in fields(Trace)}
     return LiveTrace(**base, allocations=dict(lifetimes.allocations), released=dict(lifetimes.released))
 

@@ -30,6 +30,8 @@ ALIAS_OPS = existing_ops(
     "view", "_unsafe_view", "alias", "detach", "t", "transpose", "permute", "expand", "squeeze", "unsqueeze",
     "slice", "select", "as_strided", "unbind", "split", "split_with_sizes", "unfold", "lift_fresh",
     "_reshape_alias", "unsafe_split", "unsafe_split_with_sizes", "view_as_real", "view_as_complex",
+    # in-place changes of a tensor's shape or strides: metadata only, no data written
+    "as_strided_", "squeeze_", "unsqueeze_", "transpose_", "t_", "detach_",
 )
 # copies and lookups: data moves, no arithmetic
 COPY_OPS = existing_ops("clone", "copy_", "_to_copy", "_local_scalar_dense", "lift_fresh_copy", "embedding",

@@ -15,6 +15,7 @@ that is how memory lifetimes and the training step watch a pass without reaching
 from __future__ import annotations
 
 import itertools
+import weakref
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator, Protocol
 
@@ -48,6 +49,9 @@ _MAY_BE_EMPTY = {*ALIAS_OPS, *FACTORY_OPS, *DATA_DEPENDENT_OPS, aten.index}
 class Observer(Protocol):
     def op_recorded(self, tracer: "Tracer", event: OpEvent, args: tuple, kwargs: dict, out: Any) -> None:
         """Called after each recorded op, with the tensors it really got and returned."""
+
+    def storage_freed(self, tracer: "Tracer", storage: int) -> None:
+        """Called when the last reference to a storage the tracer numbered dies."""
 
 
 class _Recorder(TorchDispatchMode):
@@ -108,6 +112,7 @@ class Tracer:
         self._paths: dict[int, str] = {}  # id(module) -> its path in the model
         self._storage_ids: dict[int, int] = {}
         self._next_storage = itertools.count()
+        self._finalizers: list[weakref.finalize] = []
         self._order = itertools.count()
         self.stand_ins = StandIns(make or (meta_stand_in if meta else _unchanged), on_new=self._same_storage)
         never = 10**9
@@ -117,12 +122,28 @@ class Tracer:
             self._paths.setdefault(id(module), path)
 
     # storage numbering -------------------------------------------------------------------------
+    # A storage is known by the address of its StorageImpl, which the allocator hands out again
+    # once the storage dies: a finalizer forgets the address then, so that a tensor made outside
+    # any op (a scalar that ``x[i] = 3`` turns into a tensor) is never taken for a dead one.
     def storage_of(self, t: torch.Tensor, fresh: bool = False) -> int:
-        key = t.untyped_storage()._cdata
+        storage = t.untyped_storage()
+        key = storage._cdata
         if fresh or key not in self._storage_ids:
-            # A fresh output at an address seen before means the old storage was freed and reused.
-            self._storage_ids[key] = next(self._next_storage)
+            number = self._storage_ids[key] = next(self._next_storage)
+            self._finalizers.append(weakref.finalize(storage, self._storage_died, key, number))
         return self._storage_ids[key]
+
+    def _storage_died(self, key: int, number: int) -> None:
+        if self._storage_ids.get(key) == number:
+            del self._storage_ids[key]
+        for observer in self.observers:
+            observer.storage_freed(self, number)
+
+    def stop(self) -> None:
+        """Stop watching storages: those still alive now stay alive in every record."""
+        for finalizer in self._finalizers:
+            finalizer.detach()
+        self._finalizers.clear()
 
     def _same_storage(self, original: torch.Tensor, stand_in: torch.Tensor) -> None:
         # the stand-in is the same storage as the real tensor, for tied weights and inputs alike
@@ -316,4 +337,8 @@ def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     """
     # No ``torch.device("meta")`` context: it adds a Python call to every torch function, and the
     # recorder already sends factory calls and stray real tensors to the meta device op by op.
-    return Tracer(model, meta=meta, stop_after=stop_after, observers=observers).run(args, kwargs or {})
+    tracer = Tracer(model, meta=meta, stop_after=stop_after, observers=observers)
+    try:
+        return tracer.run(args, kwargs or {})
+    finally:
+        tracer.stop()

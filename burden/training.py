@@ -154,7 +154,7 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _St
             _backward(output, tracer)
             del output
     finally:
-        lifetimes.stop()
+        tracer.stop()
         attribution.remove()
     allocations, released = _in_place_accumulation(tracer.events, attribution.accumulations,
                                                    lifetimes.allocations, lifetimes.released)
@@ -247,6 +247,9 @@ class _BackwardAttribution:
 
     def _finished(self, grad_inputs: Any, grad_outputs: Any) -> None:
         self.between_nodes = True
+
+    def storage_freed(self, tracer: Tracer, storage: int) -> None:
+        pass
 
     def op_recorded(self, tracer: Tracer, event: OpEvent, args: tuple, kwargs: dict, out: Any) -> None:
         if self.between_nodes and event.packet is torch.ops.aten.add and any(event.fresh):

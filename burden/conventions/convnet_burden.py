@@ -119,7 +119,8 @@ table.zero(*ALIAS_OPS, *COPY_OPS, *DROPOUT_OPS, *FACTORY_OPS, *NORM_OPS, *SOFTMA
            aten.sigmoid, aten.sigmoid_, aten.cat, aten.stack, strict=False)
 
 # ops that never add a feature buffer under this convention
-_NO_BUFFER = {*ALIAS_OPS, *DROPOUT_OPS, *FACTORY_OPS, aten.relu, aten.relu_}
+# (copy_ fills a buffer that exists: a slice of a mask, `x[...] = v`, is not a layer output)
+_NO_BUFFER = {*ALIAS_OPS, *DROPOUT_OPS, *FACTORY_OPS, aten.relu, aten.relu_, aten.copy_}
 
 
 def _output_bytes(event: OpEvent, elsize: int) -> int:
