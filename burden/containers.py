@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-_PLAIN_LEAVES = {int, float, bool, type(None), str}
+# leaves recognised by their exact type, without an isinstance call
+_FAST_LEAVES = {int, float, bool, type(None), str, torch.dtype, torch.device, torch.memory_format, torch.layout}
 
 
 def _rebuild(value: Any, items: list) -> Any:
@@ -42,7 +43,7 @@ def _children(value: Any) -> list | None:
         return value  # type: ignore[return-value]
     if kind is dict:
         return list(value.values())
-    if isinstance(value, (torch.Tensor, torch.Size)) or kind in _PLAIN_LEAVES:  # a Size is a shape, not a tuple
+    if kind in _FAST_LEAVES or isinstance(value, (torch.Tensor, torch.Size)):  # a Size is a shape, not a tuple
         return None
     if isinstance(value, (tuple, list)):
         return list(value)
@@ -56,14 +57,21 @@ def map_leaves(fn: Callable[[Any], Any], value: Any, *, rebuild: str = "same", t
 
     ``rebuild`` says what the containers become: ``"same"`` (their own types), ``"frozen"``
     (tuples, dicts as tuples of ``(key, value)`` pairs: a dictionary key) or ``"lists"`` (lists,
-    dicts as dicts: JSON-like). With ``tensors_only``, ``fn`` sees only tensors.
+    dicts as dicts: JSON-like). With ``tensors_only``, ``fn`` sees only tensors. The trace calls
+    this on every op's arguments, so the common cases (a tensor, a number, a list of numbers)
+    are answered before anything general is tried.
     """
+    kind = type(value)
+    if kind is torch.Tensor:
+        return fn(value)
+    if kind in _FAST_LEAVES:
+        return value if tensors_only else fn(value)
+    if tensors_only and rebuild == "same" and (kind is tuple or kind is list) \
+            and all(type(v) in _FAST_LEAVES for v in value):
+        return value  # sizes, strides, paddings: nothing to map
     children = _children(value)
     if children is None:
         return fn(value) if not tensors_only or isinstance(value, torch.Tensor) else value
-    if tensors_only and rebuild == "same" and (type(value) is tuple or type(value) is list) \
-            and all(type(v) in _PLAIN_LEAVES for v in value):
-        return value  # sizes, strides, paddings: nothing to map
     items = [map_leaves(fn, v, rebuild=rebuild, tensors_only=tensors_only) for v in children]
     if rebuild == "same":
         return _rebuild(value, items)
@@ -79,10 +87,22 @@ def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
 
 def leaves(value: Any) -> list[Any]:
     """The non-container values in ``value``, depth first."""
+    found: list[Any] = []
+    _collect(value, found)
+    return found
+
+
+def _collect(value: Any, found: list[Any]) -> None:
+    kind = type(value)
+    if kind is torch.Tensor or kind in _FAST_LEAVES:
+        found.append(value)
+        return
     children = _children(value)
     if children is None:
-        return [value]
-    return [leaf for v in children for leaf in leaves(v)]
+        found.append(value)
+        return
+    for v in children:
+        _collect(v, found)
 
 
 def iter_tensors(value: Any) -> Iterator[torch.Tensor]:
