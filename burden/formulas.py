@@ -29,6 +29,17 @@ def prod(shape: Iterable[int]) -> int:
     return math.prod(int(d) for d in shape)
 
 
+def attention_shape(shape: Any) -> torch.Size:
+    """An attention operand as (batch, heads, length, width), the layout PyTorch's attention FLOP
+    formulas expect: the fused CPU kernel also takes (batch x heads, length, width)."""
+    dims = [int(d) for d in shape]
+    if len(dims) == 3:
+        dims = [1, *dims]
+    elif len(dims) > 4:
+        dims = [math.prod(dims[:-3]), *dims[-3:]]
+    return torch.Size(dims)
+
+
 def _key(target: Target) -> Any:
     if isinstance(target, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
         return target

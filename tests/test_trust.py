@@ -132,6 +132,28 @@ def test_attention_memory_is_what_the_cpu_runs():
     assert e.training.training_peak_bytes == real.training_peak
 
 
+def test_fused_cpu_attention_on_merged_heads_counts_as_flop_counter_mode_on_meta():
+    # timm's SAM ViT calls attention with batch and heads merged: (batch x heads, length, width),
+    # which the CPU's fused kernel takes; PyTorch's formulas expect four dimensions
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class Merged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            q = self.fc(x)
+            return F.scaled_dot_product_attention(q, q, q)
+
+    model = Merged()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        Merged().to("meta")(torch.zeros(6, 10, 8, device="meta"))
+    assert burden.estimate(model, (10, 8), batch_size=6, convention="torch").flops == counter.get_total_flops()
+    # macs: the linear layer's 6 x 10 x 8 x 8, then Q K^T and A V, 6 x 10 x 10 x 8 each
+    assert burden.estimate(model, (10, 8), batch_size=6, convention="macs").flops == 3840 + 2 * 4800
+
+
 # 4 -------------------------------------------------------------------------------------------
 class Trunked(nn.Module):
     def __init__(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import sdpa_flop_count
 
-from ..formulas import FormulaTable, prod
+from ..formulas import FormulaTable, attention_shape, prod
 from ..op_groups import ATTENTION_OPS
 from .base import Convention
 
@@ -30,7 +30,8 @@ def matmul(*args, out_shape, **kwargs) -> int:
 
 @table.register(*ATTENTION_OPS, strict=False)
 def attention(query, key, value, *rest, out_shape, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value) // 2  # torch counts 2 per multiply-add
+    # torch counts 2 per multiply-add
+    return sdpa_flop_count(attention_shape(query), attention_shape(key), attention_shape(value)) // 2
 
 
 CONVENTION = Convention(

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
-from ..formulas import Formula, FormulaTable
+from ..formulas import Formula, FormulaTable, attention_shape
 from ..op_groups import existing_ops
 from .base import Convention
 
@@ -53,12 +53,12 @@ table = TorchTable("torch", default_zero=True)
 
 @table.register(*existing_ops("_scaled_dot_product_flash_attention_for_cpu"), strict=False)
 def cpu_attention(query, key, value, *rest, out_shape, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(query, key, value)
+    return flop_counter.sdpa_flop_count(*map(attention_shape, (query, key, value)))
 
 
 @table.register(*existing_ops("_scaled_dot_product_flash_attention_for_cpu_backward"), strict=False)
 def cpu_attention_backward(grad_out, query, key, value, *rest, out_shape, **kwargs) -> int:
-    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+    return flop_counter.sdpa_backward_flop_count(*map(attention_shape, (grad_out, query, key, value)))
 
 CONVENTION = Convention(
     name="torch",
