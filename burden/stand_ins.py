@@ -25,7 +25,10 @@ Make = Callable[[torch.Tensor, bool], torch.Tensor]
 
 
 def meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
-    """An uninitialised tensor of the same shape, strides and dtype on the meta device."""
+    """An uninitialised tensor of the same shape, strides and dtype on the meta device; a tensor
+    already on meta is its own stand-in (nothing can be written to it)."""
+    if t.device.type == "meta":
+        return t
     out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
     if parameter:
         return nn.Parameter(out, requires_grad=t.requires_grad)
@@ -68,9 +71,10 @@ class StandIns:
                 attributes.append((module, {k: v for k, v in vars(module).items() if isinstance(v, torch.Tensor)}))
                 for table, parameter in ((module._parameters, True), (module._buffers, False)):
                     for name, t in list(table.items()):
-                        saved.append((table, name, t))
-                        if t is not None:
-                            table[name] = self.of(t, parameter)
+                        stand_in = self.of(t, parameter) if t is not None else None
+                        if stand_in is not t:
+                            saved.append((table, name, t))
+                            table[name] = stand_in
             yield
         finally:
             for table, name, t in reversed(saved):
