@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .figures import LayerFigures, UncountedOp
+from .layer_details import describe
 from .formulas import FormulaTable
 from .records import Trace
 
@@ -27,34 +28,46 @@ def _tensor_key(t: torch.Tensor) -> tuple:
     return (t.untyped_storage()._cdata, t.storage_offset(), tuple(t.shape), tuple(t.stride()))
 
 
-def own_params(model: nn.Module, elsize: int) -> dict[str, tuple[int, int, int]]:
-    """Per module path: (values, bytes, trainable values) of the state it holds directly.
+@dataclass(frozen=True)
+class OwnState:
+    """The state one module holds directly."""
+
+    values: int
+    bytes: int
+    trainable: int  # values of parameters that require grad
+    shared: int  # values of tensors another module holds too, counted there
+
+
+def own_params(model: nn.Module, elsize: int) -> dict[str, OwnState]:
+    """Per module path, the state it holds directly (``OwnState``).
 
     Parameters and floating-point buffers count; integer counters do not. A tensor reachable
-    from several modules belongs to the first one in ``named_modules`` order.
+    from several modules belongs to the first one in ``named_modules`` order; the others note it
+    as shared.
     """
     seen: set[tuple] = set()
-    out: dict[str, tuple[int, int, int]] = {}
+    out: dict[str, OwnState] = {}
     for path, module in model.named_modules():
-        values = nbytes = trainable = 0
+        values = nbytes = trainable = shared = 0
         tensors = [(p, p.requires_grad) for p in module.parameters(recurse=False)]
         tensors += [(b, False) for b in module.buffers(recurse=False) if b.is_floating_point()]
         for t, grad in tensors:
             key = _tensor_key(t)
             if key in seen:
+                shared += t.numel()
                 continue
             seen.add(key)
             n = t.numel()
             values += n
             nbytes += n * (elsize if t.is_floating_point() else t.element_size())
             trainable += n if grad else 0
-        out[path] = (values, nbytes, trainable)
+        out[path] = OwnState(values, nbytes, trainable, shared)
     return out
 
 
 def own_bytes(model: nn.Module, elsize: int) -> int:
     """Bytes of the model's parameters and floating-point buffers, shared tensors once."""
-    return sum(nbytes for _, nbytes, _ in own_params(model, elsize).values())
+    return sum(state.bytes for state in own_params(model, elsize).values())
 
 
 def _parent(path: str) -> str | None:
@@ -114,9 +127,10 @@ def count(model: nn.Module, trace: Trace, flops: FlopAttribution, memory: list[i
     self_flops = flops.self_flops
 
     owned = own_params(model, elsize)
+    modules = dict(model.named_modules())
     paths = list(trace.modules)
-    inclusive: dict[str, list[int]] = {p: [owned[p][0], owned[p][1], self_bytes[p], self_flops.get(p, 0), owned[p][2]]
-                                       for p in paths}
+    inclusive: dict[str, list[int]] = {
+        p: [owned[p].values, owned[p].bytes, self_bytes[p], self_flops.get(p, 0), owned[p].trainable] for p in paths}
     # deepest first, so each child is complete before it is added to its parent
     for path in sorted(paths, key=lambda p: -trace.modules[p].depth):
         parent = _parent(path)
@@ -128,8 +142,9 @@ def count(model: nn.Module, trace: Trace, flops: FlopAttribution, memory: list[i
         LayerFigures(
             name=p, type=info.type, depth=info.depth, output_shape=info.output_shape, calls=info.calls,
             params=inclusive[p][0], param_bytes=inclusive[p][1], feature_bytes=inclusive[p][2],
-            flops=inclusive[p][3], self_params=owned[p][0], self_param_bytes=owned[p][1],
-            self_feature_bytes=self_bytes[p], self_flops=self_flops.get(p, 0),
+            flops=inclusive[p][3], self_params=owned[p].values, self_param_bytes=owned[p].bytes,
+            self_feature_bytes=self_bytes[p], self_flops=self_flops.get(p, 0), details=describe(modules[p]),
+            call_output_shapes=tuple(span[3] for span in info.spans), shared_params=owned[p].shared,
         )
         for p, info in trace.modules.items()
     )

@@ -34,6 +34,9 @@ class LayerFigures:
     self_param_bytes: int
     self_feature_bytes: int
     self_flops: int
+    details: str = ""  # kernel, stride, padding, dilation, groups, channels or features, as in "k3 s2 64->128"
+    call_output_shapes: tuple = ()  # the output shapes of every call, in order (output_shape is the first's)
+    shared_params: int = 0  # parameters this module holds that another module holds too (tied): counted there
 
 
 @dataclass(frozen=True)

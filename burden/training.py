@@ -96,7 +96,8 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     if rules.flops is None or rules.backward is None:
         raise InputSpecError(f"the {rules.name} convention has no backward rules; analyse training under "
                              f"convnet-burden or torch")
-    _, param_bytes, trainable = (sum(column) for column in zip(*own_params(model, elsize).values()))
+    owned = own_params(model, elsize).values()
+    param_bytes, trainable = sum(s.bytes for s in owned), sum(s.trainable for s in owned)
     gradient_bytes = trainable * elsize
     step = _record_step(model, args, kwargs or {}, meta)
     live = replay(step.events, step.allocations, step.released, elsize)

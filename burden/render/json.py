@@ -8,8 +8,9 @@ from typing import Any
 
 from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, ScaleFigures as ScaleTable
 
-LAYER_KEYS = ("name", "type", "depth", "output_shape", "calls", "params", "param_bytes", "feature_bytes",
-              "flops", "self_params", "self_param_bytes", "self_feature_bytes", "self_flops")
+LAYER_KEYS = ("name", "type", "details", "depth", "output_shape", "call_output_shapes", "calls", "params",
+              "shared_params", "param_bytes", "feature_bytes", "flops", "self_params", "self_param_bytes",
+              "self_feature_bytes", "self_flops")
 
 
 def estimate_to_dict(e: Estimate) -> dict[str, Any]:
