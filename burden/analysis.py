@@ -164,6 +164,16 @@ def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optim
 
 
 
+def _stages(trace: Trace) -> tuple[tuple[int, str], ...]:
+    """Runs of ops by the depth-1 module they belong to: (first op's index, module path)."""
+    stages: list[tuple[int, str]] = []
+    for index, event in enumerate(trace.events):
+        stage = event.module.split(".", 1)[0]
+        if not stages or stages[-1][1] != stage:
+            stages.append((index, stage))
+    return tuple(stages)
+
+
 def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
     """The per-sample shape and batch of the first tensor input, as the summary shows them."""
     for leaf in iter_tensors((args, kwargs)):
@@ -200,7 +210,8 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
                     flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted,
                     peak_feature_bytes=a.live.peak_feature_bytes, peak_op=a.live.peak_op,
                     peak_bytes=t.param_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
-                    live_curve=a.live.curve, device="meta" if req.meta else str(req.device), notes=notes,
+                    live_curve=a.live.curve, live_stages=_stages(a.trace), device="meta" if req.meta else str(req.device),
+                    notes=notes,
                     convention_summary=req.convention.summary, rules=req.convention.rules,
                     memory_summary=req.memory.summary, source=model if isinstance(model, str) else None)
 

@@ -109,8 +109,10 @@ class EstimateFigures:
     # where the pass was traced, and what the reader must know about how the figures were obtained
     device: str = field(default="meta", compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
-    # live feature memory after each op (for charts)
+    # live feature memory after each op (for charts), and the stages along it: (index of the first
+    # op, the depth-1 module that op belongs to, "" for the model's own forward), one per run of ops
     live_curve: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    live_stages: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
     # the model's name when burden can load it again (a registered name or a factory path); None
     # for an nn.Module, which an estimate never holds
     source: str | None = field(default=None, compare=False, repr=False)
