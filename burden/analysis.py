@@ -203,17 +203,15 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
     training = _training(module, req, a.args, a.kwargs, optimizer) if mode == "training" else None
     size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)
     t = a.totals
-    return EstimateFigures(model=name, input=tuple(size), batch=batch,
-                           dtype=dtype_name(req.dtype or _model_dtype(module)),
-                    convention=req.convention.name, memory_convention=req.memory.name, params=t.params,
-                    trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
-                    flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted,
-                    peak_feature_bytes=a.live.peak_feature_bytes, peak_op=a.live.peak_op,
-                    peak_bytes=t.param_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
-                    live_curve=a.live.curve, live_stages=_stages(a.trace), device="meta" if req.meta else str(req.device),
-                    notes=notes,
-                    convention_summary=req.convention.summary, rules=req.convention.rules,
-                    memory_summary=req.memory.summary, source=model if isinstance(model, str) else None)
+    return EstimateFigures(
+        model=name, input=tuple(size), batch=batch, dtype=dtype_name(req.dtype or _model_dtype(module)),
+        convention=req.convention.name, memory_convention=req.memory.name, params=t.params,
+        trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
+        flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted, peak_feature_bytes=a.live.peak_feature_bytes,
+        peak_op=a.live.peak_op, peak_bytes=t.param_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
+        convention_summary=req.convention.summary, rules=req.convention.rules, memory_summary=req.memory.summary,
+        device="meta" if req.meta else str(req.device), notes=notes, live_curve=a.live.curve,
+        live_stages=_stages(a.trace), source=model if isinstance(model, str) else None)
 
 
 def default_trunk(model: nn.Module | str) -> str:
