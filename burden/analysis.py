@@ -16,7 +16,7 @@ from torch import nn
 from .containers import iter_tensors
 from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
 from .counting import Totals, count, own_bytes
-from .errors import BurdenError, DataDependentError, InputSpecError
+from .errors import BurdenError, DataDependentError, ForwardError, InputSpecError, ShapeError
 from .figures import EstimateFigures, LayerFigures, ScaleFigures, ScaleRow, TrainingFigures, UncountedOp
 from .inputs import (dtype_name, materialize_inputs, parse_batch, parse_dtype, parse_input_size,
                      parse_scales)
@@ -136,6 +136,12 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
     the CPU when that fits in half of the free memory, and say so."""
     try:
         return module, req, _analyse(module, req, inputs), ()
+    except (ShapeError, ForwardError) as exc:
+        if inputs is not None or exc.ops_before != 0 or isinstance(exc, DataDependentError):
+            raise
+        # the model refused the image burden gave it before doing anything with it
+        raise type(exc)(f"{exc}; if the model does not take one C x H x W image, describe its inputs with "
+                        f"--inputs (inputs= in Python), such as --inputs 2x128:int64") from None
     except DataDependentError as exc:
         if req.device is not None:
             raise

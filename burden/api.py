@@ -54,7 +54,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
 @guarded
 def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[int] = (3, 224, 224), *,
             batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
-            memory: str | None = None, device: str | None = None,
+            memory: str | None = None, device: str | None = None, inputs: Any = None,
             formulas: Mapping[Any, Callable[..., int]] | None = None) -> Comparison:
     """``estimate`` each model under the same settings, as one table (the reference table's shape)."""
     models = list(models)
@@ -62,7 +62,8 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
         raise InputSpecError("compare needs at least one model")
     analysis.check_request(input_size, batch_size, dtype, convention, device, memory, formulas)
     return Comparison(tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
-                                     memory=memory, device=device, formulas=formulas) for m in models))
+                                     memory=memory, device=device, inputs=inputs, formulas=formulas)
+                            for m in models))
 
 
 @guarded

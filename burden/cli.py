@@ -15,6 +15,23 @@ from . import options
 from .errors import BurdenError, InputSpecError, InternalError
 
 EXIT_USAGE = 2
+ESTIMATE_FORMATS = ("text", "json", "csv", "markdown", "github")
+
+
+def _table_format(fmt: str) -> str:
+    """Markdown is what tabulate calls github."""
+    return "github" if fmt == "markdown" else fmt
+
+
+def _input_options(args: argparse.Namespace) -> dict:
+    """The input size and batch, or with --inputs every input's shape."""
+    if args.inputs is not None:
+        if args.input is not None or args.batch is not None:
+            raise InputSpecError("--inputs gives every input's shape, batch included: leave out --input and --batch")
+        from .inputs import parse_inputs_spec
+
+        return {"inputs": parse_inputs_spec(args.inputs)}
+    return {"input_size": args.input or options.DEFAULT_INPUT, "batch_size": args.batch or 1}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,9 +59,14 @@ def _depth(text: str) -> int:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", default=options.DEFAULT_INPUT, metavar="SIZE",
-                   help="input size: 224, 224x320 (H x W) or 3x224x224 (C x H x W); default 224")
-    p.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="batch size (default 1)")
+    p.add_argument("--input", default=None, metavar="SIZE",
+                   help=f"image input size: 224, 224x320 (H x W) or 3x224x224 (C x H x W); default "
+                        f"{options.DEFAULT_INPUT}")
+    p.add_argument("--inputs", default=None, metavar="SPEC",
+                   help="the model's inputs when it does not take one image, shapes batch first: 2x128:int64, "
+                        "2x3x224x224,2x10:int64, or input_ids=2x128:int64,attention_mask=2x128:int64 (a "
+                        "dtype left out is the model's own); replaces --input and --batch")
+    p.add_argument("--batch", default=None, type=_positive_int, metavar="N", help="batch size (default 1)")
     p.add_argument("--dtype", default=None, metavar="DTYPE",
                    help=f"{', '.join(options.DTYPE_NAMES)}: sets the bytes per value (default: the model's own "
                         f"parameter dtype, float32 for the registered models)")
@@ -70,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(est)
     est.add_argument("--layers", action="store_true", help="also print the per-layer table")
     est.add_argument("--depth", type=_depth, default=None, metavar="N", help="with --layers: modules down to depth N")
-    est.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
+    est.add_argument("--leaves", action="store_true", help="with --layers: only modules without submodules")
+    est.add_argument("--format", choices=ESTIMATE_FORMATS, default="text",
+                     help="text (default); json (every figure, layers included); csv (one row per layer, exact "
+                          "integers); markdown or github (the summary and, with --layers, the layer table)")
     est.add_argument("--mode", choices=options.MODES, default=options.MODES[0],
                      help="inference (default) or training: adds one training step's memory and backward FLOPs")
     est.add_argument("--optimizer", choices=tuple(options.OPTIMIZER_STATES), default=None,
@@ -84,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--all", action="store_true", help="every registered model")
     _add_analysis_options(cmp_)
     cmp_.add_argument("--format", default="github",
-                      help="github (default), latex, html, csv, json or any tabulate format")
+                      help="github or markdown (default), latex, html, csv, json or any tabulate format")
     cmp_.set_defaults(run=_compare)
 
     scl = sub.add_parser("scale", help="feature-extraction burden of a trunk over input sizes")
@@ -100,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--dtype", default=None, help="bytes per value as in estimate (default: the model's own)")
     scl.add_argument("--convention", default=options.DEFAULT_CONVENTION, metavar="NAME",
                      help="FLOP convention, as in estimate")
-    scl.add_argument("--format", default="github", help="github (default), json or any tabulate format")
+    scl.add_argument("--format", default="github",
+                     help="github or markdown (default), json or any tabulate format")
     scl.set_defaults(run=_scale)
 
     rep = sub.add_parser("report", help="self-contained HTML pages per model")
@@ -150,16 +176,17 @@ def _compare(args: argparse.Namespace) -> int:
     from .api import compare
     from .render.text import comparison_csv
 
-    c = compare(_model_names(args), args.input, batch_size=args.batch, dtype=args.dtype,
-                convention=args.convention, memory=args.memory, device=args.device)
-    if args.format == "json":
+    c = compare(_model_names(args), **_input_options(args), dtype=args.dtype, convention=args.convention,
+                memory=args.memory, device=args.device)
+    fmt = _table_format(args.format)
+    if fmt == "json":
         print(c.to_json())
-    elif args.format == "csv":
+    elif fmt == "csv":
         print(comparison_csv(c), end="")
     else:
-        print(c.table(fmt=args.format))
+        print(c.table(fmt=fmt))
         e = c.estimates[0]
-        print(_note(args.format, f"burden {e.convention} convention (memory: {e.memory_convention}), "
+        print(_note(fmt, f"burden {e.convention} convention (memory: {e.memory_convention}), "
                                  f"batch {e.batch}, {e.dtype}"))
     return 0
 
@@ -169,11 +196,12 @@ def _scale(args: argparse.Namespace) -> int:
 
     t = scale(args.model, args.scales, batch_size=args.batch, trunk=args.trunk, base=args.base, dtype=args.dtype,
               convention=args.convention)
-    if args.format == "json":
+    fmt = _table_format(args.format)
+    if fmt == "json":
         print(t.to_json())
     else:
-        print(t.table(fmt=args.format))
-        print(_note(args.format, f"burden {t.convention} convention, {t.dtype}, trunk {t.trunk}"))
+        print(t.table(fmt=fmt))
+        print(_note(fmt, f"burden {t.convention} convention, {t.dtype}, trunk {t.trunk}"))
     return 0
 
 
@@ -189,19 +217,28 @@ def _report(args: argparse.Namespace) -> int:
 
 def _estimate(args: argparse.Namespace) -> int:
     from .api import estimate
+    from .render.text import summary_table as text_summary_table
 
     if args.optimizer is not None and args.mode != "training":
         raise InputSpecError("--optimizer sets the optimizer of a training step: add --mode training")
-    e = estimate(args.model, args.input, batch_size=args.batch, dtype=args.dtype, convention=args.convention,
+    e = estimate(args.model, **_input_options(args), dtype=args.dtype, convention=args.convention,
                  memory=args.memory, device=args.device, mode=args.mode,
                  optimizer=args.optimizer or options.DEFAULT_OPTIMIZER)
+    layers = args.layers or args.depth is not None or args.leaves
     if args.format == "json":
         print(e.to_json())
-        return 0
-    print(e.summary())
-    if args.layers or args.depth is not None:
-        print()
-        print(e.table(fmt="simple", depth=args.depth))
+    elif args.format == "csv":
+        print(e.layers_csv(depth=args.depth, leaves=args.leaves), end="")
+    elif args.format == "text":
+        print(e.summary())
+        if layers:
+            print()
+            print(e.table(fmt="simple", depth=args.depth, leaves=args.leaves))
+    else:
+        print(text_summary_table(e, _table_format(args.format)))
+        if layers:
+            print()
+            print(e.table(fmt=_table_format(args.format), depth=args.depth, leaves=args.leaves))
     return 0
 
 

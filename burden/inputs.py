@@ -161,3 +161,46 @@ def materialize_inputs(inputs: Any, device: str, dtype: torch.dtype) -> tuple[tu
         return _leaf(leaf, device, dtype)
 
     return tuple(map_leaves(make, tuple(args))), map_leaves(make, dict(kwargs))
+
+
+_SPEC = re.compile(r"^(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)=)?(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>[A-Za-z0-9_.]+))?$")
+_SPEC_DTYPES = {**DTYPES, "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
+                "int16": torch.int16, "uint8": torch.uint8, "bool": torch.bool}
+
+
+def parse_inputs_spec(text: str) -> dict[str, Any]:
+    """The model's inputs from the command line, shapes batch first: ``2x128:int64`` (one
+    positional input), ``2x3x224x224,2x10:int64`` (two), or keyword inputs
+    ``input_ids=2x128:int64,attention_mask=2x128:int64`` (positional ones first). A dtype left out
+    is the model's own floating dtype. Returns ``{"args": (...), "kwargs": {...}}`` of TensorSpecs."""
+    args: list[TensorSpec] = []
+    kwargs: dict[str, TensorSpec] = {}
+    parts = [p.strip() for p in str(text).split(",")]
+    if not text or not all(parts):
+        raise InputSpecError(f"malformed --inputs {text!r}; write 2x128:int64, or name=2x128:int64,name=...")
+    for part in parts:
+        match = _SPEC.match(part)
+        if match is None:
+            raise InputSpecError(f"malformed input {part!r} in --inputs; write SHAPE[:DTYPE] or NAME=SHAPE[:DTYPE], "
+                                 f"such as 2x128:int64 (the shape includes the batch)")
+        shape = tuple(int(d) for d in match["shape"].split("x"))
+        if any(d <= 0 for d in shape):
+            raise InputSpecError(f"input {part!r} has a zero dimension")
+        dtype = None
+        if match["dtype"]:
+            name = match["dtype"].lower().removeprefix("torch.")
+            name = _ALIASES.get(name, name)
+            if name not in _SPEC_DTYPES:
+                raise InputSpecError(f"unknown dtype {match['dtype']!r} in --inputs; use one of "
+                                     f"{', '.join(sorted(_SPEC_DTYPES))}")
+            dtype = _SPEC_DTYPES[name]
+        spec = TensorSpec(*shape, dtype=dtype)
+        if match["name"]:
+            if match["name"] in kwargs:
+                raise InputSpecError(f"input {match['name']!r} given twice in --inputs")
+            kwargs[match["name"]] = spec
+        elif kwargs:
+            raise InputSpecError(f"positional input {part!r} after a keyword input in --inputs")
+        else:
+            args.append(spec)
+    return {"args": tuple(args), "kwargs": kwargs}

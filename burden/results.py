@@ -55,8 +55,14 @@ class Estimate(EstimateFigures):
         return text_view.summary(self)
 
     def table(self, fmt: str = "github", depth: int | None = None, columns: list[str] | None = None,
-              sort: str | None = None, top: int | None = None) -> str:
-        return text_view.layer_table(self, fmt=fmt, depth=depth, columns=columns, sort=sort, top=top)
+              sort: str | None = None, top: int | None = None, leaves: bool = False) -> str:
+        """The per-layer table (tabulate's ``fmt``): modules down to ``depth``, or with ``leaves``
+        only those without submodules; ``sort`` by a column, ``top`` rows."""
+        return text_view.layer_table(self, fmt=fmt, depth=depth, columns=columns, sort=sort, top=top, leaves=leaves)
+
+    def layers_csv(self, depth: int | None = None, leaves: bool = False) -> str:
+        """One CSV row per layer, exact integers."""
+        return text_view.layer_csv(self, depth=depth, leaves=leaves)
 
     @guarded
     def scale(self, scales: Any = None, *, batch_size: int = DEFAULT_SCALE_BATCH, trunk: str | None = None) -> ScaleTable:

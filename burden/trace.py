@@ -177,7 +177,9 @@ class Tracer:
         except BurdenError:
             raise
         except Exception as exc:  # the op itself refused: shapes that do not fit, or values it needs
-            raise op_failure(func, module, self.modules, args, exc, self.meta) from None
+            failure = op_failure(func, module, self.modules, args, exc, self.meta)
+            failure.ops_before = len(self.events)
+            raise failure from None
         try:
             event = self._record(func, module, in_args, in_kwargs, args, kwargs, out)
             for observer in self.observers:
@@ -301,6 +303,7 @@ class Tracer:
         except Exception as exc:
             module_args = self.stack_args[-1] if self.stack_args else args
             failure = forward_failure(self.stack, self.modules, module_args, exc)
+            failure.ops_before = len(self.events)
             if isinstance(failure, DataDependentError):
                 failure.feature_bytes_so_far = self._allocated_bytes()
             raise failure from None

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -27,10 +33,39 @@ def _external(prefix: str, name: str) -> nn.Module:
         raise FactoryImportError(f"{prefix} has no model {name!r}: {exc}") from None
 
 
+@contextmanager
+def _on_path(folder: str) -> Iterator[None]:
+    """``folder`` first on the import path while the block runs, as ``python -m`` puts the current
+    directory; the path is given back as it was."""
+    before = list(sys.path)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path[:] = before
+
+
+def _import(module_name: str) -> Any:
+    """A module by dotted name, from the current directory too; or a Python file by its path."""
+    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+        path = Path(module_name).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no file {module_name}")
+        name = f"burden_model_{path.stem}_{abs(hash(str(path))):x}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look a module up by name
+        with _on_path(str(path.parent)):  # the file's own imports of its neighbours
+            spec.loader.exec_module(module)
+        return module
+    with _on_path(os.getcwd()):
+        return importlib.import_module(module_name)
+
+
 def _factory(path: str) -> nn.Module:
     module_name, _, attr = path.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name)
     except Exception as exc:
         raise FactoryImportError(f"cannot import {module_name!r} for {path!r}: {type(exc).__name__}: {exc}") from None
     factory = module
@@ -56,6 +91,8 @@ def resolve_model(spec: str, device: str = "meta") -> tuple[str, nn.Module]:
     """The model ``spec`` names: on the meta device by default, so that no weights are allocated;
     on a real device, built there and initialised by its own factory."""
     prefix, sep, rest = spec.partition(":")
+    if not sep and spec.endswith(".py"):
+        raise FactoryImportError(f"name the function in {spec} that builds the model: {spec}:FUNCTION")
     if not sep:
         entry = model_entry(spec)  # an unknown name raises here, outside the cache
         if torch.device(device).type == "meta":

@@ -13,6 +13,12 @@ LAYER_KEYS = ("name", "type", "details", "depth", "output_shape", "call_output_s
               "self_feature_bytes", "self_flops")
 
 
+def _layer(layer: Any) -> dict[str, Any]:
+    fields = asdict(layer)
+    fields["call_output_shapes"] = list(fields["call_output_shapes"])  # JSON has no tuples
+    return {k: fields[k] for k in LAYER_KEYS}
+
+
 def estimate_to_dict(e: Estimate) -> dict[str, Any]:
     return {
         "model": e.model,
@@ -33,7 +39,7 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "peak_bytes": e.peak_bytes,
         "peak_op": asdict(e.peak_op) if e.peak_op is not None else None,
         **_training_dict(e),
-        "layers": [{k: asdict(layer)[k] for k in LAYER_KEYS} for layer in e.layers],
+        "layers": [_layer(layer) for layer in e.layers],
         "uncounted_ops": _uncounted(e.uncounted_ops),
     }
 

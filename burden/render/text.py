@@ -60,8 +60,9 @@ COLUMNS: dict[str, tuple[str, Callable[[LayerFigures, Estimate], str], Callable[
     "name": ("name", lambda r, e: r.name or "(model)", lambda r: r.name),
     "type": ("type", lambda r, e: r.type, lambda r: r.type),
     "depth": ("depth", lambda r, e: str(r.depth), lambda r: r.depth),
-    "output_shape": ("output shape", lambda r, e: fmt_shape(r.output_shape), lambda r: fmt_shape(r.output_shape)),
-    "params": ("params", lambda r, e: fmt_count(r.params), lambda r: r.params),
+    "details": ("details", lambda r, e: r.details, lambda r: r.details),
+    "output_shape": ("output shape", lambda r, e: _call_shapes(r), lambda r: fmt_shape(r.output_shape)),
+    "params": ("params", lambda r, e: _params(r), lambda r: r.params),
     "param_bytes": ("param mem", lambda r, e: fmt_bytes(r.param_bytes), lambda r: r.param_bytes),
     "feature_bytes": ("feature mem", lambda r, e: fmt_bytes(r.feature_bytes), lambda r: r.feature_bytes),
     "flops": ("FLOPs", lambda r, e: fmt_flops(r.flops), lambda r: r.flops),
@@ -70,15 +71,35 @@ COLUMNS: dict[str, tuple[str, Callable[[LayerFigures, Estimate], str], Callable[
     "self_feature_bytes": ("own feature mem", lambda r, e: fmt_bytes(r.self_feature_bytes),
                            lambda r: r.self_feature_bytes),
 }
-DEFAULT_COLUMNS = ("name", "type", "output_shape", "params", "param_bytes", "feature_bytes", "flops", "flops_pct")
+DEFAULT_COLUMNS = ("name", "type", "details", "output_shape", "params", "param_bytes", "feature_bytes", "flops",
+                   "flops_pct")
+
+
+def _call_shapes(r: LayerFigures) -> str:
+    """The output shape; for a module called more than once, each call's, or one shape and the count."""
+    shapes = [fmt_shape(s) for s in r.call_output_shapes] or [fmt_shape(r.output_shape)]
+    if len(shapes) == 1:
+        return shapes[0]
+    if len(set(shapes)) == 1:
+        return f"{shapes[0]} (x{len(shapes)} calls)"
+    return "; ".join(shapes)
+
+
+def _params(r: LayerFigures) -> str:
+    """The parameter count, marked where some of the layer's own parameters are tied to (and counted
+    at) an earlier layer."""
+    return f"{fmt_count(r.params)} (+{fmt_count(r.shared_params)} tied)" if r.shared_params else fmt_count(r.params)
 
 
 def select_layers(e: Estimate, depth: int | None = None, sort: str | None = None,
-                  top: int | None = None) -> list[LayerFigures]:
-    """The model's modules in execution order, down to ``depth``, optionally sorted (largest first)."""
+                  top: int | None = None, leaves: bool = False) -> list[LayerFigures]:
+    """The model's modules in execution order, down to ``depth`` (or only those without submodules,
+    with ``leaves``), optionally sorted (largest first)."""
     if depth is not None and depth < 0:
         raise InputSpecError(f"depth must be 0 or more, got {depth}")
-    rows = [r for r in e.layers if r.depth > 0 and (depth is None or r.depth <= depth)]
+    parents = {r.name.rsplit(".", 1)[0] if "." in r.name else "" for r in e.layers if r.name}
+    rows = [r for r in e.layers if r.depth > 0 and (depth is None or r.depth <= depth)
+            and not (leaves and r.name in parents)]
     if sort is not None:
         if sort not in COLUMNS:
             raise InputSpecError(f"unknown sort column {sort!r}; choose one of {', '.join(COLUMNS)}")
@@ -92,12 +113,13 @@ def select_layers(e: Estimate, depth: int | None = None, sort: str | None = None
 
 
 def layer_table(e: Estimate, fmt: str = "github", depth: int | None = None,
-                columns: Sequence[str] | None = None, sort: str | None = None, top: int | None = None) -> str:
+                columns: Sequence[str] | None = None, sort: str | None = None, top: int | None = None,
+                leaves: bool = False) -> str:
     keys = list(columns or DEFAULT_COLUMNS)
     unknown = [k for k in keys if k not in COLUMNS]
     if unknown:
         raise InputSpecError(f"unknown column {unknown[0]!r}; choose from {', '.join(COLUMNS)}")
-    rows = [[COLUMNS[k][1](r, e) for k in keys] for r in select_layers(e, depth, sort, top)]
+    rows = [[COLUMNS[k][1](r, e) for k in keys] for r in select_layers(e, depth, sort, top, leaves)]
     total = {"name": "total", "params": fmt_count(e.params), "param_bytes": fmt_bytes(e.param_bytes),
              "feature_bytes": fmt_bytes(e.feature_bytes), "flops": fmt_flops(e.flops), "flops_pct": "100.00"}
     rows.append([total.get(k, "") for k in keys])
@@ -140,6 +162,32 @@ def comparison_table(c: Comparison, fmt: str = "github", columns: Sequence[str] 
     rows = [[COMPARISON_COLUMNS[k][1](e) for k in keys] for e in c.estimates]
     align = ["left" if k in ("model", "input") else "right" for k in keys]
     return _tabulate(rows, [COMPARISON_COLUMNS[k][0] for k in keys], fmt, align)
+
+
+def layer_csv(e: Estimate, depth: int | None = None, leaves: bool = False) -> str:
+    """One row per layer with exact integers (the JSON layer keys), for spreadsheets and papers."""
+    import csv
+    import io
+
+    from .json import LAYER_KEYS
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(LAYER_KEYS)
+    for r in [next(x for x in e.layers if x.name == "")] + select_layers(e, depth, leaves=leaves):
+        row = []
+        for k in LAYER_KEYS:
+            v = getattr(r, k)
+            row.append(fmt_shape(v) if k == "output_shape" else "; ".join(fmt_shape(s) for s in v)
+                       if k == "call_output_shapes" else v)
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def summary_table(e: Estimate, fmt: str = "github") -> str:
+    """The summary as a two-column table (Markdown and the other tabulate formats)."""
+    rows = [line.split("  ", 1) for line in summary(e).splitlines()]
+    return _tabulate([[k.strip(), v.strip()] for k, v in rows], ["figure", "value"], fmt, ["left", "left"])
 
 
 def comparison_csv(c: Comparison) -> str:
