@@ -7,6 +7,7 @@ returns in the result types users see.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -33,7 +34,7 @@ from .state import preserved_modes, with_real_weights
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
     """The model's own floating dtype: that of its first floating parameter or buffer."""
-    for t in list(model.parameters()) + list(model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
             return t.dtype
     return torch.float32

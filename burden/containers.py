@@ -58,26 +58,44 @@ def map_leaves(fn: Callable[[Any], Any], value: Any, *, rebuild: str = "same", t
     ``rebuild`` says what the containers become: ``"same"`` (their own types), ``"frozen"``
     (tuples, dicts as tuples of ``(key, value)`` pairs: a dictionary key) or ``"lists"`` (lists,
     dicts as dicts: JSON-like). With ``tensors_only``, ``fn`` sees only tensors. The trace calls
-    this on every op's arguments, so the common cases (a tensor, a number, a list of numbers)
-    are answered before anything general is tried.
+    this several times on every op's arguments, so the common cases (a tensor, a number, a list
+    of numbers, a plain tuple, list or dict) are answered before anything general is tried.
     """
+    if rebuild == "same":
+        return _map_same(fn, value, tensors_only)
+    return _map_reshaped(fn, value, rebuild == "frozen", tensors_only)
+
+
+def _map_same(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
     kind = type(value)
     if kind is torch.Tensor:
         return fn(value)
     if kind in _FAST_LEAVES:
         return value if tensors_only else fn(value)
-    if tensors_only and rebuild == "same" and (kind is tuple or kind is list) \
-            and all(type(v) in _FAST_LEAVES for v in value):
-        return value  # sizes, strides, paddings: nothing to map
+    if kind is tuple or kind is list:
+        if tensors_only:
+            for v in value:
+                if type(v) not in _FAST_LEAVES:
+                    break
+            else:
+                return value  # sizes, strides, paddings: nothing to map
+        return kind([_map_same(fn, v, tensors_only) for v in value])
+    if kind is dict:
+        return {k: _map_same(fn, v, tensors_only) for k, v in value.items()}
     children = _children(value)
     if children is None:
         return fn(value) if not tensors_only or isinstance(value, torch.Tensor) else value
-    items = [map_leaves(fn, v, rebuild=rebuild, tensors_only=tensors_only) for v in children]
-    if rebuild == "same":
-        return _rebuild(value, items)
+    return _rebuild(value, [_map_same(fn, v, tensors_only) for v in children])
+
+
+def _map_reshaped(fn: Callable[[Any], Any], value: Any, frozen: bool, tensors_only: bool) -> Any:
+    children = _children(value)
+    if children is None:
+        return fn(value) if not tensors_only or isinstance(value, torch.Tensor) else value
+    items = [_map_reshaped(fn, v, frozen, tensors_only) for v in children]
     if isinstance(value, dict):
-        return tuple(zip(value.keys(), items)) if rebuild == "frozen" else dict(zip(value.keys(), items))
-    return tuple(items) if rebuild == "frozen" else items
+        return tuple(zip(value.keys(), items)) if frozen else dict(zip(value.keys(), items))
+    return tuple(items) if frozen else items
 
 
 def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
@@ -96,6 +114,13 @@ def _collect(value: Any, found: list[Any]) -> None:
     kind = type(value)
     if kind is torch.Tensor or kind in _FAST_LEAVES:
         found.append(value)
+        return
+    if kind is tuple or kind is list:
+        for v in value:
+            if type(v) in _FAST_LEAVES or type(v) is torch.Tensor:
+                found.append(v)
+            else:
+                _collect(v, found)
         return
     children = _children(value)
     if children is None:

@@ -148,7 +148,7 @@ def inferred_lifetimes(trace: Trace) -> tuple[dict[int, Allocation], dict[int, i
     allocations: dict[int, Allocation] = {}
     last_read: dict[int, int] = {}
     for i, event in enumerate(trace.events):
-        for t in event.tensor_inputs:
+        for t in event.inputs:
             last_read[t.storage] = i
         if event.packet in ALIAS_OPS:
             continue

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from .containers import leaves
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +39,7 @@ class OpEvent:
     out: Any  # the op's return value with tensors replaced by TensorInfo
     outputs: tuple[TensorInfo, ...]  # the tensors in ``out``, flattened
     fresh: tuple[bool, ...]  # per output: new storage, not a view of or a write into an input
+    inputs: tuple[TensorInfo, ...] = ()  # the tensors in ``args`` and ``kwargs``, flattened
 
     @property
     def name(self) -> str:
@@ -52,10 +52,6 @@ class OpEvent:
     @property
     def inplace(self) -> bool:
         return self.func._schema.is_mutable
-
-    @property
-    def tensor_inputs(self) -> list[TensorInfo]:
-        return [x for x in leaves((self.args, self.kwargs)) if isinstance(x, TensorInfo)]
 
 
 @dataclass

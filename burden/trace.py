@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .containers import iter_tensors, leaves, map_tensors, shape_tree
+from .containers import iter_tensors, map_tensors, shape_tree
 from .errors import BurdenError, DataDependentError, ShapeError, UnsupportedModelError
 from .heap import no_full_collections
 from .meta_kernels import META_KERNELS, CpuAttention
@@ -126,12 +126,15 @@ class Tracer:
     # once the storage dies: a finalizer forgets the address then, so that a tensor made outside
     # any op (a scalar that ``x[i] = 3`` turns into a tensor) is never taken for a dead one.
     def storage_of(self, t: torch.Tensor, fresh: bool = False) -> int:
-        storage = t.untyped_storage()
+        return self._number(t.untyped_storage(), fresh)
+
+    def _number(self, storage: torch.UntypedStorage, fresh: bool = False) -> int:
         key = storage._cdata
-        if fresh or key not in self._storage_ids:
+        number = None if fresh else self._storage_ids.get(key)
+        if number is None:
             number = self._storage_ids[key] = next(self._next_storage)
             self._finalizers.append(weakref.finalize(storage, self._storage_died, key, number))
-        return self._storage_ids[key]
+        return number
 
     def _storage_died(self, key: int, number: int) -> None:
         if self._storage_ids.get(key) == number:
@@ -148,9 +151,6 @@ class Tracer:
     def _same_storage(self, original: torch.Tensor, stand_in: torch.Tensor) -> None:
         # the stand-in is the same storage as the real tensor, for tied weights and inputs alike
         self._storage_ids[stand_in.untyped_storage()._cdata] = self.storage_of(original)
-
-    def _info(self, t: torch.Tensor, fresh: bool = False) -> TensorInfo:
-        return TensorInfo(shape=t.shape, dtype=t.dtype, storage=self.storage_of(t, fresh))
 
     # op interception ---------------------------------------------------------------------------
     def _to_meta(self, x: Any) -> Any:
@@ -169,7 +169,17 @@ class Tracer:
             if self.meta:
                 args = tuple(self._to_meta_args(a) for a in args)
                 kwargs = {k: self._to_meta_args(v) for k, v in kwargs.items()}
-            in_args, in_kwargs = map_tensors(self._info, args), map_tensors(self._info, kwargs)
+            inputs: list[TensorInfo] = []
+            keys: set[int] = set()
+
+            def describe(t: torch.Tensor) -> TensorInfo:
+                storage = t.untyped_storage()
+                keys.add(storage._cdata)
+                info = TensorInfo(shape=t.shape, dtype=t.dtype, storage=self._number(storage))
+                inputs.append(info)
+                return info
+
+            in_args, in_kwargs = map_tensors(describe, args), map_tensors(describe, kwargs)
         except Exception as exc:
             raise internal_failure(func, module, self.modules, args, exc) from None
         try:
@@ -181,7 +191,7 @@ class Tracer:
             failure.ops_before = len(self.events)
             raise failure from None
         try:
-            event = self._record(func, module, in_args, in_kwargs, args, kwargs, out)
+            event = self._record(func, module, in_args, in_kwargs, tuple(inputs), keys, out)
             for observer in self.observers:
                 observer.op_recorded(self, event, args, kwargs, out)
         except BurdenError:
@@ -190,10 +200,9 @@ class Tracer:
             raise internal_failure(func, module, self.modules, args, exc) from None
         return out
 
-    def _record(self, func: torch._ops.OpOverload, module: str, in_args: tuple, in_kwargs: dict, args: tuple,
-                kwargs: dict, out: Any) -> OpEvent:
+    def _record(self, func: torch._ops.OpOverload, module: str, in_args: tuple, in_kwargs: dict,
+                inputs: tuple[TensorInfo, ...], input_keys: set[int], out: Any) -> OpEvent:
         returns = func._schema.returns
-        inputs = {t.untyped_storage()._cdata for t in leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         # One schema return per element of a returned tuple; a single Tensor[] return covers all.
         per_value = out if type(out) is tuple and len(returns) == len(out) else (out,)
         infos, fresh, out_parts = [], [], []
@@ -202,8 +211,9 @@ class Tracer:
 
             def record(t: torch.Tensor, declared_new: bool = declared_new) -> TensorInfo:
                 # an output in an input's storage is not new, whatever the schema says (_unsafe_view)
-                new = declared_new and t.untyped_storage()._cdata not in inputs
-                info = self._info(t, fresh=new)
+                storage = t.untyped_storage()
+                new = declared_new and storage._cdata not in input_keys
+                info = TensorInfo(shape=t.shape, dtype=t.dtype, storage=self._number(storage, fresh=new))
                 infos.append(info)
                 fresh.append(new)
                 return info
@@ -211,7 +221,7 @@ class Tracer:
             out_parts.append(map_tensors(record, value))
         out_info = tuple(out_parts) if per_value is out else (out_parts[0] if out_parts else None)
         event = OpEvent(func=func, module=module, args=in_args, kwargs=in_kwargs, out=out_info,
-                        outputs=tuple(infos), fresh=tuple(fresh))
+                        outputs=tuple(infos), fresh=tuple(fresh), inputs=inputs)
         self._check_shapes(event)
         self.events.append(event)
         return event
@@ -221,7 +231,7 @@ class Tracer:
         output (a convolution over an input smaller than its kernel) instead of raising."""
         if event.packet in _MAY_BE_EMPTY:
             return
-        inputs = event.tensor_inputs
+        inputs = event.inputs
         if not inputs or any(0 in tuple(t.shape) for t in inputs):
             return
         checked = event.outputs[:1] if event.packet in AUX_OUTPUT_OPS else event.outputs

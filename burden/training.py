@@ -176,7 +176,7 @@ def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allo
     for index in accumulations:
         event = events[index]
         result = event.outputs[0]
-        for operand in event.tensor_inputs[:2]:
+        for operand in event.inputs[:2]:
             storage = operand.storage
             if (storage in allocations and released.get(storage) == index and tuple(operand.shape) == tuple(result.shape)
                     and operand.dtype == result.dtype and result.storage in allocations):

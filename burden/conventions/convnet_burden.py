@@ -126,7 +126,7 @@ _NO_BUFFER = {*ALIAS_OPS, *DROPOUT_OPS, *FACTORY_OPS, aten.relu, aten.relu_, ate
 def _output_bytes(event: OpEvent, elsize: int) -> int:
     if event.packet in _NO_BUFFER:
         return 0
-    if event.packet is aten.cat and len(event.tensor_inputs) == 1:
+    if event.packet is aten.cat and len(event.inputs) == 1:
         return 0  # a concatenation of one tensor is the identity: the reference tool has no layer there
     outputs = event.outputs[:1] if event.packet in AUX_OUTPUT_OPS else event.outputs
     fresh = event.fresh[: len(outputs)]
@@ -143,13 +143,13 @@ def _fused_scales(events: list[OpEvent]) -> set[int]:
     the pair is one Axpy, whose single buffer is the sum's output."""
     uses: dict[int, list[int]] = {}
     for i, event in enumerate(events):
-        for t in event.tensor_inputs:
+        for t in event.inputs:
             uses.setdefault(t.storage, []).append(i)
     fused = set()
     for i, event in enumerate(events):
         if event.packet is not aten.mul or len(event.outputs) != 1 or not event.fresh[0]:
             continue
-        ins = event.tensor_inputs
+        ins = event.inputs
         broadcast = len(ins) == 2 and tuple(ins[0].shape) != tuple(ins[1].shape)
         consumers = uses.get(event.outputs[0].storage, [])
         if broadcast and len(consumers) == 1 and events[consumers[0]].packet in _SUMS:
