@@ -137,12 +137,6 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
     the CPU when that fits in half of the free memory, and say so."""
     try:
         return module, req, _analyse(module, req, inputs), ()
-    except (ShapeError, ForwardError) as exc:
-        if inputs is not None or exc.ops_before != 0 or isinstance(exc, DataDependentError):
-            raise
-        # the model refused the image burden gave it before doing anything with it
-        raise type(exc)(f"{exc}; if the model does not take one C x H x W image, describe its inputs with "
-                        f"--inputs (inputs= in Python), such as --inputs 2x128:int64") from None
     except DataDependentError as exc:
         if req.device is not None:
             raise
@@ -155,6 +149,12 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
         _, real = _model(model, "cpu")
         note = f"traced on the CPU: {str(exc).split(': ', 1)[1].split('; analyse it')[0]}"
         return real, cpu, _analyse(real, cpu, inputs), (note,)
+    except (ShapeError, ForwardError) as exc:
+        if inputs is not None or exc.ops_before != 0:
+            raise
+        # the model refused the image burden gave it before doing anything with it
+        raise type(exc)(f"{exc}; if the model does not take one C x H x W image, describe its inputs with "
+                        f"--inputs (inputs= in Python), such as --inputs 2x128:int64") from None
 
 
 def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optimizer: str) -> TrainingFigures:
