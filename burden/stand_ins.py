@@ -25,10 +25,16 @@ Make = Callable[[torch.Tensor, bool], torch.Tensor]
 
 
 def meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
-    """An uninitialised tensor of the same shape, strides and dtype on the meta device; a tensor
-    already on meta is its own stand-in (nothing can be written to it)."""
+    """For a pass without gradients: an uninitialised tensor of the same shape, strides and dtype
+    on the meta device; a tensor already on meta is its own stand-in (nothing is written to it)."""
     if t.device.type == "meta":
         return t
+    return fresh_meta_stand_in(t, parameter)
+
+
+def fresh_meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
+    """For a training step: always a new meta tensor, so that gradients land on the stand-in and
+    never on the model's own parameters, meta ones included."""
     out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
     if parameter:
         return nn.Parameter(out, requires_grad=t.requires_grad)

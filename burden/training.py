@@ -25,7 +25,7 @@ from .formulas import FormulaTable
 from .options import DEFAULT_CONVENTION, OPTIMIZER_STATES
 from .memory import Allocation, Lifetimes, LiveMemory, replay
 from .records import OpEvent, Trace
-from .stand_ins import meta_stand_in, training_stand_in
+from .stand_ins import fresh_meta_stand_in, training_stand_in
 from .state import preserved_modes
 from .trace import Tracer
 
@@ -131,7 +131,7 @@ class _Step:
 def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _Step:
     lifetimes = Lifetimes()
     attribution = _BackwardAttribution(model)
-    tracer = Tracer(model, meta=meta, make=meta_stand_in if meta else training_stand_in,
+    tracer = Tracer(model, meta=meta, make=fresh_meta_stand_in if meta else training_stand_in,
                     observers=(lifetimes, attribution))
     attribution.tracer = tracer
     saved: set[int] = set()

@@ -104,6 +104,15 @@ def test_repeated_transformer_estimates_are_identical():
     assert all(r == first for r in rest)
 
 
+def test_repeated_training_estimates_are_identical_and_leave_no_gradients():
+    # a model built on meta (as registered models are) must not keep the gradients of a step
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    first, *rest = (burden.estimate(model, (3, 8, 8), batch_size=2, mode="training").to_dict() for _ in range(3))
+    assert all(r == first for r in rest)
+    assert all(p.grad is None for p in model.parameters())
+
+
 # 2 -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("module, size, flops", [
     # 2 x out_elements x stride: 3 x 7 x 7 outputs, stride 14 // 7 = 2 per side
