@@ -8,7 +8,8 @@ returns in the result types users see.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -25,7 +26,7 @@ from .models import model_entry
 from .models.registry import suggest
 from .models.resolve import resolve_model
 from .heap import paused_gc
-from .machine import fits_in_half
+from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES, MODES
 from .records import Trace
@@ -63,24 +64,28 @@ class _Request:
     convention: Convention
     memory: MemoryConvention
     device: str | None  # None: meta, with the CPU as fallback for models that need values
+    check_memory: bool = True  # refuse a real-device run that would take more than half the free memory
+    progress: Callable[[str], None] | None = None  # told how a long real-device run is going
 
     @property
     def meta(self) -> bool:
         return self.device is None or self.device == "meta"
 
     def on(self, device: str) -> "_Request":
-        return _Request(self.size, self.batch, self.dtype, self.convention, self.memory, device)
+        return replace(self, device=device)
 
     def elsize(self, module: nn.Module) -> int:
         return torch.empty((), dtype=self.dtype or _model_dtype(module)).element_size()
 
 
 def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
-             memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None) -> _Request:
+             memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None,
+             check_memory: bool = True, progress: Callable[[str], None] | None = None) -> _Request:
     rules = get_convention(convention).with_formulas(formulas or {})
     return _Request(size=parse_input_size(input_size), batch=parse_batch(batch_size),
                     dtype=None if dtype is None else parse_dtype(dtype), convention=rules,
-                    memory=get_memory_convention(memory or rules.memory), device=_check_device(device))
+                    memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
+                    check_memory=check_memory, progress=progress)
 
 
 def check_request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
@@ -122,8 +127,9 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
     else:
         args, kwargs = materialize_inputs(inputs, device=target, dtype=_model_dtype(module))
     elsize = req.elsize(module)
+    observers = (Progress(req.progress, str(req.device)),) if req.progress is not None and not req.meta else ()
     with preserved_modes(module), torch.no_grad():
-        trace = trace_lifetimes(module, args, kwargs, meta=req.meta, stop_after=stop_after)
+        trace = trace_lifetimes(module, args, kwargs, meta=req.meta, stop_after=stop_after, observers=observers)
         flops = req.convention.attribute(module, trace, args, kwargs)
     with paused_gc():  # counting frees no tensor
         memory = req.memory.rule(trace, elsize)
@@ -131,10 +137,49 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
         return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, elsize))
 
 
+class Progress:
+    """Reports a long real-device trace every few seconds: how many ops, in which layer."""
+
+    def __init__(self, say: Callable[[str], None], device: str, every: float = 3.0) -> None:
+        self.say, self.device, self.every = say, device, every
+        self.start = self.last = time.monotonic()
+
+    def op_recorded(self, tracer: Any, event: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.say(f"burden: tracing on {self.device}: {len(tracer.events)} ops, at "
+                     f"{event.module or 'the model'}, {now - self.start:.0f} s")
+
+    def storage_freed(self, tracer: Any, storage: int) -> None:
+        pass
+
+
+def _check_memory(module: nn.Module, req: _Request, inputs: Any) -> None:
+    """A real-device run holds the weights and every live feature at once: refuse one that would
+    take more than half of the free memory, from a meta trace that costs nothing to run."""
+    if req.meta or not req.check_memory or torch.device(req.device).type != "cpu":
+        return
+    elsize = req.elsize(module)
+    try:
+        a = _analyse(module, req.on("meta"), inputs)
+        need = a.totals.param_bytes + a.live.peak_feature_bytes
+    except DataDependentError as exc:
+        need = own_bytes(module, elsize) + 2 * exc.feature_bytes_so_far
+    except BurdenError:
+        return  # the real run will say what is wrong
+    if not fits_in_half(need):
+        free = available_bytes() or 0
+        raise InputSpecError(f"a CPU run of this model would hold about {need / 2**30:.1f} GiB, more than half of the "
+                             f"{free / 2**30:.1f} GiB free; trace on meta (the default), or allow it with "
+                             f"--no-memory-check (check_memory=False)")
+
+
 def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, inputs: Any
                       ) -> tuple[nn.Module, _Request, _Analysis, tuple[str, ...]]:
     """Trace on meta; where the model needs real values and no device was named, trace again on
     the CPU when that fits in half of the free memory, and say so."""
+    _check_memory(module, req, inputs)
     try:
         return module, req, _analyse(module, req, inputs), ()
     except DataDependentError as exc:
@@ -147,6 +192,7 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
                                      f"of the free memory") from None
         cpu = req.on("cpu")
         _, real = _model(model, "cpu")
+        _check_memory(real, cpu, inputs)
         note = f"traced on the CPU: {str(exc).split(': ', 1)[1].split('; analyse it')[0]}"
         return real, cpu, _analyse(real, cpu, inputs), (note,)
     except (ShapeError, ForwardError) as exc:
@@ -193,9 +239,10 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
                      batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
                      memory: str | None = None, inputs: Any = None, device: str | None = None,
                      mode: str = "inference", optimizer: str = DEFAULT_OPTIMIZER,
-                     formulas: Mapping[Any, Callable[..., int]] | None = None) -> EstimateFigures:
+                     formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
+                     progress: Callable[[str], None] | None = None) -> EstimateFigures:
     """The figures of ``burden.estimate`` (which documents the arguments)."""
-    req = _request(input_size, batch_size, dtype, convention, device, memory, formulas)
+    req = _request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress)
     if mode not in MODES:
         raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
     if mode == "training":

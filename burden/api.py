@@ -22,7 +22,8 @@ from .results import Comparison, Estimate, ScaleTable, as_estimate
 def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
              batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
              memory: str | None = None, inputs: Any = None, device: str | None = None, mode: str = "inference",
-             optimizer: str = DEFAULT_OPTIMIZER, formulas: Mapping[Any, Callable[..., int]] | None = None) -> Estimate:
+             optimizer: str = DEFAULT_OPTIMIZER, formulas: Mapping[Any, Callable[..., int]] | None = None,
+             check_memory: bool = True, progress: Callable[[str], None] | None = None) -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -43,12 +44,15 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     ``device`` is where the pass is traced: by default the meta device (nothing allocated, any size),
     except for a model whose forward needs real values (``.item()``, ``nonzero``, boolean masks),
     which is traced on the CPU when that fits in half of the free memory, as ``Estimate.notes`` says;
-    ``device="meta"`` never falls back, ``device="cpu"`` always runs real tensors. The model comes
-    back as it was: same device, dtype, mode, flags, hooks and tensors.
+    ``device="meta"`` never falls back, ``device="cpu"`` always runs real tensors. A CPU run that
+    would hold more than half of the free memory (by a meta trace first) is refused unless
+    ``check_memory=False``; ``progress`` (a function taking a line) hears how a long one is going.
+    The model comes back as it was: same device, dtype, mode, flags, hooks and tensors.
     """
     return as_estimate(analysis.estimate_figures(
         model, input_size, batch_size=batch_size, dtype=dtype, convention=convention, memory=memory, inputs=inputs,
-        device=device, mode=mode, optimizer=optimizer, formulas=formulas))
+        device=device, mode=mode, optimizer=optimizer, formulas=formulas, check_memory=check_memory,
+        progress=progress))
 
 
 @guarded

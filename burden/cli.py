@@ -66,6 +66,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help="the model's inputs when it does not take one image, shapes batch first: 2x128:int64, "
                         "2x3x224x224,2x10:int64, or input_ids=2x128:int64,attention_mask=2x128:int64 (a "
                         "dtype left out is the model's own); replaces --input and --batch")
+    p.add_argument("--no-memory-check", dest="check_memory", action="store_false",
+                   help="with --device cpu: run even when the run would hold more than half of the free memory")
     p.add_argument("--batch", default=None, type=_positive_int, metavar="N", help="batch size (default 1)")
     p.add_argument("--dtype", default=None, metavar="DTYPE",
                    help=f"{', '.join(options.DTYPE_NAMES)}: sets the bytes per value (default: the model's own "
@@ -136,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--input", default=options.DEFAULT_INPUT, metavar="SIZE", help="input size, as in estimate")
     rep.add_argument("--convention", default=options.DEFAULT_CONVENTION, metavar="NAME",
                      help="FLOP convention, as in estimate")
+    rep.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="batch size (default 1)")
+    rep.add_argument("--dtype", default=None, metavar="DTYPE",
+                     help=f"{', '.join(options.DTYPE_NAMES)} (default: the model's own)")
+    rep.add_argument("--mode", default=options.MODES[0], choices=options.MODES,
+                     help="training adds a training step to each page (default inference)")
+    rep.add_argument("--optimizer", default=None, choices=tuple(options.OPTIMIZER_STATES),
+                     help=f"the training step's optimizer, with --mode training (default {options.DEFAULT_OPTIMIZER})")
+    rep.add_argument("--chart-depth", default=None, type=_positive_int, metavar="N",
+                     help="module depth of the profile charts' bars (default: the deepest with at most 60 bars)")
     rep.set_defaults(run=_report)
 
     cnv = sub.add_parser("conventions", help="the counting conventions and their rules")
@@ -208,8 +219,11 @@ def _scale(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .reports import write_reports
 
+    if args.optimizer is not None and args.mode != "training":
+        raise InputSpecError("--optimizer sets the optimizer of a training step: add --mode training")
     written = write_reports(_model_names(args), args.out, input_size=args.input, convention=args.convention,
-                            index=args.all)
+                            index=args.all, batch_size=args.batch, dtype=args.dtype, mode=args.mode,
+                            optimizer=args.optimizer, chart_depth=args.chart_depth)
     for path in written:
         print(path)
     return 0
@@ -223,7 +237,8 @@ def _estimate(args: argparse.Namespace) -> int:
         raise InputSpecError("--optimizer sets the optimizer of a training step: add --mode training")
     e = estimate(args.model, **_input_options(args), dtype=args.dtype, convention=args.convention,
                  memory=args.memory, device=args.device, mode=args.mode,
-                 optimizer=args.optimizer or options.DEFAULT_OPTIMIZER)
+                 optimizer=args.optimizer or options.DEFAULT_OPTIMIZER, check_memory=args.check_memory,
+                 progress=lambda line: print(line, file=sys.stderr, flush=True))
     layers = args.layers or args.depth is not None or args.leaves
     if args.format == "json":
         print(e.to_json())

@@ -123,7 +123,7 @@ class Lifetimes:
 
 
 def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True,
-                    stop_after: str | None = None) -> LiveTrace:
+                    stop_after: str | None = None, observers: tuple = ()) -> LiveTrace:
     """``trace_forward`` (same arguments), plus the op after which each allocated storage was freed.
 
     As with ``trace_forward``, the caller owns the model's mode and grad state. The model's
@@ -131,7 +131,7 @@ def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *
     the op that made them to the end, which is what the peak needs.
     """
     lifetimes = Lifetimes()
-    trace = trace_forward(model, args, kwargs, meta=meta, stop_after=stop_after, observers=(lifetimes,))
+    trace = trace_forward(model, args, kwargs, meta=meta, stop_after=stop_after, observers=(lifetimes, *observers))
     base = {f.name: getattr(trace, f.name) for f in fields(Trace)}
     return LiveTrace(**base, allocations=dict(lifetimes.allocations), released=dict(lifetimes.released))
 

@@ -31,7 +31,9 @@ def _registered(name: str) -> bool:
     return name in list_models()
 
 
-def _command(names: Sequence[str], size: tuple[int, ...], convention: str, out: Path) -> str:
+def _command(names: Sequence[str], size: tuple[int, ...], convention: str, out: Path, *, batch_size: int = 1,
+             dtype: str | None = None, mode: str = "inference", optimizer: str | None = None,
+             chart_depth: int | None = None) -> str:
     """The command line that writes the same set of files into a folder of the same name."""
     from .models import list_models
 
@@ -39,20 +41,35 @@ def _command(names: Sequence[str], size: tuple[int, ...], convention: str, out: 
     parts += ["--all"] if list(names) == list_models() else list(names)
     if size != DEFAULT_INPUT:
         parts += ["--input", "x".join(str(d) for d in size)]
+    if batch_size != 1:
+        parts += ["--batch", str(batch_size)]
+    if dtype is not None:
+        parts += ["--dtype", str(dtype)]
     if convention != DEFAULT_CONVENTION:
         parts += ["--convention", convention]
+    if mode != "inference":
+        parts += ["--mode", mode]
+    if optimizer is not None:
+        parts += ["--optimizer", optimizer]
+    if chart_depth is not None:
+        parts += ["--chart-depth", str(chart_depth)]
     return " ".join(parts + ["--out", f"{out.name}/" if out.name else "."])
 
 
 def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, input_size: Any = 224,
-                  convention: str = DEFAULT_CONVENTION, index: bool = False) -> list[Path]:
+                  convention: str = DEFAULT_CONVENTION, index: bool = False, batch_size: int = 1,
+                  dtype: str | None = None, mode: str = "inference", optimizer: str | None = None,
+                  chart_depth: int | None = None) -> list[Path]:
     """Write ``<out_dir>/<model>.html`` for each model, and with ``index`` also ``index.html`` and
     ``README.md`` (the comparison table, linking the pages). Returns the paths written, in order.
 
-    Each page holds the estimate at ``input_size`` with batch 1, and for a registered model the
-    feature-extraction table (``burden.scale`` with its defaults: batch 128, scales 0.5 to 3 of
-    224 pixels, the registered trunk). Every argument is checked before the first file is written,
-    and every file is written atomically.
+    Each page holds the estimate at ``input_size``, ``batch_size`` and ``dtype`` (default: the
+    model's own), with the inference peak; ``mode="training"`` adds one training step with
+    ``optimizer`` (default: burden.estimate's). ``chart_depth`` is the module depth of the profile
+    charts' bars (default: the depth with at most ``MAX_BARS`` bars). For a registered model the
+    page also has the feature-extraction table (``burden.scale`` with its own defaults: batch 128,
+    scales 0.5 to 3 of 224 pixels, the registered trunk). Every argument is checked before the
+    first file is written, and every file is written atomically.
     """
     from .api import estimate, scale
     from .conventions import get_convention
@@ -66,6 +83,19 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
         raise InputSpecError("name at least one model")
     size = parse_input_size(input_size)
     get_convention(convention)
+    if mode not in ("inference", "training"):
+        raise InputSpecError(f"mode must be inference or training, got {mode!r}")
+    if optimizer is not None and mode != "training":
+        raise InputSpecError("an optimizer sets the optimizer of a training step: use mode training")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputSpecError(f"batch size must be a positive integer, got {batch_size!r}")
+    if chart_depth is not None and (not isinstance(chart_depth, int) or chart_depth < 1):
+        raise InputSpecError(f"chart depth must be 1 or more, got {chart_depth!r}")
+    if optimizer is not None:
+        from .options import OPTIMIZER_STATES
+
+        if optimizer not in OPTIMIZER_STATES:
+            raise InputSpecError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZER_STATES)}")
     for name in names:
         if ":" not in name:
             model_entry(name)  # an unknown name fails now, with suggestions, before anything is written
@@ -80,12 +110,14 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
     written: list[Path] = []
     estimates = []
     for name, filename in zip(names, files):
-        e = estimate(name, size, convention=convention)
+        options: dict[str, Any] = {"optimizer": optimizer} if optimizer is not None else {}
+        e = estimate(name, size, batch_size=batch_size, dtype=dtype, convention=convention, mode=mode, **options)
         table = scale(name, convention=convention) if _registered(name) else None
-        written.append(write_text_atomic(out / filename, estimate_page(e, scale=table)))
+        written.append(write_text_atomic(out / filename, estimate_page(e, scale=table, chart_depth=chart_depth)))
         estimates.append(e)
     if index:
-        command = _command(names, size, convention, out.resolve())
+        command = _command(names, size, convention, out.resolve(), batch_size=batch_size, dtype=dtype, mode=mode,
+                           optimizer=optimizer, chart_depth=chart_depth)
         written.append(write_text_atomic(out / "index.html", index_page(estimates, files, command=command)))
         written.append(write_text_atomic(out / "README.md", index_markdown(estimates, files, command=command)))
     return written

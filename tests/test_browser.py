@@ -81,7 +81,13 @@ DRIVER = r"""<script>
       out.chart_widths[metric] = svg.getBoundingClientRect().width;
       out.drawn_bars = (out.drawn_bars || 0) + Array.prototype.filter.call(bars, function (b) {
         var box = b.getBoundingClientRect(); return box.height > 0 && box.width > 0; }).length;
+      out.min_bar_px = out.min_bar_px || {};
+      out.min_bar_px[metric] = Math.min.apply(null, Array.prototype.map.call(bars, function (b) {
+        return b.getBoundingClientRect().width; }).concat([1e9]));
     });
+    var training = document.getElementById("training");
+    out.training_rows = training ? training.querySelectorAll("tbody tr").length : 0;
+    out.training_height = training ? training.getBoundingClientRect().height : 0;
     var curve = document.querySelector('svg[data-metric="live_memory"] path.curve');
     out.curve_width = curve ? curve.getBoundingClientRect().width : 0;
     out.table_width = table.getBoundingClientRect().width;
@@ -115,6 +121,17 @@ DRIVER = r"""<script>
     }
     click(document.querySelector('button[data-order="exec"]'));
     click(toggle("")); step("root_closed");
+    // the search box: typing filters rows by name, type or details, folded or not; clearing restores
+    var search = document.getElementById("layer-search");
+    var type = function (text) {
+      search.value = text;
+      search.dispatchEvent(new Event("input", { bubbles: true }));
+    };
+    type("se.up"); step("search_se_up"); out.search_label = document.getElementById("layer-count").textContent;
+    type("  CONV2d   K1 "); step("search_conv_k1");
+    type("maxpool"); step("search_maxpool");
+    type("no such module"); step("search_none");
+    type(""); step("search_cleared");
   } catch (err) {
     out.driver_error = String(err && err.stack || err);
   }
@@ -227,8 +244,12 @@ def test_sorting_folding_and_charts_in_chromium(se50, tmp_path):
     x = Expected(e)
     n = len(e.layers)
     assert got["rows"] == n == 249
-    assert got["bars"] == {**{m: sum(1 for r in e.layers if getattr(r, "self_" + m))
-                              for m in ("param_bytes", "feature_bytes", "flops")}, "live_memory": 0}
+    # the bars by default: one per module at depth 2 with a figure (worked out here from the layers)
+    # a module at depth 2 holds its submodules' figures; one above it, only its own ops
+    expected_bars = {m: sum(1 for r in e.layers if r.depth == 2 and getattr(r, m) or r.depth < 2 and getattr(r, "self_" + m))
+                     for m in ("param_bytes", "feature_bytes", "flops")}
+    assert got["bars"] == {**expected_bars, "live_memory": 0}
+    assert all(got["min_bar_px"][m] >= 10 for m in expected_bars)  # of 1,400 pixels: no hairlines
     assert got["curve_width"] > 500  # the live-memory line is drawn across the chart
     assert got["drawn_bars"] == sum(got["bars"].values())  # every bar has a box on screen
     assert all(w > 500 for w in got["chart_widths"].values()) and got["table_width"] > 500
@@ -258,6 +279,19 @@ def test_sorting_folding_and_charts_in_chromium(se50, tmp_path):
     assert steps["feature_desc_folded"] == x.shown(folded, x.order(lambda r: r.feature_bytes, True))
     assert steps["layer1_closed"] == x.shown(x.to_depth(1), x.order(lambda r: r.feature_bytes, True))
     assert steps["root_closed"] == [""]
+    types = {r.name: r.type.lower() for r in e.layers}
+    details = {r.name: r.details.lower() for r in e.layers}
+
+    def matching(*words):
+        return [m for m in x.names if all(w in f"{m.lower()} {types[m]} {details[m]}" for w in words)]
+
+    assert steps["search_se_up"] == matching("se.up") and len(steps["search_se_up"]) == 16  # one per block
+    assert got["search_label"] == "16 of 249 modules match"
+    assert steps["search_conv_k1"] == matching("conv2d", "k1") and len(steps["search_conv_k1"]) > 16
+    assert steps["search_maxpool"] == ["stem.pool"]
+    assert steps["search_none"] == []
+    assert steps["search_cleared"] == steps["root_closed"]  # the folds come back
+    assert got["training_rows"] == 0
 
 
 def test_hostile_names_stay_text_in_chromium(tmp_path):
@@ -271,6 +305,24 @@ def test_hostile_names_stay_text_in_chromium(tmp_path):
     assert got["steps"]["all"] == [r.name for r in e.layers]
 
 
+def test_senet154_grouped_charts_and_training_section_in_chromium(tmp_path):
+    """SENet-154's 734 modules: the charts stay readable (at most MAX_BARS bars, none a hairline);
+    a report made with mode training shows its training section."""
+    from burden.render.html import MAX_BARS
+    from burden.reports import write_reports
+
+    written = write_reports(["senet154"], tmp_path / "r", mode="training", optimizer="adamw")
+    page = written[0].read_text(encoding="utf-8")
+    got = driven(page, tmp_path / "senet154.html")
+    e = burden.estimate("senet154", 224)
+    assert got["rows"] == len(e.layers) == 734
+    for metric in ("param_bytes", "feature_bytes", "flops"):
+        assert 0 < got["bars"][metric] <= MAX_BARS
+        assert got["min_bar_px"][metric] >= 6  # in an 800-pixel window; one bar per module gave hairlines
+    assert got["training_rows"] == 9 and got["training_height"] > 200
+    screenshot(written[0].as_uri(), ARTIFACTS / "senet154_training.png", height=2400)
+
+
 def test_screenshots(se50, tmp_path):
     e, page = se50
     report = tmp_path / "se_resnet50.html"
@@ -281,3 +333,6 @@ def test_screenshots(se50, tmp_path):
     write_text_atomic(index, index_page([e, burden.estimate("se_bn_inception", 224)],
                                         [f"{n}.html" for n in names]))
     screenshot(index.as_uri(), ARTIFACTS / "index.png", height=1400)
+    # the committed index: seven models in the table and the chart
+    screenshot((Path(__file__).resolve().parent.parent / "reports" / "index.html").as_uri(),
+               ARTIFACTS / "reports_index.png", height=1600)

@@ -178,10 +178,19 @@ def test_summary_figures_and_convention(r50):
     cards = {c.find(cls="label").text(): c.find(cls="value").text() for c in dom.find_all("div", cls="card")}
     # SE-ResNet-50's figures from its Caffe definition (28,141,144 parameters, 107.35 MiB, ...)
     params, param_mem, feature_mem, flops = REFERENCE_ROWS["se_resnet50"]
+    peak = cards.pop("Inference peak")
     assert cards == {"Parameters": params, "Parameter memory": param_mem, "Feature memory": feature_mem,
                      "FLOPs": flops}
+    # the inference peak: parameters + the most feature memory live at once, at the module named
+    e = r50.e
+    assert e.peak_bytes == 112_564_576 + e.peak_feature_bytes and 0 < e.peak_feature_bytes < e.feature_bytes
+    assert_displays(peak, e.peak_bytes)
+    card = dom.find("div", id="card-peak").find(cls="exact")
+    assert e.peak_op.module and e.peak_op.module in card.text() and e.peak_op.op in card["title"]
+    assert_displays(card.text().split(" + ")[1].split(" of ")[0], e.peak_feature_bytes)
     settings = " ".join(dom.find("ul", cls="settings").text().split())
-    assert settings == "input 3 x 224 x 224 batch 1 dtype float32 convention convnet-burden"
+    assert settings == "input 3 x 224 x 224 batch 1 dtype float32 convention convnet-burden mode inference"
+    assert not dom.find_all("section", id="training") and not dom.find_all("div", id="card-training")
     assert dom.find("h1").text() == "se_resnet50"
     # 28,141,144 params x 4 bytes
     assert "112,564,576 bytes" in r50.page
@@ -199,20 +208,25 @@ def test_layer_table_has_every_module_with_exact_values(r50):
         c = cells(tr)
         assert c[0]["data-v"] == r.name
         assert label(c[0]) == (r.name or "(model)")
-        assert c[1].text() == r.type
-        assert [x["data-v"] for x in c[3:]] == [str(r.params), str(r.param_bytes), str(r.feature_bytes),
+        assert c[1].text() == r.type and c[2].text() == c[2]["data-v"] == r.details
+        assert [x["data-v"] for x in c[4:]] == [str(r.params), str(r.param_bytes), str(r.feature_bytes),
                                                 str(r.flops), str(r.flops)]
-        assert c[7].text() == f"{100 * r.flops / e.flops:.2f}"
+        assert c[8].text() == f"{100 * r.flops / e.flops:.2f}"
         assert int(tr["data-parent"]) == (index[parent_name(r.name)] if r.name else -1)
         assert int(tr["data-depth"]) == r.depth
         has_kids = any(parent_name(o.name) == r.name for o in e.layers if o.name)
         assert tr["data-kids"] == ("1" if has_kids else "0")
         assert bool(tr.find_all("button", cls="tg")) == has_kids
     layer3 = rows[index["layer3"]]
-    assert cells(layer3)[2].text() == "1x1024x14x14" and cells(layer3)[2]["data-v"] == str(1024 * 14 * 14)
+    assert cells(layer3)[3].text() == "1x1024x14x14" and cells(layer3)[3]["data-v"] == str(1024 * 14 * 14)
+    # by hand: the stem's first convolution is 7 x 7, stride 2, padding 3, 3 -> 64 channels
+    assert cells(rows[index["stem.conv1.conv"]])[2].text() == "k7 s2 p3 3->64"
+    assert cells(rows[index["fc"]])[2].text() == "2048->1000"
     headers = r50.dom.find("table", cls="layers").find("thead").find_all("th")
-    assert [h.text() for h in headers] == ["module", "type", "output shape", "params", "param mem",
+    assert [h.text() for h in headers] == ["module", "type", "details", "output shape", "params", "param mem",
                                            "feature mem", "FLOPs", "% FLOPs"]
+    search = r50.dom.find("input", id="layer-search")
+    assert search["type"] == "search" and search["aria-controls"] == "layer-table"
     assert all(h.find_all("button") for h in headers)  # every column sorts
     depth_buttons = [b["data-show-depth"] for b in r50.dom.find_all("button") if "data-show-depth" in b.attrs]
     assert depth_buttons == ["1", "2", "3", "all"]  # the deepest module of SE-ResNet-50 is at depth 4
@@ -220,7 +234,9 @@ def test_layer_table_has_every_module_with_exact_values(r50):
 
 def test_profile_charts_one_bar_per_module_with_own_figures(r50):
     e = r50.e
-    svgs = {s["data-metric"]: s for s in r50.dom.find_all("svg", cls="plot")}
+    deepest = max(r.depth for r in e.layers)
+    dom = parse(estimate_page(e, chart_depth=deepest))
+    svgs = {s["data-metric"]: s for s in dom.find_all("svg", cls="plot")}
     assert set(svgs) == set(METRICS) | {"live_memory"}  # the live-memory curve is a line, not bars
     position = {r.name: i for i, r in enumerate(e.layers)}
     for metric in METRICS:
@@ -248,6 +264,56 @@ def test_profile_charts_one_bar_per_module_with_own_figures(r50):
     # the top-level stages are marked under the bars
     labels = [t.text() for t in svgs["flops"].find_all("text", cls="band-label")]
     assert [x for x in labels if x.startswith("layer")] == ["layer1", "layer2", "layer3", "layer4"]
+
+
+def grouped_bars(svg):
+    """(module, own ops only, value) of each bar of a chart."""
+    return [(b["data-name"], b.attrs.get("data-own") == "1", int(b["data-v"])) for b in svg.find_all("rect", cls="bar")]
+
+
+def test_profile_charts_grouped_by_depth_by_default(r50):
+    """SE-ResNet-50 by default: one bar per module at depth 2 (the stem's conv and pool, the 16
+    blocks, avgpool, fc: by hand from the architecture), each the module's whole figure."""
+    e = r50.e
+    svgs = {s["data-metric"]: s for s in r50.dom.find_all("svg", cls="plot")}
+    blocks = [f"layer{k}.{b}" for k, n in ((1, 3), (2, 4), (3, 6), (4, 3)) for b in range(n)]
+    for metric in METRICS:
+        svg = svgs[metric]
+        assert svg["data-chart-depth"] == "2"
+        bars = grouped_bars(svg)
+        assert sum(v for *_, v in bars) == getattr(e, metric)
+        for name, own, v in bars:
+            layer = e.layer(name)
+            assert v == (getattr(layer, "self_" + metric) if own else getattr(layer, metric)), name
+        assert [n for n, *_ in bars if n.startswith("layer")] == blocks
+    assert [n for n, *_ in grouped_bars(svgs["flops"])] == ["stem.conv1", "stem.pool"] + blocks + ["avgpool", "fc"]
+    assert svgs["flops"]["data-slots"] == "20"
+    labels = [t.text() for t in svgs["flops"].find_all("text", cls="band-label")]
+    assert labels == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+
+
+def test_senet154_chart_has_readable_bars():
+    """SENet-154 has 734 modules; its default charts group them into at most MAX_BARS bars, each of
+    a slot the chart's width over the bars, and every top-level span is labelled."""
+    e = burden.estimate("senet154", 224)
+    dom = parse(estimate_page(e))
+    top = [r.name for r in e.layers if r.depth == 1]
+    for svg in dom.find_all("svg", cls="plot"):
+        if svg["data-metric"] not in METRICS:
+            continue
+        bars = svg.find_all("rect", cls="bar")
+        assert 0 < int(svg["data-slots"]) <= html_render.MAX_BARS and len(bars) <= html_render.MAX_BARS
+        assert min(float(b["width"]) for b in bars) >= 8  # of a 1000-unit-wide chart
+        assert sum(int(b["data-v"]) for b in bars) == getattr(e, svg["data-metric"])
+        labelled = [t.text() for t in svg.find_all("text", cls="band-label")]
+        spans = [r.find("title").text() for r in svg.find_all("rect", cls="band")]
+        assert labelled == spans  # every span named under the chart
+        assert set(labelled) <= set(top) and {"stem", "layer1", "layer2", "layer3", "layer4", "fc"} <= set(labelled)
+    # all 670 modules with figures of their own, at the deepest depth: the chart scrolls instead
+    deep = parse(estimate_page(e, chart_depth=9)).find("svg", data_metric="flops")
+    assert int(deep["data-slots"]) == sum(1 for r in e.layers if r.self_param_bytes or r.self_feature_bytes
+                                          or r.self_flops)
+    assert float(deep["viewbox"].split()[2]) >= 5 * int(deep["data-slots"]) and "width:" in deep["style"]
 
 
 def test_scale_table_se_resnet152_at_112():
@@ -296,6 +362,16 @@ def test_live_memory_chart_from_a_stand_in():
     assert "live-memory" not in estimate_page(dataclasses.replace(e, live_curve=()))  # no curve, no chart
     own = parse(estimate_page(e)).find("svg", data_metric="live_memory")  # by default, the estimate's own
     assert own.find("text", cls="peak-label").text() == f"peak {e.peak_feature_bytes / 2**20:.2f} MiB"
+    # its x axis is marked by stage: each run of ops in one top-level module, in order, named
+    stages = own.find_all("rect", cls="stage")
+    assert [r["data-stage"] for r in stages] == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "",
+                                                 "fc"]
+    firsts = [int(r["data-first"]) for r in stages]
+    assert firsts[0] == 1 and firsts == sorted(firsts) and int(stages[-1]["data-last"]) == len(e.live_curve)
+    labels = [t.text() for t in own.find_all("text", cls="stage-label")]
+    assert labels == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+    xs = [float(r["x"]) for r in stages]
+    assert xs == sorted(xs) and xs[0] == html_render._LEFT
 
 
 def test_live_memory_peak_op_as_a_record():
@@ -355,7 +431,109 @@ def test_fragment_for_jupyter(r50):
     kv = {cells(tr)[0].text(): cells(tr)[1].text() for tr in table_rows(dom, "kv")}
     assert (kv["params"], kv["FLOPs"]) == (REFERENCE_ROWS["se_resnet50"][0], REFERENCE_ROWS["se_resnet50"][3])
     assert kv["model"] == "se_resnet50"
+    assert_displays(kv["inference peak"], e.peak_bytes)
+    assert e.peak_op.module in frag and "training peak" not in kv
     assert e._repr_html_() == frag
+
+
+def test_fragment_and_page_show_notes():
+    e = burden.estimate(nn.Sequential(nn.Conv2d(3, 4, 3)), (3, 8, 8))
+    noted = dataclasses.replace(e, notes=("traced on the CPU: <the forward needs real values>",))
+    for html in (estimate_fragment(noted), estimate_page(noted)):
+        dom = parse(html)
+        notes = [p.text() for p in dom.find(cls="notes").find_all("p")]
+        assert notes == ["Note: traced on the CPU: <the forward needs real values>"]
+    assert 'class="notes"' not in estimate_fragment(e) and 'id="notes"' not in estimate_page(e)
+
+
+class Tied(nn.Module):
+    """A pool called twice at two sizes, and a linear layer whose weight is another's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.a = nn.Linear(16, 16, bias=False)
+        self.b = nn.Linear(16, 16, bias=False)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(self.a(self.pool(self.pool(self.conv(x))).flatten(2)))
+
+
+def test_layer_table_details_calls_and_tied_weights():
+    e = burden.estimate(Tied(), (3, 16, 16))
+    dom = parse(estimate_page(e))
+    rows = {cells(tr)[0]["data-v"]: cells(tr) for tr in table_rows(dom, "layers")}
+    # by hand: 3 x 3 convolution, padding 1, 3 -> 8 channels; pooling 2 x 2, stride 2
+    assert rows["conv"][2].text() == "k3 p1 3->8" and rows["pool"][2].text() == "k2 s2"
+    # the pool runs on 16 x 16 and then on 8 x 8: both outputs listed
+    pool = rows["pool"][3]
+    assert pool["data-calls"] == "2" and pool["title"] == "call 1: 1x8x8x8; call 2: 1x8x4x4"
+    assert label(pool) == "1x8x8x81x8x4x4 2 calls"
+    assert rows["conv"][3].attrs.get("data-calls") is None
+    # b's 16 x 16 weight is a's: counted at a, marked at b
+    assert rows["a"][4].text() == "256" and "tied" not in rows["a"][4].text()
+    tied = rows["b"][4]
+    assert tied.text() == "0 (+256 tied)" and tied["data-v"] == "0" and tied["data-tied"] == "256"
+    assert "counted at that module" in tied.find("span", cls="tied")["title"]
+    frag = parse(estimate_fragment(e))
+    assert "0 (+256 tied)" in [cells(tr)[4].text() for tr in table_rows(frag, "layers")]
+
+
+def test_training_section(tmp_path):
+    """One training step of a single 16 -> 8 linear layer with Adam, worked out by hand: 136
+    parameters of 4 bytes, one gradient each, Adam's two moments."""
+    e = burden.estimate(nn.Sequential(nn.Linear(16, 8)), (16,), batch_size=4, mode="training", optimizer="adam")
+    t = e.training
+    assert (t.gradient_bytes, t.optimizer_bytes) == (136 * 4, 2 * 136 * 4)
+    page = estimate_page(e)
+    dom = parse(page)
+    section = dom.find("section", id="training")
+    rows = {tr["data-key"]: [c.text() for c in cells(tr)] for tr in section.find("tbody").find_all("tr")}
+    assert list(rows) == ["gradient_bytes", "optimizer_bytes", "saved_activation_bytes", "backward_peak_bytes",
+                          "training_peak_bytes", "forward_flops", "backward_flops", "step_flops",
+                          "backward_uncounted_ops"]
+    assert rows["gradient_bytes"][:3] == ["Gradients", "544 B", "544 B"]
+    assert rows["optimizer_bytes"][:3] == ["Optimizer state", "1.06 KiB", "1,088 B"]
+    for key in ("saved_activation_bytes", "backward_peak_bytes", "training_peak_bytes"):
+        assert exact_number(rows[key][2]) == getattr(t, key)
+        assert_displays(rows[key][1], getattr(t, key))
+    # the training peak is parameters + optimizer state + the peak of forward and backward
+    assert t.training_peak_bytes >= 544 + 1088 + t.backward_peak_bytes
+    # forward: 4 x 8 outputs x 16 multiply-adds + 32 bias adds = 544 FLOPs
+    assert rows["forward_flops"][2] == "544" and t.forward_flops == 544
+    assert exact_number(rows["backward_flops"][2]) == t.backward_flops > 0
+    assert exact_number(rows["step_flops"][2]) == 544 + t.backward_flops
+    assert rows["backward_uncounted_ops"][1] == str(len(t.backward_uncounted_ops))
+    note = " ".join(section.find("p", cls="note").text().split())
+    assert "zero_grad(set_to_none=True)" in note and "parameters, plus the optimizer state" in note
+    cards = {c.find(cls="label").text(): c for c in dom.find_all("div", cls="card")}
+    assert_displays(cards["Training peak"].find(cls="value").text(), t.training_peak_bytes)
+    assert "adam" in cards["Training peak"].find(cls="exact").text()
+    summary = json.loads(dom.find("script", id="burden-summary").text())
+    assert summary["mode"] == "training" and summary["training"]["optimizer_bytes"] == 1088
+    assert "mode training (optimizer adam)" in " ".join(dom.find("ul", cls="settings").text().split())
+    frag = {cells(tr)[0].text(): cells(tr)[1].text() for tr in table_rows(parse(estimate_fragment(e)), "kv")}
+    assert (frag["gradients"], frag["optimizer state"]) == ("544 B", "1.06 KiB")
+    assert_displays(frag["training peak"], t.training_peak_bytes)
+
+
+def test_reference_figures_beside_burdens(r50):
+    """The published table (typed in tests/test_reference.py from the mcnSENets README), beside
+    burden's figures on the SE pages; nothing for other models, and a warning at other settings."""
+    from test_reference import REFERENCE
+
+    section = r50.dom.find("section", id="reference")
+    assert "mcnSENets README" in section.text() and "convnet-burden" in section.text()
+    rows = [[c.text() for c in cells(tr)] for tr in table_rows(section, "reference-table")]
+    param_mb, feature_mb, gflops = REFERENCE["se_resnet50"]
+    assert rows == [["Parameter memory", "107.35 MiB", "107 MB", f"{param_mb} MB", "yes"],
+                    ["Feature memory", "102.78 MiB", "103 MB", f"{feature_mb} MB", "yes"],
+                    ["FLOPs", "3.90 GFLOPs", "4 GFLOPs", f"{gflops} GFLOPs", "yes"]]
+    assert 'id="reference"' not in estimate_page(burden.estimate(nn.Sequential(nn.Conv2d(3, 4, 3)), (3, 8, 8)))
+    other = parse(estimate_page(burden.estimate("se_resnet50", 224, batch_size=2))).find("section", id="reference")
+    assert "not comparable" in other.text() and not other.find_all("table")
 
 
 def test_estimate_methods_and_determinism(r50, tmp_path):
@@ -519,6 +697,29 @@ def test_report_one_model(tmp_path, capsys):
     assert len(table_rows(dom, "layers")) == 249
 
 
+def test_report_training_mode(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "report", "se_bn_inception", "--mode", "training", "--optimizer", "sgd",
+                             "--batch", "2", "--chart-depth", "1", "--out", str(tmp_path / "r"))
+    assert code == 0 and err == ""
+    dom = parse((tmp_path / "r" / "se_bn_inception.html").read_text(encoding="utf-8"))
+    e = burden.estimate("se_bn_inception", 224, batch_size=2, mode="training", optimizer="sgd")
+    rows = {tr["data-key"]: cells(tr) for tr in table_rows(dom, "training-table")}
+    assert exact_number(rows["optimizer_bytes"][2].text()) == 0  # plain SGD keeps no state
+    for key in ("gradient_bytes", "saved_activation_bytes", "forward_flops"):
+        assert exact_number(rows[key][2].text()) == getattr(e.training, key), key
+    # the backward's figures are not compared with a second estimate: the first training step traced
+    # in a process can record a different backward (higher peak, other FLOPs) than later ones.
+    assert exact_number(rows["step_flops"][2].text()) == e.training.forward_flops + exact_number(
+        rows["backward_flops"][2].text())
+    backward, peak = (exact_number(rows[k][2].text()) for k in ("backward_peak_bytes", "training_peak_bytes"))
+    assert peak >= e.param_bytes + backward and backward >= exact_number(rows["gradient_bytes"][2].text())
+    assert exact_number(rows["gradient_bytes"][2].text()) == 4 * e.trainable_params
+    assert {s["data-chart-depth"] for s in dom.find_all("svg", cls="plot") if s["data-metric"] != "live_memory"} == {"1"}
+    assert "batch 2" in dom.find("ul", cls="settings").text().replace("\n", " ")
+    code, _, err = run_cli(capsys, "report", "se_bn_inception", "--optimizer", "sgd", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--mode training" in err and not (tmp_path / "x").exists()
+
+
 def test_report_unknown_model_writes_nothing(tmp_path, capsys):
     code, out, err = run_cli(capsys, "report", "se_resnet50", "se_resnet5O", "--out", str(tmp_path / "r"))
     assert code == 2 and "unknown model 'se_resnet5O'" in err and "se_resnet50" in err
@@ -544,21 +745,34 @@ def test_index_links_every_model(report_all):
     dom = parse((report_all / "index.html").read_text(encoding="utf-8"))
     rows = table_rows(dom, "index-table")
     assert [r.find("a")["href"] for r in rows] == [f"{n}.html" for n in burden.list_models()]
-    got = {r.find("a").text(): tuple(c.text() for c in cells(r)[1:]) for r in rows}
+    got = {r.find("a").text(): tuple(c.text() for c in cells(r)[1:6]) for r in rows}
     assert got == {n: ("224 x 224",) + v for n, v in REFERENCE_ROWS.items()}
     head = [c.text() for c in dom.find("table", cls="index-table").find("thead").find_all("th")]
-    assert head == ["model", "input size", "params", "param memory", "feature memory", "FLOPs"]
+    assert head == ["model", "input size", "params", "param memory", "feature memory", "FLOPs", "inference peak",
+                    "reference: param / feature / FLOPs"]
+    from test_reference import REFERENCE
+
+    for r in rows:
+        name = r.find("a").text()
+        assert cells(r)[7].text() == "{} MB / {} MB / {} GFLOPs".format(*REFERENCE[name])
+        assert_displays(cells(r)[6].text(), burden.estimate(name, 224).peak_bytes)
+    assert "mcnSENets README" in dom.find("p", id="reference-source").text()
     assert rules_of(dom) == list(get_convention("convnet-burden").rules)
     assert "burden report --all --out reports/" in dom.find("footer").text()
 
 
 def test_readme_table(report_all):
     lines = (report_all / "README.md").read_text(encoding="utf-8").splitlines()
-    start = lines.index("| model | input size | params | param memory | feature memory | FLOPs |")
-    assert lines[start + 1] == "|:---|:---|---:|---:|---:|---:|"
+    from test_reference import REFERENCE
+
+    start = lines.index("| model | input size | params | param memory | feature memory | FLOPs | inference peak | "
+                        "reference: param / feature / FLOPs |")
+    assert lines[start + 1] == "|:---|:---|---:|---:|---:|---:|---:|---:|"
     rows = lines[start + 2:start + 2 + len(REFERENCE_ROWS)]
-    assert rows == [f"| [{n}]({n}.html) | 224 x 224 | " + " | ".join(REFERENCE_ROWS[n]) + " |"
-                    for n in burden.list_models()]
+    assert [r.rsplit(" | ", 2)[0] for r in rows] == [f"| [{n}]({n}.html) | 224 x 224 | " + " | ".join(REFERENCE_ROWS[n])
+                                                     for n in burden.list_models()]
+    assert [r.rsplit(" | ", 1)[1] for r in rows] == ["{} MB / {} MB / {} GFLOPs |".format(*REFERENCE[n])
+                                                     for n in burden.list_models()]
     assert lines[start + 2 + len(REFERENCE_ROWS)] == ""
     assert any("`burden report --all --out reports/`" in line for line in lines)
 
@@ -571,6 +785,42 @@ def test_generated_se_resnet152_page(report_all):
                                      ["2.5", "560 x 560", "2048 x 18 x 18"], ["3", "672 x 672", "2048 x 21 x 21"]]
     assert rows[0][3:] == ["6.96 GiB", "371.64 GFLOPs"]
     assert len(table_rows(dom, "layers")) == len(burden.estimate("se_resnet152", 224).layers)
+
+
+def test_index_chart_of_the_models(report_all):
+    """FLOPs across, parameter memory up, marker area = feature memory; each marker links its page."""
+    dom = parse((report_all / "index.html").read_text(encoding="utf-8"))
+    svg = dom.find("svg", cls="scatter")
+    links = svg.find_all("a", cls="mark-link")
+    names = burden.list_models()
+    assert [a["href"] for a in links] == [f"{n}.html" for n in names]
+    assert [a.find("text", cls="mark-label").text() for a in links] == names
+    es = {n: burden.estimate(n, 224) for n in names}
+    marks = {}
+    for a in links:
+        e = es[a["data-model"]]
+        assert (int(a["data-flops"]), int(a["data-param-bytes"]), int(a["data-feature-bytes"])) == \
+            (e.flops, e.param_bytes, e.feature_bytes)
+        c = a.find("circle", cls="mark")
+        marks[a["data-model"]] = (float(c["cx"]), float(c["cy"]), float(c["r"]))
+    # positions are linear in the figures (same scale for every model): compare two by hand
+    (x1, y1, r1), (x2, y2, r2) = marks["se_resnet50"], marks["senet154"]
+    left, bottom = html_render._SL, html_render._SB
+    assert abs((x2 - left) / (x1 - left) - es["senet154"].flops / es["se_resnet50"].flops) < 0.01
+    assert abs((bottom - y2) / (bottom - y1) - es["senet154"].param_bytes / es["se_resnet50"].param_bytes) < 0.01
+    assert abs((r2 / r1) ** 2 - es["senet154"].feature_bytes / es["se_resnet50"].feature_bytes) < 0.02
+    # no two labels overlap (boxes from the label's anchor, at 6.6 units a character)
+    boxes = []
+    for a in links:
+        t = a.find("text", cls="mark-label")
+        w = 6.6 * len(t.text())
+        x = float(t["x"]) - {"start": 0, "middle": w / 2, "end": w}[t["text-anchor"]]
+        boxes.append((x, float(t["y"]) - 11, x + w, float(t["y"]) + 3))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    axis = [t.text() for t in svg.find_all("text", cls="axis-title")]
+    assert axis == ["FLOPs per forward pass", "parameter memory"]
 
 
 def test_pages_need_no_network(report_all):
@@ -640,9 +890,11 @@ def test_committed_page_summary(committed, name):
     assert summary == {"model": name, "input": [3, 224, 224], "batch": 1, "dtype": "float32",
                        "convention": "convnet-burden", "memory_convention": e.memory_convention,
                        "params": e.params, "param_bytes": e.param_bytes, "feature_bytes": e.feature_bytes,
-                       "flops": e.flops}
+                       "flops": e.flops, "peak_feature_bytes": e.peak_feature_bytes, "peak_bytes": e.peak_bytes,
+                       "mode": "inference"}
     cards = {c.find(cls="label").text(): c for c in dom.find_all("div", cls="card")}
-    assert set(cards) == {"Parameters", "Parameter memory", "Feature memory", "FLOPs"}
+    assert set(cards) == {"Parameters", "Parameter memory", "Feature memory", "FLOPs", "Inference peak"}
+    assert_displays(cards.pop("Inference peak").find(cls="value").text(), e.peak_bytes)
     assert cards["Parameters"].find(cls="value").text() == f"{e.params:,}"
     for label, exact in (("Parameter memory", e.param_bytes), ("Feature memory", e.feature_bytes), ("FLOPs", e.flops)):
         assert_displays(cards[label].find(cls="value").text(), exact)
@@ -667,14 +919,20 @@ def test_committed_page_layer_table_and_charts(committed, name):
         c = cells(tr)
         assert c[0]["data-v"] == layer.name and c[1].text() == layer.type
         assert int(tr["data-depth"]) == layer.depth
-        assert [int(x["data-v"]) for x in c[3:7]] == [layer.params, layer.param_bytes, layer.feature_bytes,
+        assert c[2].text() == layer.details
+        assert [int(x["data-v"]) for x in c[4:8]] == [layer.params, layer.param_bytes, layer.feature_bytes,
                                                        layer.flops]
     svgs = {svg["data-metric"]: svg for svg in dom.find_all("svg", cls="plot")}
     assert set(svgs) == set(METRICS) | {"live_memory"}
     for metric in METRICS:
-        bars = svgs[metric].find_all("rect", cls="bar")
-        assert len(bars) == len(own_units(e, metric)) > 0
-        assert sum(int(b["data-v"]) for b in bars) == getattr(e, metric)
+        bars = grouped_bars(svgs[metric])
+        assert 0 < len(bars) <= html_render.MAX_BARS
+        assert sum(v for *_, v in bars) == getattr(e, metric)
+        for module, own, v in bars:
+            layer = e.layer(module)
+            assert v == (getattr(layer, "self_" + metric) if own else getattr(layer, metric))
+    stages = [r["data-stage"] for r in svgs["live_memory"].find_all("rect", cls="stage")]
+    assert stages == [m for _, m in e.live_stages]
     assert svgs["live_memory"].find("path", cls="curve")["d"].startswith("M")
 
 
@@ -698,6 +956,8 @@ def test_committed_page_scale_table(committed, name):
 
 
 def test_committed_index_and_readme(committed):
+    from test_reference import REFERENCE
+
     names = burden.list_models()
     dom = parse((COMMITTED / "index.html").read_text(encoding="utf-8"))
     rows = table_rows(dom, "index-table")
@@ -706,17 +966,20 @@ def test_committed_index_and_readme(committed):
         e = committed[name].e
         c = [x.text() for x in cells(r)]
         assert c[:3] == [name, "224 x 224", f"{e.params:,}"]
-        for text, exact in zip(c[3:], (e.param_bytes, e.feature_bytes, e.flops)):
+        for text, exact in zip(c[3:7], (e.param_bytes, e.feature_bytes, e.flops, e.peak_bytes)):
             assert_displays(text, exact)
+        assert c[7] == "{} MB / {} MB / {} GFLOPs".format(*REFERENCE[name])
+    assert len(dom.find("svg", cls="scatter").find_all("a", cls="mark-link")) == len(names)
     readme = (COMMITTED / "README.md").read_text(encoding="utf-8")
-    linked = re.findall(r"^\| \[(\w+)\]\((\w+\.html)\) \| 224 x 224 \| ([\d,]+) \| (.+?) \| (.+?) \| (.+?) \|$",
-                        readme, re.M)
+    linked = re.findall(r"^\| \[(\w+)\]\((\w+\.html)\) \| 224 x 224 \| ([\d,]+) \| (.+?) \| (.+?) \| (.+?) \| "
+                        r"(.+?) \| (\d+) MB / (\d+) MB / (\d+) GFLOPs \|$", readme, re.M)
     assert [(n, page) for n, page, *_ in linked] == [(n, f"{n}.html") for n in names]
     for (name, _, params, *shown) in linked:
         e = committed[name].e
         assert params == f"{e.params:,}"
-        for text, exact in zip(shown, (e.param_bytes, e.feature_bytes, e.flops)):
+        for text, exact in zip(shown[:4], (e.param_bytes, e.feature_bytes, e.flops, e.peak_bytes)):
             assert_displays(text, exact)
+        assert tuple(int(x) for x in shown[4:]) == REFERENCE[name]
     assert "burden report --all --out reports/" in readme
 
 

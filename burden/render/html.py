@@ -142,12 +142,28 @@ def _layer_rows(e: Estimate) -> list[dict[str, Any]]:
         rows.append({
             "i": i, "parent": parents[i], "depth": r.depth, "name": r.name, "has_children": has_children[i],
             "prefix": prefix + "." if prefix else "", "last": last if r.name else "(model)",
-            "type": r.type, "shape": fmt_shape(r.output_shape), "numel": _numel(r.output_shape),
+            "type": r.type, "details": r.details, "shape": fmt_shape(r.output_shape),
+            "numel": _numel(r.output_shape), "calls": _call_shapes(r), "shared": r.shared_params,
             "params": r.params, "param_bytes": r.param_bytes, "feature_bytes": r.feature_bytes, "flops": r.flops,
             "pct": _pct(r.flops, e.flops),
             "bar": _num(min(100.0, 100 * r.flops / e.flops)) if e.flops else "0",
         })
     return rows
+
+
+_MAX_CALL_SHAPES = 8  # per-call shapes listed in a cell; the rest are counted
+
+
+def _call_shapes(r: LayerFigures) -> dict[str, Any] | None:
+    """A module called more than once: how many calls, and each call's output shape (or one
+    shape, when every call gave the same). None for a module called once."""
+    shapes = [fmt_shape(s) for s in r.call_output_shapes]
+    if len(shapes) < 2:
+        return None
+    same = len(set(shapes)) == 1
+    listed = [] if same else shapes[1:_MAX_CALL_SHAPES]
+    return {"count": len(shapes), "same": same, "later": listed, "more": 0 if same else len(shapes) - 1 - len(listed),
+            "all": "; ".join(f"call {k + 1}: {x}" for k, x in enumerate(shapes))}
 
 
 def chart_units(e: Estimate) -> list[int]:
@@ -207,61 +223,143 @@ _METRICS: tuple[tuple[str, str, str, Callable[[LayerFigures], int], Callable[[in
 )
 
 
-def _bands(e: Estimate, units: list[int], parents: list[int], x0: float, width: float) -> list[dict[str, Any]]:
-    """Shaded spans of the top-level modules (depth 1) the bars belong to, labelled where they fit."""
-    def top(i: int) -> int:
-        while parents[i] >= 0 and e.layers[parents[i]].depth >= 1:
-            i = parents[i]
-        return i if e.layers[i].depth >= 1 else -1
+# The profile charts draw at most about this many bars: deeper modules are summed into their
+# ancestor at the chart depth. Below this width (user units) a slot makes the chart scroll.
+MAX_BARS = 60
+_MIN_SLOT = 5.0
+_LABEL_ROW = 13  # height of a row of span labels under a chart
+_CHAR_W = 6.0  # an estimate of a label character's width at 10.5px
 
-    spans: list[list[int]] = []  # [module, first unit, last unit]
-    for k, i in enumerate(units):
-        t = top(i)
+
+def _label_rows(items: Sequence[tuple[float, str]], lo: float, hi: float, rows: int = 3) -> list[tuple[float, int, str]]:
+    """Place labels centred at ``x`` under an axis: each in the first row where it overlaps no
+    label placed before it, kept inside [lo, hi]. Returns (x, row, anchor) per label; row -1 when
+    it fits nowhere (the span's title still names it)."""
+    placed: list[list[tuple[float, float]]] = [[] for _ in range(rows)]
+    out = []
+    for x, text in items:
+        half = (_CHAR_W * len(text) + 6) / 2
+        cx = min(max(x, lo + half), hi - half)
+        for row in range(rows):
+            if all(cx + half + 4 <= a or cx - half - 4 >= b for a, b in placed[row]):
+                placed[row].append((cx - half, cx + half))
+                out.append((cx, row, text))
+                break
+        else:
+            out.append((cx, -1, text))
+    return out
+
+
+def _ancestor_at(e: Estimate, parents: list[int], i: int, depth: int) -> int:
+    """``i`` itself when it is at ``depth`` or above; else its ancestor at ``depth`` (or the
+    nearest above it, when no module at that depth ran)."""
+    while e.layers[i].depth > depth and parents[i] >= 0 and e.layers[parents[i]].depth >= depth:
+        i = parents[i]
+    return i
+
+
+def _groups(e: Estimate, units: list[int], parents: list[int], depth: int) -> list[tuple[int, list[int]]]:
+    """The chart units summed by their module at ``depth``: (that module, its units), in order.
+    A module's descendants are contiguous in the units (post-order), so each module is one group."""
+    groups: list[tuple[int, list[int]]] = []
+    for i in units:
+        key = _ancestor_at(e, parents, i, depth)
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(i)
+        else:
+            groups.append((key, [i]))
+    return groups
+
+
+def default_chart_depth(e: Estimate) -> int:
+    """The deepest module depth at which the profile charts have at most ``MAX_BARS`` bars (1 when
+    even the top-level modules are more)."""
+    units = chart_units(e)
+    parents = _parents(e.layers)
+    deepest = max((e.layers[i].depth for i in units), default=1)
+    for depth in range(max(deepest, 1), 0, -1):
+        if len(_groups(e, units, parents, depth)) <= MAX_BARS:
+            return depth
+    return 1
+
+
+def _top(e: Estimate, parents: list[int], i: int) -> int:
+    """The depth-1 module ``i`` belongs to; -1 for the model's own ops."""
+    while parents[i] >= 0 and e.layers[parents[i]].depth >= 1:
+        i = parents[i]
+    return i if e.layers[i].depth >= 1 else -1
+
+
+def _bands(e: Estimate, keys: list[int], parents: list[int], x0: float, width: float,
+           right: float) -> tuple[list[dict[str, Any]], int]:
+    """Shaded spans of the top-level modules (depth 1) the bars belong to, each labelled under the
+    chart (in a second or third row where a narrow span's label would overlap its neighbour's).
+    Returns the bands and the number of label rows used."""
+    spans: list[list[int]] = []  # [module, first slot, last slot]
+    for k, i in enumerate(keys):
+        t = _top(e, parents, i)
         if spans and spans[-1][0] == t:
             spans[-1][2] = k
         else:
             spans.append([t, k, k])
     if len([s for s in spans if s[0] >= 0]) < 2:
-        return []
+        return [], 0
     bands = []
     for n, (t, first, last) in enumerate(spans):
         if t < 0:
             continue
         x = x0 + first * width
         w = (last - first + 1) * width
-        label = e.layers[t].name
-        bands.append({"x": _num(x), "w": _num(w), "cx": _num(x + w / 2), "shade": n % 2 == 0,
-                      "label": label if w >= 6.2 * len(label) + 8 else "", "name": label,
-                      "edge": _num(x)})
-    return bands
+        bands.append({"x": _num(x), "w": _num(w), "cx": x + w / 2, "shade": n % 2 == 0, "name": e.layers[t].name})
+    placed = _label_rows([(b["cx"], b["name"]) for b in bands], x0, right)
+    for b, (cx, row, _) in zip(bands, placed):
+        b.update(label=b["name"] if row >= 0 else "", lx=_num(cx), row=row, ly=_BOTTOM + 17 + max(row, 0) * _LABEL_ROW,
+                 tick=row > 0, cx=_num(b["cx"]))
+    rows = max((b["row"] for b in bands), default=0) + 1
+    return bands, rows
 
 
-def profile_charts(e: Estimate) -> list[dict[str, Any]]:
-    """Bar charts of parameter memory, feature memory and FLOPs along depth, one bar per chart unit."""
+def profile_charts(e: Estimate, chart_depth: int | None = None) -> list[dict[str, Any]]:
+    """Bar charts of parameter memory, feature memory and FLOPs along depth. One bar per module at
+    ``chart_depth`` (default: ``default_chart_depth``), holding all of its submodules' figures; a
+    module above that depth with figures of its own (a block's residual sum) gets its own bar. The
+    bars of each chart add up to the model's total. Each bar has a slot of at least ``_MIN_SLOT``
+    units: a chart with more bars than fit is wider than the page, and scrolls."""
+    if chart_depth is None:
+        chart_depth = default_chart_depth(e)
+    if chart_depth < 1:
+        raise ValueError(f"chart_depth must be 1 or more, got {chart_depth}")
     units = chart_units(e)
     parents = _parents(e.layers)
     has_children = set(p for p in parents if p >= 0)
-    n = max(len(units), 1)
-    width = (_W - _LEFT - _RIGHT) / n
-    gap = min(width * 0.18, 1.0) if width > 2.5 else 0.0
-    bands = _bands(e, units, parents, _LEFT, width)
+    groups = _groups(e, units, parents, chart_depth)
+    n = max(len(groups), 1)
+    plot_w = max(_W - _LEFT - _RIGHT, n * _MIN_SLOT)
+    chart_w = _LEFT + plot_w + _RIGHT
+    width = plot_w / n
+    gap = min(width * 0.22, 4.0) if width > 2.5 else 0.0
+    bands, label_rows = _bands(e, [g[0] for g in groups], parents, _LEFT, width, _LEFT + plot_w)
+    height = _BOTTOM + 24 + _LABEL_ROW * max(label_rows - 1, 0)
     charts = []
     for key, title, css, own, fmt, base, unit_names in _METRICS:
-        values = [own(e.layers[i]) for i in units]
+        values = [sum(own(e.layers[i]) for i in members) for _, members in groups]
         total = sum(values)
         top, ticks = _ticks(max(values, default=0), base, unit_names)
         bars = []
-        for k, (i, v) in enumerate(zip(units, values)):
+        for k, ((g, members), v) in enumerate(zip(groups, values)):
             if not v:
                 continue
-            r = e.layers[i]
+            r = e.layers[g]
+            own_only = g in has_children and all(m == g for m in members)
+            label = (r.name or "(model)") + (" (own ops)" if own_only else "")
             h = max((_BOTTOM - _TOP) * v / top, 0.6)
-            label = (r.name or "(model)") + (" (own ops)" if i in has_children else "")
-            bars.append({"x": _num(_LEFT + k * width), "y": _num(_BOTTOM - h), "w": _num(max(width - gap, 0.3)),
-                         "h": _num(h), "v": v,
-                         "title": f"{label} · {r.type}: {fmt(v)} ({_pct(v, total)}% of the total)"})
+            bars.append({"x": _num(_LEFT + k * width + gap / 2), "y": _num(_BOTTOM - h),
+                         "w": _num(max(width - gap, 0.3)), "h": _num(h), "v": v, "name": r.name,
+                         "own": own_only, "title": f"{label} · {r.type}: {fmt(v)} ({_pct(v, total)}% of the total)"})
         charts.append({"key": key, "title": title, "css": css, "total": fmt(total), "bars": bars,
-                       "axis": _axis(top, ticks), "bands": bands, "units": len(units)})
+                       "axis": _axis(top, ticks), "bands": bands, "units": len(units), "slots": len(groups),
+                       "width": _num(chart_w), "height": height, "right": _num(_LEFT + plot_w),
+                       "wide": chart_w > _W, "depth": chart_depth})
     return charts
 
 
@@ -306,7 +404,27 @@ def memory_chart(memory: Any) -> dict[str, Any] | None:
     line = " ".join(f"{'M' if k == 0 else 'L'}{x} {y}" for k, (x, y) in enumerate(coords))
     area = f"{line} L{coords[-1][0]} {_BOTTOM} L{coords[0][0]} {_BOTTOM} Z" if coords else ""
     chart: dict[str, Any] = {"line": line, "area": area, "axis": _axis(top, ticks), "ops": n, "peak": fmt_bytes(peak),
-                             "peak_bytes": peak, "peak_op": _peak_label(memory.peak_op), "marker": None}
+                             "peak_bytes": peak, "peak_op": _peak_label(memory.peak_op), "marker": None,
+                             "stages": [], "height": _BOTTOM + 24}
+    stages = [(int(i), str(m)) for i, m in getattr(memory, "stages", ()) or () if 0 <= int(i) < n]
+    if n > 1 and len(stages) > 1:  # the x axis marked by stage: the depth-1 module each run of ops is in
+        bands = []
+        for k, (start, module) in enumerate(stages):
+            end = stages[k + 1][0] if k + 1 < len(stages) else n - 1
+            x0, x1 = float(xy(start, 0)[0]), float(xy(end, 0)[0])
+            bands.append({"x": _num(x0), "w": _num(max(x1 - x0, 0.5)), "cx": (x0 + x1) / 2, "name": module,
+                          "first": start + 1, "last": max(end if k + 1 < len(stages) else n, start + 1),
+                          "shade": k % 2 == 0, "edge": k > 0})
+        named = [b for b in bands if b["name"]]
+        for b, (cx, row, _) in zip(named, _label_rows([(b["cx"], b["name"]) for b in named], _LEFT, _W - _RIGHT)):
+            b.update(label=b["name"] if row >= 0 else "", lx=_num(cx), ly=_BOTTOM + 17 + max(row, 0) * _LABEL_ROW,
+                     row=row)
+        for b in bands:
+            b.setdefault("label", "")
+            b["cx"] = _num(b["cx"])
+        chart["stages"] = bands
+        rows = max((b.get("row", 0) for b in bands), default=0) + 1
+        chart["height"] = _BOTTOM + 24 + _LABEL_ROW * max(rows - 1, 0)
     if n:
         at = getattr(memory.peak_op, "index", None)
         if not isinstance(at, int) or not 0 <= at < n:
@@ -350,51 +468,94 @@ def _command(e: Estimate) -> str | None:
         parts += ["--convention", e.convention]
     if e.memory_convention != "convnet-burden":  # every convention's own memory rules
         parts += ["--memory", e.memory_convention]
+    if e.training is not None:
+        parts += ["--mode", "training", "--optimizer", e.training.optimizer]
     return " ".join(parts + ["--layers"])
 
 
 def _summary(e: Estimate) -> dict[str, Any]:
-    return {"model": e.model, "input": list(e.input), "batch": e.batch, "dtype": e.dtype,
-            "convention": e.convention, "memory_convention": getattr(e, "memory_convention", None),
-            "params": e.params, "param_bytes": e.param_bytes, "feature_bytes": e.feature_bytes, "flops": e.flops}
+    out = {"model": e.model, "input": list(e.input), "batch": e.batch, "dtype": e.dtype,
+           "convention": e.convention, "memory_convention": getattr(e, "memory_convention", None),
+           "params": e.params, "param_bytes": e.param_bytes, "feature_bytes": e.feature_bytes, "flops": e.flops,
+           "peak_feature_bytes": e.peak_feature_bytes, "peak_bytes": e.peak_bytes, "mode": e.mode}
+    t = e.training
+    if t is not None:
+        out["training"] = {"optimizer": t.optimizer, "gradient_bytes": t.gradient_bytes,
+                           "optimizer_bytes": t.optimizer_bytes, "saved_activation_bytes": t.saved_activation_bytes,
+                           "backward_peak_bytes": t.backward_peak_bytes, "training_peak_bytes": t.training_peak_bytes,
+                           "forward_flops": t.forward_flops, "backward_flops": t.backward_flops}
+    return out
+
+
+def _peak(e: Estimate) -> dict[str, Any] | None:
+    """The inference peak in words: where live feature memory is highest."""
+    if e.peak_op is None and not e.peak_bytes:
+        return None
+    where = None
+    if e.peak_op is not None:
+        where = {"op": e.peak_op.op, "module": e.peak_op.module or "(model)", "index": e.peak_op.index}
+    return {"bytes": e.peak_bytes, "features": e.peak_feature_bytes, "where": where}
+
+
+_MiB = 2 ** 20
+
+
+def reference_figures(e: Estimate) -> dict[str, Any] | None:
+    """The published figures for the model beside burden's, at the reference's rounding; None
+    when there are none for this model (only registered names are looked up)."""
+    from ..models import reference as ref
+
+    figures = ref.reference_for(e.source)
+    if figures is None:
+        return None
+    same = tuple(e.input) == ref.INPUT and e.batch == ref.BATCH and e.dtype == ref.DTYPE
+    rows = []
+    for what, exact, shown, published, unit in (
+            ("Parameter memory", e.param_bytes, fmt_bytes(e.param_bytes), figures["param_mb"], "MB"),
+            ("Feature memory", e.feature_bytes, fmt_bytes(e.feature_bytes), figures["feature_mb"], "MB"),
+            ("FLOPs", e.flops, fmt_flops(e.flops), figures["gflops"], "GFLOPs")):
+        rounded = round(exact / (1e9 if unit == "GFLOPs" else _MiB))
+        rows.append({"what": what, "exact": exact, "burden": shown, "rounded": f"{rounded} {unit}",
+                     "reference": f"{published} {unit}", "agree": rounded == published})
+    return {"model": figures["model"], "rows": rows, "applies": same, "source": ref.SOURCE,
+            "short": ref.SOURCE_SHORT, "input": " x ".join(str(d) for d in ref.INPUT[1:]), "batch": ref.BATCH,
+            "dtype": ref.DTYPE,
+            "cell": " / ".join(r["reference"] for r in rows)}
 
 
 # --------------------------------------------------------------------------------------------
 # public API
 
 
-def estimate_page(e: Estimate, *, scale: "ScaleFigures | None" = None, memory: Any = None) -> str:
-    """The self-contained HTML report of one estimate: summary, counting rules, the optional
-    feature-extraction scale table, profile charts, the optional live-memory curve, the
-    collapsible and sortable per-layer table, and the uncounted ops. No network needed.
-    Without ``memory``, the live-memory curve is the estimate's own."""
+def estimate_page(e: Estimate, *, scale: "ScaleFigures | None" = None, memory: Any = None,
+                  chart_depth: int | None = None) -> str:
+    """The self-contained HTML report of one estimate: summary (with the inference peak, and the
+    training step when there is one), counting rules, the published reference figures when the
+    model has some, the optional feature-extraction scale table, profile charts (one bar per
+    module at ``chart_depth``, default: the depth with at most ``MAX_BARS`` bars), the live-memory
+    curve marked by stage, the searchable, collapsible and sortable per-layer table, and the
+    uncounted ops. No network needed. Without ``memory``, the live-memory curve is the estimate's own."""
     rows = _layer_rows(e)
     if memory is None and e.live_curve:
-        memory = SimpleNamespace(peak_feature_bytes=e.peak_feature_bytes, peak_op=e.peak_op, curve=e.live_curve)
+        memory = SimpleNamespace(peak_feature_bytes=e.peak_feature_bytes, peak_op=e.peak_op, curve=e.live_curve,
+                                 stages=e.live_stages)
+    charts = profile_charts(e, chart_depth)
     return _render(
         PAGE_TEMPLATE, e=e, input=" x ".join(str(d) for d in e.input), conv=_conventions(e),
         rows=rows, max_depth=max((r["depth"] for r in rows), default=0), initial_depth=INITIAL_DEPTH,
-        charts=profile_charts(e), scale=scale, scale_rows=_scale_rows(scale) if scale is not None else [],
-        memory=memory_chart(memory), command=_command(e), summary=_summary(e), W=_W, H=_H, LEFT=_LEFT,
-        RIGHT=_RIGHT, TOP=_TOP, BOTTOM=_BOTTOM,
+        charts=charts, chart_depth=charts[0]["depth"], scale=scale,
+        scale_rows=_scale_rows(scale) if scale is not None else [], memory=memory_chart(memory),
+        command=_command(e), summary=_summary(e), peak=_peak(e), reference=reference_figures(e), W=_W, H=_H,
+        LEFT=_LEFT, RIGHT=_RIGHT, TOP=_TOP, BOTTOM=_BOTTOM, max_bars=MAX_BARS,
     )
 
 
 def estimate_fragment(e: Estimate) -> str:
-    """Compact HTML for Jupyter: the summary and the depth-1 layer table. No script."""
+    """Compact HTML for Jupyter: the summary (inference peak, training step, notes) and the
+    depth-1 layer table. No script."""
     rows = [r for r in _layer_rows(e) if r["depth"] == 1]
     return _render("fragment.html.j2", e=e, input=" x ".join(str(d) for d in e.input), rows=rows,
-                   conv=_conventions(e))
-
-
-def _index_rows(estimates: Sequence[Estimate], pages: Sequence[str]) -> list[dict[str, Any]]:
-    flops_max = max((e.flops for e in estimates), default=0)
-    rows = []
-    for e, page in zip(estimates, pages):
-        cells = {k: COMPARISON_COLUMNS[k][1](e) for k in DEFAULT_COMPARISON}
-        rows.append({"page": page, "cells": cells, "e": e,
-                     "bar": _num(100 * e.flops / flops_max) if flops_max else "0"})
-    return rows
+                   conv=_conventions(e), peak=_peak(e))
 
 
 def _settings(estimates: Sequence[Estimate]) -> dict[str, Any]:
@@ -406,25 +567,128 @@ def _settings(estimates: Sequence[Estimate]) -> dict[str, Any]:
         return values[0] if values and all(v == values[0] for v in values) else None
 
     return {"input": (" x ".join(str(d) for d in first.input) if first and shared("input") else None),
-            "batch": shared("batch"), "dtype": shared("dtype"), "convention": shared("convention")}
+            "batch": shared("batch"), "dtype": shared("dtype"), "convention": shared("convention"),
+            "mode": shared("mode") if any(e.training is not None for e in estimates) else None}
+
+
+# extra columns of the index, after the comparison table's: (key, header, value), shown when any
+# estimate has the figure
+_INDEX_EXTRAS: tuple[tuple[str, str, Callable[[Estimate], str | None]], ...] = (
+    ("peak_bytes", "inference peak", lambda e: fmt_bytes(e.peak_bytes) if e.peak_op is not None else None),
+    ("training_peak", "training peak",
+     lambda e: f"{fmt_bytes(e.training.training_peak_bytes)}" if e.training is not None else None),
+    ("optimizer", "optimizer", lambda e: e.training.optimizer if e.training is not None else None),
+    ("step_flops", "step FLOPs",
+     lambda e: fmt_flops(e.training.forward_flops + e.training.backward_flops) if e.training is not None else None),
+)
+
+
+def _index_table(estimates: Sequence[Estimate], pages: Sequence[str]) -> dict[str, Any]:
+    """The index's columns (the comparison table's, the peaks, the published reference) and rows."""
+    flops_max = max((e.flops for e in estimates), default=0)
+    extras = [(k, h, f) for k, h, f in _INDEX_EXTRAS if any(f(e) is not None for e in estimates)]
+    refs = [reference_figures(e) for e in estimates]
+    refs = [r if r is not None and r["applies"] else None for r in refs]
+    columns = list(DEFAULT_COMPARISON) + [k for k, _, _ in extras] + (["reference"] if any(refs) else [])
+    headers = {k: COMPARISON_COLUMNS[k][0] for k in DEFAULT_COMPARISON}
+    headers.update({k: h for k, h, _ in extras})
+    headers["reference"] = "reference: param / feature / FLOPs"
+    rows = []
+    for e, page, ref in zip(estimates, pages, refs):
+        cells = {k: COMPARISON_COLUMNS[k][1](e) for k in DEFAULT_COMPARISON}
+        cells.update({k: f(e) or "-" for k, _, f in extras})
+        cells["reference"] = ref["cell"] if ref else "-"
+        rows.append({"page": page, "cells": cells, "e": e, "ref": ref,
+                     "bar": _num(100 * e.flops / flops_max) if flops_max else "0"})
+    source = next((r for r in refs if r), None)
+    return {"rows": rows, "columns": columns, "headers": headers, "reference": source}
+
+
+# the index's chart of the models, in SVG user units
+_SW, _SH = 1000, 430
+_SL, _SR, _ST, _SB = 84, 30, 18, 370  # plot area: x in [_SL, _SW - _SR], y in [_ST, _SB]
+_R_MAX, _R_MIN = 26.0, 4.0
+
+
+def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def models_chart(estimates: Sequence[Estimate], pages: Sequence[str]) -> dict[str, Any] | None:
+    """The models as markers: FLOPs along x, parameter memory along y, marker area proportional to
+    feature memory; each labelled with its name (placed where it overlaps no other label or
+    marker) and linking to its page."""
+    if not estimates:
+        return None
+    xtop, xticks = _ticks(max(e.flops for e in estimates), 1000, FLOP_UNITS)
+    ytop, yticks = _ticks(max(e.param_bytes for e in estimates), 1024, BINARY_UNITS)
+    fmax = max(max(e.feature_bytes for e in estimates), 1)
+    pw, ph = _SW - _SL - _SR, _SB - _ST
+    marks = []
+    for e, page in zip(estimates, pages):
+        x = _SL + pw * e.flops / xtop
+        y = _SB - ph * e.param_bytes / ytop
+        r = max(_R_MAX * math.sqrt(e.feature_bytes / fmax), _R_MIN)
+        marks.append({"x": x, "y": y, "r": r, "e": e, "page": page})
+    boxes = [(m["x"] - m["r"], m["y"] - m["r"], m["x"] + m["r"], m["y"] + m["r"]) for m in marks]
+    placed: list[tuple[float, float, float, float]] = []
+    order = sorted(range(len(marks)), key=lambda k: (marks[k]["x"], marks[k]["y"], k))
+    for k in order:
+        m = marks[k]
+        w, h = 6.6 * len(m["e"].model) + 4, 14.0
+        x, y, r = m["x"], m["y"], m["r"]
+        candidates = []
+        for dy in (0, -1, 1, -2, 2, -3, 3):
+            candidates += [(x + r + 6, y + 4 + dy * 15, "start"), (x - r - 6, y + 4 + dy * 15, "end")]
+        candidates[2:2] = [(x, y - r - 7, "middle"), (x, y + r + 15, "middle")]
+        best = None
+        for tx, ty, anchor in candidates:
+            left = tx if anchor == "start" else tx - w if anchor == "end" else tx - w / 2
+            box = (left, ty - 11, left + w, ty + 3)
+            inside = box[0] >= _SL - 4 and box[2] <= _SW - 2 and box[1] >= 0 and box[3] <= _SB - 2
+            others = [b for j, b in enumerate(boxes) if j != k]
+            if inside and not any(_overlaps(box, b) for b in placed + others):
+                best = (tx, ty, anchor, box)
+                break
+        if best is None:
+            tx, ty, anchor = candidates[0]
+            best = (tx, ty, anchor, (tx, ty - 11, tx + w, ty + 3))
+        placed.append(best[3])
+        leader = best[2] == "start" and abs(best[1] - 4 - y) > r or best[2] == "end" and abs(best[1] - 4 - y) > r
+        m.update(tx=_num(best[0]), ty=_num(best[1]), anchor=best[2], leader=leader,
+                 lx=_num(best[0] - 2 if best[2] == "start" else best[0] + 2), ly=_num(best[1] - 4))
+    out = []
+    for m in marks:
+        e = m["e"]
+        out.append({"x": _num(m["x"]), "y": _num(m["y"]), "r": _num(m["r"]), "page": m["page"], "model": e.model,
+                    "tx": m["tx"], "ty": m["ty"], "anchor": m["anchor"], "leader": m["leader"], "lx": m["lx"],
+                    "ly": m["ly"], "flops": e.flops, "param_bytes": e.param_bytes, "feature_bytes": e.feature_bytes,
+                    "title": f"{e.model}: {fmt_flops(e.flops)}, {fmt_bytes(e.param_bytes)} of parameters, "
+                             f"{fmt_bytes(e.feature_bytes)} of features"})
+    span = pw
+    xaxis = [{"x": _num(_SL + span * v / xtop), "label": label} for v, label in xticks]
+    yaxis = [{"y": _num(_SB - ph * v / ytop), "label": label} for v, label in yticks]
+    return {"marks": out, "xaxis": xaxis, "yaxis": yaxis, "W": _SW, "H": _SH, "L": _SL, "R": _SW - _SR, "T": _ST,
+            "B": _SB, "largest": fmt_bytes(max(e.feature_bytes for e in estimates)),
+            "xtitle_y": _SB + 40, "ytitle_x": 16, "cx": _num(_SL + pw / 2), "cy": _num(_ST + ph / 2)}
 
 
 def index_page(estimates: Sequence[Estimate], pages: Sequence[str], *, command: str | None = None) -> str:
-    """The comparison table of several estimates, each model linking to its page (relative URL)."""
+    """The comparison table of several estimates, each model linking to its page (relative URL),
+    with their peaks (and training step), the published reference figures where there are some,
+    and a chart of the models: FLOPs against parameter memory, marker area = feature memory."""
     if len(estimates) != len(pages):
         raise ValueError("one page per estimate")
     conv = _conventions(estimates[0]) if estimates else None
-    return _render("index.html.j2", rows=_index_rows(estimates, pages), columns=DEFAULT_COMPARISON,
-                   headers={k: COMPARISON_COLUMNS[k][0] for k in DEFAULT_COMPARISON}, settings=_settings(estimates),
-                   conv=conv, command=command)
+    return _render("index.html.j2", table=_index_table(estimates, pages), settings=_settings(estimates),
+                   conv=conv, command=command, chart=models_chart(estimates, pages))
 
 
 def index_markdown(estimates: Sequence[Estimate], pages: Sequence[str], *, command: str | None = None) -> str:
     """The same comparison table in Markdown, each model linking to its page."""
     if len(estimates) != len(pages):
         raise ValueError("one page per estimate")
-    return _render("readme.md.j2", rows=_index_rows(estimates, pages), columns=DEFAULT_COMPARISON,
-                   headers={k: COMPARISON_COLUMNS[k][0] for k in DEFAULT_COMPARISON}, settings=_settings(estimates),
+    return _render("readme.md.j2", table=_index_table(estimates, pages), settings=_settings(estimates),
                    command=command)
 
 
