@@ -28,7 +28,8 @@ from .models.resolve import resolve_model
 from .heap import paused_gc
 from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
-from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES, MODES
+from .options import (DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES,
+                      MODES)
 from .records import Trace
 from .state import preserved_modes, with_real_weights
 
@@ -48,7 +49,8 @@ def _check_device(device: str | torch.device | None) -> str | None:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputSpecError(f"unknown device {device!r}; use 'meta' (default) or a real device such as 'cpu'") from None
+        raise InputSpecError(f"unknown device {device!r}; use 'meta' (default) or a real device such as "
+                             f"'cpu'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputSpecError("device 'cuda' asked for, but no CUDA device is available")
     return str(dev)
@@ -275,7 +277,8 @@ def default_trunk(model: nn.Module | str) -> str:
     raise InputSpecError("give the trunk module path (for example --trunk layer4) for a model outside the registry")
 
 
-def scale_figures(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES, *, batch_size: int = DEFAULT_SCALE_BATCH,
+def scale_figures(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES, *,
+                  batch_size: int = DEFAULT_SCALE_BATCH,
                   trunk: str | None = None, base: int = DEFAULT_SCALE_BASE, channels: int = 3,
                   dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION) -> ScaleFigures:
     """The figures of ``burden.scale`` (which documents the arguments)."""

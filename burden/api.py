@@ -71,8 +71,9 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
 
 
 @guarded
-def scale(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES, *, batch_size: int = DEFAULT_SCALE_BATCH,
-          trunk: str | None = None, base: int = DEFAULT_SCALE_BASE, channels: int = 3, dtype: str | torch.dtype | None = None,
+def scale(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES, *,
+          batch_size: int = DEFAULT_SCALE_BATCH, trunk: str | None = None, base: int = DEFAULT_SCALE_BASE,
+          channels: int = 3, dtype: str | torch.dtype | None = None,
           convention: str = DEFAULT_CONVENTION) -> ScaleTable:
     """The feature-extraction table: for inputs of ``base x scale`` pixels, the shape of ``trunk``'s
     output and the feature memory and FLOPs of computing it for the whole batch.

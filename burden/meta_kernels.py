@@ -120,7 +120,8 @@ class MetaKernels:
         key = None
         if self._remembers(func):
             try:
-                key = (func, map_leaves(_leaf_key, args, rebuild="frozen"), map_leaves(_leaf_key, kwargs, rebuild="frozen"))
+                key = (func, map_leaves(_leaf_key, args, rebuild="frozen"),
+                       map_leaves(_leaf_key, kwargs, rebuild="frozen"))
             except _Uncacheable:
                 key = None
             if key is not None:

@@ -65,7 +65,8 @@ class Estimate(EstimateFigures):
         return text_view.layer_csv(self, depth=depth, leaves=leaves)
 
     @guarded
-    def scale(self, scales: Any = None, *, batch_size: int = DEFAULT_SCALE_BATCH, trunk: str | None = None) -> ScaleTable:
+    def scale(self, scales: Any = None, *, batch_size: int = DEFAULT_SCALE_BATCH,
+              trunk: str | None = None) -> ScaleTable:
         """The feature-extraction scale table of the same model (see ``burden.scale``)."""
         if self.source is None:
             raise InputSpecError("this estimate was made from an nn.Module, which it does not keep; "

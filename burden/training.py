@@ -178,8 +178,8 @@ def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allo
         result = event.outputs[0]
         for operand in event.inputs[:2]:
             storage = operand.storage
-            if (storage in allocations and released.get(storage) == index and tuple(operand.shape) == tuple(result.shape)
-                    and operand.dtype == result.dtype and result.storage in allocations):
+            if (storage in allocations and released.get(storage) == index and result.storage in allocations
+                    and tuple(operand.shape) == tuple(result.shape) and operand.dtype == result.dtype):
                 del allocations[result.storage]
                 if result.storage in released:
                     released[storage] = released.pop(result.storage)

@@ -11,7 +11,8 @@ import torch
 from ..formulas import FormulaTable, prod
 from ..records import OpEvent, Trace
 from .base import MemoryConvention
-from ..op_groups import ATTENTION_OPS, ALIAS_OPS, AUX_OUTPUT_OPS, COPY_OPS, DROPOUT_OPS, FACTORY_OPS, NORM_OPS, SOFTMAX_OPS
+from ..op_groups import (ALIAS_OPS, ATTENTION_OPS, AUX_OUTPUT_OPS, COPY_OPS, DROPOUT_OPS, FACTORY_OPS, NORM_OPS,
+                         SOFTMAX_OPS)
 
 aten = torch.ops.aten
 table = FormulaTable("convnet-burden")

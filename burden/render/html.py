@@ -231,7 +231,8 @@ _LABEL_ROW = 13  # height of a row of span labels under a chart
 _CHAR_W = 6.0  # an estimate of a label character's width at 10.5px
 
 
-def _label_rows(items: Sequence[tuple[float, str]], lo: float, hi: float, rows: int = 3) -> list[tuple[float, int, str]]:
+def _label_rows(items: Sequence[tuple[float, str]], lo: float, hi: float,
+                rows: int = 3) -> list[tuple[float, int, str]]:
     """Place labels centred at ``x`` under an axis: each in the first row where it overlaps no
     label placed before it, kept inside [lo, hi]. Returns (x, row, anchor) per label; row -1 when
     it fits nowhere (the span's title still names it)."""
