@@ -198,9 +198,9 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
         note = f"traced on the CPU: {str(exc).split(': ', 1)[1].split('; analyse it')[0]}"
         return real, cpu, _analyse(real, cpu, inputs), (note,)
     except (ShapeError, ForwardError) as exc:
-        if inputs is not None or exc.ops_before != 0:
-            raise
-        # the model refused the image burden gave it before doing anything with it
+        if inputs is not None or (isinstance(model, str) and ":" not in model):
+            raise  # the registered models take images
+        # a model given the default image input that failed with it may not take images at all
         raise type(exc)(f"{exc}; if the model does not take one C x H x W image, describe its inputs with "
                         f"--inputs (inputs= in Python), such as --inputs 2x128:int64") from None
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 class BurdenError(Exception):
     """Base class of every error burden raises on purpose."""
 
-    ops_before: int | None = None  # for a failed trace: how many ops had run when it failed
-
 
 class UnknownModelError(BurdenError, KeyError):
     """A model name that no registry knows."""

@@ -17,9 +17,11 @@ Three things happen here and nowhere else:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
+from torch.nn import functional
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
@@ -146,7 +148,7 @@ META_KERNELS = MetaKernels()
 
 # --- the attention kernel the CPU would run ----------------------------------------------------
 
-_SDPA = {torch.nn.functional.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
+_SDPA = {functional.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
 _FLASH = getattr(torch.nn.attention, "SDPBackend", None)
 _FLASH_CPU = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
@@ -167,21 +169,43 @@ def _bool_mask_to_float(mask: Any, dtype: torch.dtype) -> Any:
     return mask
 
 
+@contextmanager
+def cpu_attention() -> Iterator[None]:
+    """While the block runs, ``scaled_dot_product_attention`` on meta tensors runs the kernel the
+    CPU would pick, wherever it is called from: a torch-function mode sees the calls from model
+    code, and ``torch.nn.functional``'s own name for it is pointed at the same choice for the
+    calls torch makes from inside its Python functions (``multi_head_attention_forward``), which no
+    mode can see. The name is given back on the way out."""
+    original = functional.scaled_dot_product_attention
+
+    def attention(*args: Any, **kwargs: Any) -> Any:
+        out = CpuAttention.choose(args, kwargs)
+        return out if out is not None else original(*args, **kwargs)
+
+    functional.scaled_dot_product_attention = attention
+    try:
+        with CpuAttention():
+            yield
+    finally:
+        functional.scaled_dot_product_attention = original
+
+
 class CpuAttention(TorchFunctionMode):
     """On the meta device, runs ``scaled_dot_product_attention`` with the kernel the CPU picks."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
         kwargs = kwargs or {}
-        if func in _SDPA and _FLASH is not None and _FLASH_CPU is not None:
-            out = self._attention(args, kwargs)
+        if func in _SDPA:
+            out = self.choose(args, kwargs)
             if out is not None:
                 return out
         return func(*args, **kwargs)
 
     @staticmethod
-    def _attention(args: tuple, kwargs: dict) -> Any:
+    def choose(args: tuple, kwargs: dict) -> Any:
+        """The fused CPU kernel's output where the CPU would run it, else None (the default path)."""
         query = args[0] if args else kwargs.get("query")
-        if not isinstance(query, torch.Tensor) or query.device.type != "meta":
+        if _FLASH is None or _FLASH_CPU is None or not isinstance(query, torch.Tensor) or query.device.type != "meta":
             return None
         try:
             # outside the recorder: the probe is burden's question, not the model's work

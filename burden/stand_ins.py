@@ -69,22 +69,25 @@ class StandIns:
 
     @contextmanager
     def swapped(self, model: nn.Module) -> Iterator[None]:
-        """Every parameter and buffer of ``model`` replaced by its stand-in while the block runs."""
-        saved: list[tuple[dict, str, torch.Tensor | None]] = []
+        """Every parameter and buffer of ``model`` replaced by its stand-in while the block runs;
+        afterwards every module's parameters and buffers are exactly what they were, also where the
+        forward assigned or registered new ones (timm's ConViT reassigns a buffer in forward)."""
+        tables: list[tuple[dict, dict]] = []
         attributes: list[tuple[nn.Module, dict]] = []
         try:
             for module in model.modules():  # each module once, whatever its names
                 attributes.append((module, {k: v for k, v in vars(module).items() if isinstance(v, torch.Tensor)}))
                 for table, parameter in ((module._parameters, True), (module._buffers, False)):
+                    tables.append((table, dict(table)))
                     for name, t in list(table.items()):
                         stand_in = self.of(t, parameter) if t is not None else None
                         if stand_in is not t:
-                            saved.append((table, name, t))
                             table[name] = stand_in
             yield
         finally:
-            for table, name, t in reversed(saved):
-                table[name] = t
+            for table, original in tables:
+                table.clear()
+                table.update(original)
             for module, tensors in attributes:
                 state = vars(module)
                 for key in [k for k, v in state.items() if isinstance(v, torch.Tensor) and k not in tensors]:

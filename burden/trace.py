@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .containers import iter_tensors, map_tensors, shape_tree
 from .errors import BurdenError, DataDependentError, ShapeError, UnsupportedModelError
 from .heap import no_full_collections
-from .meta_kernels import META_KERNELS, CpuAttention
+from .meta_kernels import META_KERNELS, cpu_attention
 from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OPS, decomposes
 from .records import ModuleInfo, OpEvent, TensorInfo, Trace
 from .stand_ins import Make, StandIns, meta_stand_in
@@ -187,9 +187,7 @@ class Tracer:
         except BurdenError:
             raise
         except Exception as exc:  # the op itself refused: shapes that do not fit, or values it needs
-            failure = op_failure(func, module, self.modules, args, exc, self.meta)
-            failure.ops_before = len(self.events)
-            raise failure from None
+            raise op_failure(func, module, self.modules, args, exc, self.meta) from None
         try:
             event = self._record(func, module, in_args, in_kwargs, tuple(inputs), keys, out)
             for observer in self.observers:
@@ -288,7 +286,7 @@ class Tracer:
         """Every aten op run inside the block is recorded (on meta, with the CPU's kernel choices)."""
         with ExitStack() as stack:
             if self.meta:
-                stack.enter_context(CpuAttention())
+                stack.enter_context(cpu_attention())
             stack.enter_context(_Recorder(self))
             yield
 
@@ -313,7 +311,6 @@ class Tracer:
         except Exception as exc:
             module_args = self.stack_args[-1] if self.stack_args else args
             failure = forward_failure(self.stack, self.modules, module_args, exc)
-            failure.ops_before = len(self.events)
             if isinstance(failure, DataDependentError):
                 failure.feature_bytes_so_far = self._allocated_bytes()
             raise failure from None

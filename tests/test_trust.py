@@ -336,6 +336,26 @@ def test_a_module_registered_twice_comes_back_intact(mode):
     torch.optim.SGD(model.parameters(), lr=0.1).step()
 
 
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_a_buffer_the_forward_reassigns_comes_back(device):
+    # timm's ConViT: GPSA assigns a new rel_indices buffer in forward, sized by the input
+    class Reassigning(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.register_buffer("rel", torch.zeros(1))
+
+        def forward(self, x):
+            self.rel = torch.zeros(x.shape[0], 100)
+            self.register_buffer("extra", torch.ones(3))
+            return self.fc(x)
+
+    model = Reassigning()
+    burden.estimate(model, (4,), batch_size=5, device=device)
+    assert model.rel.shape == (1,) and model.rel.device.type == "cpu"
+    assert "extra" not in dict(model.named_buffers())
+
+
 def test_tensors_a_forward_caches_on_the_module_are_removed():
     class Caching(nn.Module):
         def __init__(self):
