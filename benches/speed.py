@@ -8,6 +8,7 @@ in half of the free memory. Not part of the test suite.
 
     python benches/speed.py                  # full run, writes benches/results/speed.md
     python benches/speed.py --quick          # a smaller run to try it out
+    python benches/speed.py --before ../old  # also time the burden of another checkout, in the same run
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def worker(tool: str, name: str, size: int, batch: int, repeats: int) -> dict:
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    if tool == "burden":
+    if tool.startswith("burden@"):  # another checkout's burden, for a before/after in one run
+        sys.path.insert(0, tool.split("@", 1)[1])
+    if tool.startswith("burden"):
         import burden
 
         def run():
@@ -191,6 +194,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two models, fewer repeats")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "results" / "speed.md"))
+    parser.add_argument("--before", metavar="CHECKOUT",
+                        help="also time the burden package of this checkout (a before/after in one run)")
     parser.add_argument("--worker", nargs=5, metavar=("TOOL", "MODEL", "SIZE", "BATCH", "REPEATS"))
     args = parser.parse_args()
     if args.worker:
@@ -203,7 +208,7 @@ def main() -> None:
 
     models = ["se_resnet50", "senet154"] if args.quick else MODELS
     repeats = 3 if args.quick else args.repeats
-    peers = [p for p in PEERS if installed(p)]
+    peers = [p for p in PEERS if installed(p)] + ([f"burden@{os.path.abspath(args.before)}"] if args.before else [])
     cases = [(224, 1), (448, 1), (672, 1), (448, 128), (672, 128)]
     rows = []
     for name in models:
@@ -213,7 +218,9 @@ def main() -> None:
             row = {"model": name, "size": size, "batch": batch, "burden": ours, "peers": {}}
             ok = fits(name, size, batch)
             for peer in peers:
-                row["peers"][peer] = measure(peer, name, size, batch, repeats) if ok else None
+                # another burden traces on meta too: it runs at any size
+                row["peers"][peer] = measure(peer, name, size, batch, repeats) if ok or peer.startswith("burden@") \
+                    else None
             rows.append(row)
 
     python = sys.executable

@@ -10,19 +10,19 @@ Three things happen here and nowhere else:
 - **Shape shortcuts** for ops whose meta kernel is slow (batch norm).
 - **The kernel the CPU would pick.** ``scaled_dot_product_attention`` chooses its kernel by
   device; on meta it always takes the math path, which materialises the attention matrix, while
-  the CPU takes its fused flash kernel when the inputs allow. ``CpuAttention`` asks the CPU's own
+  the CPU takes its fused flash kernel when the inputs allow. ``cpu_attention`` asks the CPU's own
   chooser and runs the fused op on meta when the CPU would.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
 from torch.nn import functional
-from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import leaves, map_leaves
@@ -94,6 +94,7 @@ class MetaKernels:
         self._results: OrderedDict[Any, tuple[bool, tuple]] = OrderedDict()
         self._pure: dict[Any, bool] = {}
         self._generation: Any = None
+        self._checked = float("-inf")  # when the generation was last read
 
     def clear(self) -> None:
         self._results.clear()
@@ -108,8 +109,12 @@ class MetaKernels:
             self._generation = generation
 
     def begin(self) -> None:
-        """Called once per analysis, not per op: invalidation is checked here."""
-        self._check_generation()
+        """Called once per analysis, not per op: invalidation is checked here, at most once a second
+        (listing torch's ops takes milliseconds; registrations come from a user's code, between calls)."""
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            self._checked = now
+            self._check_generation()
 
     def _remembers(self, func: torch._ops.OpOverload) -> bool:
         pure = self._pure.get(func)
@@ -148,7 +153,6 @@ META_KERNELS = MetaKernels()
 
 # --- the attention kernel the CPU would run ----------------------------------------------------
 
-_SDPA = {functional.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
 _FLASH = getattr(torch.nn.attention, "SDPBackend", None)
 _FLASH_CPU = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
@@ -172,54 +176,41 @@ def _bool_mask_to_float(mask: Any, dtype: torch.dtype) -> Any:
 @contextmanager
 def cpu_attention() -> Iterator[None]:
     """While the block runs, ``scaled_dot_product_attention`` on meta tensors runs the kernel the
-    CPU would pick, wherever it is called from: a torch-function mode sees the calls from model
-    code, and ``torch.nn.functional``'s own name for it is pointed at the same choice for the
-    calls torch makes from inside its Python functions (``multi_head_attention_forward``), which no
-    mode can see. The name is given back on the way out."""
+    CPU would pick. Models call it as ``torch.nn.functional.scaled_dot_product_attention``, and so
+    does torch from inside its own Python functions (``multi_head_attention_forward``), so that name
+    is pointed at the choice and given back on the way out. (A torch-function mode would also see a
+    copy bound under another name, at the cost of a Python call on every torch function.)"""
     original = functional.scaled_dot_product_attention
 
     def attention(*args: Any, **kwargs: Any) -> Any:
-        out = CpuAttention.choose(args, kwargs)
+        out = choose_attention(args, kwargs)
         return out if out is not None else original(*args, **kwargs)
 
     functional.scaled_dot_product_attention = attention
     try:
-        with CpuAttention():
-            yield
+        yield
     finally:
         functional.scaled_dot_product_attention = original
 
 
-class CpuAttention(TorchFunctionMode):
-    """On the meta device, runs ``scaled_dot_product_attention`` with the kernel the CPU picks."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
-        kwargs = kwargs or {}
-        if func in _SDPA:
-            out = self.choose(args, kwargs)
-            if out is not None:
-                return out
-        return func(*args, **kwargs)
-
-    @staticmethod
-    def choose(args: tuple, kwargs: dict) -> Any:
-        """The fused CPU kernel's output where the CPU would run it, else None (the default path)."""
-        query = args[0] if args else kwargs.get("query")
-        if _FLASH is None or _FLASH_CPU is None or not isinstance(query, torch.Tensor) or query.device.type != "meta":
-            return None
-        try:
-            # outside the recorder: the probe is burden's question, not the model's work
-            with _disable_current_modes():
-                choice = torch._fused_sdp_choice(*map_leaves(_cpu_probe, args), **map_leaves(_cpu_probe, kwargs))
-        except Exception:  # a signature this torch's chooser does not take: keep the default path
-            return None
-        if choice != _FLASH.FLASH_ATTENTION.value:
-            return None
-        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
-        given = dict(zip(names, args), **kwargs)
-        if given.get("enable_gqa"):
-            return None
-        mask = _bool_mask_to_float(given.get("attn_mask"), query.dtype)
-        out = _FLASH_CPU(given["query"], given["key"], given["value"], float(given.get("dropout_p", 0.0)),
-                         bool(given.get("is_causal", False)), attn_mask=mask, scale=given.get("scale"))
-        return out[0]
+def choose_attention(args: tuple, kwargs: dict) -> Any:
+    """The fused CPU kernel's output where the CPU would run it, else None (the default path)."""
+    query = args[0] if args else kwargs.get("query")
+    if _FLASH is None or _FLASH_CPU is None or not isinstance(query, torch.Tensor) or query.device.type != "meta":
+        return None
+    try:
+        # outside the recorder: the probe is burden's question, not the model's work
+        with _disable_current_modes():
+            choice = torch._fused_sdp_choice(*map_leaves(_cpu_probe, args), **map_leaves(_cpu_probe, kwargs))
+    except Exception:  # a signature this torch's chooser does not take: keep the default path
+        return None
+    if choice != _FLASH.FLASH_ATTENTION.value:
+        return None
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+    given = dict(zip(names, args), **kwargs)
+    if given.get("enable_gqa"):
+        return None
+    mask = _bool_mask_to_float(given.get("attn_mask"), query.dtype)
+    out = _FLASH_CPU(given["query"], given["key"], given["value"], float(given.get("dropout_p", 0.0)),
+                     bool(given.get("is_causal", False)), attn_mask=mask, scale=given.get("scale"))
+    return out[0]

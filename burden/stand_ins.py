@@ -22,6 +22,8 @@ from torch import nn
 
 # (original) -> its stand-in; ``parameter`` says whether it is a parameter of a module
 Make = Callable[[torch.Tensor, bool], torch.Tensor]
+# the attributes every nn.Module has (hooks, tables, mode): never tensors, never looked at
+_MODULE_KEYS = frozenset(vars(nn.Module()))
 
 
 def meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
@@ -76,7 +78,9 @@ class StandIns:
         attributes: list[tuple[nn.Module, dict]] = []
         try:
             for module in model.modules():  # each module once, whatever its names
-                attributes.append((module, {k: v for k, v in vars(module).items() if isinstance(v, torch.Tensor)}))
+                state = vars(module)
+                attributes.append((module, {k: state[k] for k in state.keys() - _MODULE_KEYS
+                                            if isinstance(state[k], torch.Tensor)}))
                 for table, parameter in ((module._parameters, True), (module._buffers, False)):
                     tables.append((table, dict(table)))
                     for name, t in list(table.items()):
@@ -90,6 +94,7 @@ class StandIns:
                 table.update(original)
             for module, tensors in attributes:
                 state = vars(module)
-                for key in [k for k, v in state.items() if isinstance(v, torch.Tensor) and k not in tensors]:
+                for key in [k for k in state.keys() - _MODULE_KEYS - tensors.keys()
+                            if isinstance(state[k], torch.Tensor)]:
                     del state[key]
                 state.update(tensors)

@@ -83,15 +83,14 @@ class _StopTrace(Exception):
     """Raised from the forward hook of the module a partial trace ends at."""
 
 
-def refuse_unsupported(model: nn.Module) -> None:
-    """Models burden cannot trace, refused up front with the reason."""
-    for path, module in model.named_modules():
-        if isinstance(module, torch.jit.ScriptModule):
-            where = "the model" if path == "" else f"its submodule {path!r}"
-            raise UnsupportedModelError(
-                f"{where} is a TorchScript module: its forward runs in the TorchScript interpreter, which "
-                f"calls no Python forward hooks and cannot take stand-ins for its weights, so burden cannot "
-                f"attribute or trace it; analyse the eager nn.Module it was scripted or traced from")
+def _refuse_unsupported(path: str, module: nn.Module) -> None:
+    """Modules burden cannot trace, refused up front with the reason."""
+    if isinstance(module, torch.jit.ScriptModule):
+        where = "the model" if path == "" else f"its submodule {path!r}"
+        raise UnsupportedModelError(
+            f"{where} is a TorchScript module: its forward runs in the TorchScript interpreter, which "
+            f"calls no Python forward hooks and cannot take stand-ins for its weights, so burden cannot "
+            f"attribute or trace it; analyse the eager nn.Module it was scripted or traced from")
 
 
 class Tracer:
@@ -99,7 +98,6 @@ class Tracer:
 
     def __init__(self, model: nn.Module, meta: bool, stop_after: str | None = None, make: Make | None = None,
                  observers: tuple[Observer, ...] = ()) -> None:
-        refuse_unsupported(model)
         self.model = model
         self.meta = meta
         self.stop_after = stop_after
@@ -117,6 +115,7 @@ class Tracer:
         self.stand_ins = StandIns(make or (meta_stand_in if meta else _unchanged), on_new=self._same_storage)
         never = 10**9
         for path, module in model.named_modules():
+            _refuse_unsupported(path, module)
             depth = 0 if path == "" else path.count(".") + 1
             self.modules[path] = ModuleInfo(path=path, type=type(module).__name__, depth=depth, order=never)
             self._paths.setdefault(id(module), path)
@@ -166,20 +165,26 @@ class Tracer:
     def run_op(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
         module = self.stack[-1] if self.stack else ""
         try:
-            if self.meta:
-                args = tuple(self._to_meta_args(a) for a in args)
-                kwargs = {k: self._to_meta_args(v) for k, v in kwargs.items()}
             inputs: list[TensorInfo] = []
             keys: set[int] = set()
+            real: list[bool] = []
 
             def describe(t: torch.Tensor) -> TensorInfo:
                 storage = t.untyped_storage()
                 keys.add(storage._cdata)
+                if t.device.type != "meta":
+                    real.append(True)
                 info = TensorInfo(shape=t.shape, dtype=t.dtype, storage=self._number(storage))
                 inputs.append(info)
                 return info
 
             in_args, in_kwargs = map_tensors(describe, args), map_tensors(describe, kwargs)
+            # On meta, a real tensor (a constant made in forward) or device gets its meta stand-in, which
+            # is numbered as the same storage; the storages the kernel sees decide what its outputs alias.
+            if self.meta and (real or any(isinstance(v, torch.device) for v in kwargs.values())):
+                args = tuple(self._to_meta_args(a) for a in args)
+                kwargs = {k: self._to_meta_args(v) for k, v in kwargs.items()}
+                keys = {t.untyped_storage()._cdata for t in iter_tensors((args, kwargs))}
         except Exception as exc:
             raise internal_failure(func, module, self.modules, args, exc) from None
         try:
