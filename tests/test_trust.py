@@ -224,7 +224,9 @@ def test_the_callers_gc_freeze_survives():
         frozen = gc.get_freeze_count()
         assert frozen > 0
         burden.estimate(nn.Sequential(nn.Linear(4, 4)), (4,))
-        assert gc.get_freeze_count() >= frozen
+        # gc.unfreeze() would empty the permanent generation; frozen objects may still die of
+        # their own accord (reference counting), so a few fewer is fine
+        assert gc.get_freeze_count() > frozen * 0.9
     finally:
         gc.unfreeze()
 
