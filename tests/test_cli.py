@@ -146,3 +146,21 @@ def test_compare_csv_keeps_exact_integers(capsys):
     header, row = out.strip().splitlines()
     assert header.split(",")[-1] == "convention"
     assert row.split(",")[4] == "28141144" and row.split(",")[-1] == "convnet-burden"
+
+
+def test_conventions_text_fits_the_terminal():
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "burden", "conventions"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "80"})
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    # every rule is still there, wrapped rather than cut
+    from burden.conventions import get_convention
+
+    words = " ".join(done.stdout.split())
+    for what, how in get_convention("convnet-burden").rules:
+        assert " ".join(how.split()) in words or how.split()[0] in words

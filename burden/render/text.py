@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..conventions import get_convention, get_memory_convention, list_conventions, list_memory_conventions
@@ -240,13 +242,17 @@ def check_report(r: "CheckReport", max_differences: int = 20) -> str:
     return "\n".join(lines)
 
 
-def conventions_text() -> str:
+def conventions_text(width: int | None = None) -> str:
+    """Every convention and its rules, wrapped to ``width`` columns (default: the terminal's)."""
+    width = max(60, width or shutil.get_terminal_size().columns)
+    what_width = 28
     blocks = []
     for name in list_conventions():
         c = get_convention(name)
-        head = f"{name}{' (default)' if name == 'convnet-burden' else ''}: {c.summary}"
-        body = _tabulate([[what, how] for what, how in c.rules], ["op", "FLOPs"], "simple", ["left", "left"])
-        blocks.append(head + "\n" + body)
-    blocks.append("memory conventions (--memory):\n" + "\n".join(
-        f"  {n}: {get_memory_convention(n).summary}" for n in list_memory_conventions()))
+        head = textwrap.fill(f"{name}{' (default)' if name == 'convnet-burden' else ''}: {c.summary}", width)
+        rows = [[textwrap.fill(what, what_width), textwrap.fill(how, width - what_width - 2)] for what, how in c.rules]
+        blocks.append(head + "\n" + _tabulate(rows, ["op", "FLOPs"], "simple", ["left", "left"]))
+    memory = [textwrap.fill(f"{n}: {get_memory_convention(n).summary}", width, initial_indent="  ",
+                            subsequent_indent="    ") for n in list_memory_conventions()]
+    blocks.append("memory conventions (--memory):\n" + "\n".join(memory))
     return "\n\n".join(blocks)
