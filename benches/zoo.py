@@ -240,7 +240,7 @@ def diff(a: Any, b: Any, path: str = "") -> list[str]:
         return out
     if path == "layers" and isinstance(a, list) and isinstance(b, list):
         return diff({f"[{x['name']!r}]": x for x in a}, {f"[{x['name']!r}]": x for x in b}, "layers") + \
-            ([f"layers: order differs"] if [x["name"] for x in a] != [x["name"] for x in b] else [])
+            (["layers: order differs"] if [x["name"] for x in a] != [x["name"] for x in b] else [])
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"[:300]]

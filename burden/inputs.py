@@ -10,7 +10,7 @@ import torch
 
 from .containers import map_leaves
 from .errors import InputSpecError
-from .options import DEFAULT_SCALES, DTYPE_NAMES
+from .options import DTYPE_NAMES
 
 DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 _ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",

@@ -636,7 +636,7 @@ def models_chart(estimates: Sequence[Estimate], pages: Sequence[str]) -> dict[st
     order = sorted(range(len(marks)), key=lambda k: (marks[k]["x"], marks[k]["y"], k))
     for k in order:
         m = marks[k]
-        w, h = 6.6 * len(m["e"].model) + 4, 14.0
+        w = 6.6 * len(m["e"].model) + 4
         x, y, r = m["x"], m["y"], m["r"]
         candidates = []
         for dy in (0, -1, 1, -2, 2, -3, 3):
