@@ -146,7 +146,7 @@ class Progress:
         self.say, self.device, self.every = say, device, every
         self.start = self.last = time.monotonic()
 
-    def op_recorded(self, tracer: Any, event: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    def op_recorded(self, tracer: Any, event: Any, outputs: tuple) -> None:
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
-from .containers import leaves
 from .figures import PeakOp
 from .op_groups import ALIAS_OPS
 from .records import OpEvent, Trace
@@ -91,11 +90,10 @@ class Lifetimes:
         self._alive: dict[int, int] = {}  # storage address -> storage number, allocations only
         self._numbers: dict[int, int] = {}  # storage number -> address, allocations only
 
-    def op_recorded(self, tracer: Tracer, event: OpEvent, args: tuple, kwargs: dict, out: Any) -> None:
+    def op_recorded(self, tracer: Tracer, event: OpEvent, outputs: tuple[torch.Tensor, ...]) -> None:
         if not any(event.fresh):
             return
-        tensors = [t for t in leaves(out) if isinstance(t, torch.Tensor)]  # in the order of event.outputs
-        for tensor, info, fresh in zip(tensors, event.outputs, event.fresh):
+        for tensor, info, fresh in zip(outputs, event.outputs, event.fresh):
             if fresh:
                 self._allocated(tensor, info.storage, len(tracer.events) - 1)
 

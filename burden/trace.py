@@ -47,8 +47,8 @@ _QUERIES = {
 _MAY_BE_EMPTY = {*ALIAS_OPS, *FACTORY_OPS, *DATA_DEPENDENT_OPS, aten.index}
 
 class Observer(Protocol):
-    def op_recorded(self, tracer: "Tracer", event: OpEvent, args: tuple, kwargs: dict, out: Any) -> None:
-        """Called after each recorded op, with the tensors it really got and returned."""
+    def op_recorded(self, tracer: "Tracer", event: OpEvent, outputs: tuple[torch.Tensor, ...]) -> None:
+        """Called after each recorded op, with the tensors it really returned (as ``event.outputs``)."""
 
     def storage_freed(self, tracer: "Tracer", storage: int) -> None:
         """Called when the last reference to a storage the tracer numbered dies."""
@@ -194,9 +194,9 @@ class Tracer:
         except Exception as exc:  # the op itself refused: shapes that do not fit, or values it needs
             raise op_failure(func, module, self.modules, args, exc, self.meta) from None
         try:
-            event = self._record(func, module, in_args, in_kwargs, tuple(inputs), keys, out)
+            event, outputs = self._record(func, module, in_args, in_kwargs, tuple(inputs), keys, out)
             for observer in self.observers:
-                observer.op_recorded(self, event, args, kwargs, out)
+                observer.op_recorded(self, event, outputs)
         except BurdenError:
             raise
         except Exception as exc:
@@ -204,11 +204,12 @@ class Tracer:
         return out
 
     def _record(self, func: torch._ops.OpOverload, module: str, in_args: tuple, in_kwargs: dict,
-                inputs: tuple[TensorInfo, ...], input_keys: set[int], out: Any) -> OpEvent:
+                inputs: tuple[TensorInfo, ...], input_keys: set[int], out: Any
+                ) -> tuple[OpEvent, tuple[torch.Tensor, ...]]:
         returns = func._schema.returns
         # One schema return per element of a returned tuple; a single Tensor[] return covers all.
         per_value = out if type(out) is tuple and len(returns) == len(out) else (out,)
-        infos, fresh, out_parts = [], [], []
+        infos, fresh, out_parts, tensors = [], [], [], []
         for value, ret in zip(per_value, returns):
             declared_new = ret.alias_info is None
 
@@ -219,6 +220,7 @@ class Tracer:
                 info = TensorInfo(shape=t.shape, dtype=t.dtype, storage=self._number(storage, fresh=new))
                 infos.append(info)
                 fresh.append(new)
+                tensors.append(t)
                 return info
 
             out_parts.append(map_tensors(record, value))
@@ -227,7 +229,7 @@ class Tracer:
                         outputs=tuple(infos), fresh=tuple(fresh), inputs=inputs)
         self._check_shapes(event)
         self.events.append(event)
-        return event
+        return event, tuple(tensors)
 
     def _check_shapes(self, event: OpEvent) -> None:
         """burden's own check that the input fits: some torch releases' meta kernels give an empty
@@ -235,7 +237,7 @@ class Tracer:
         if event.packet in _MAY_BE_EMPTY:
             return
         inputs = event.inputs
-        if not inputs or any(0 in tuple(t.shape) for t in inputs):
+        if not inputs or any(0 in t.shape for t in inputs):
             return
         checked = event.outputs[:1] if event.packet in AUX_OUTPUT_OPS else event.outputs
         for t in checked:

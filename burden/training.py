@@ -252,7 +252,7 @@ class _BackwardAttribution:
     def storage_freed(self, tracer: Tracer, storage: int) -> None:
         pass
 
-    def op_recorded(self, tracer: Tracer, event: OpEvent, args: tuple, kwargs: dict, out: Any) -> None:
+    def op_recorded(self, tracer: Tracer, event: OpEvent, outputs: tuple[torch.Tensor, ...]) -> None:
         if self.between_nodes and event.packet is torch.ops.aten.add and any(event.fresh):
             self.accumulations.append(len(tracer.events) - 1)
 
