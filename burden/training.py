@@ -2,8 +2,8 @@
 
 The step runs for real through autograd, on the meta device by default, with stand-ins for the
 model's parameters and buffers, so that nothing of the user's model is written to and no real
-memory is used. ``LifetimeTracer`` records every forward and backward op and when each storage
-is freed; ``saved_tensors_hooks`` sees what autograd saves for backward. The backward FLOPs are
+memory is used. A ``Tracer`` records every forward and backward op, its ``Lifetimes`` observer
+when each storage is freed; ``saved_tensors_hooks`` sees what autograd saves for backward. The backward FLOPs are
 those of the ops autograd really runs, under the convention's formulas (``convnet_backward``
 adds the backward rules of convnet-burden).
 """

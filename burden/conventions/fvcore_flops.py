@@ -8,11 +8,11 @@ and an analysis that would not fit in memory is refused up front.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import torch
 from torch import nn
 
+from ..containers import map_tensors
 from ..counting import FlopAttribution
 from ..errors import ForwardError, InputSpecError
 from ..machine import available_bytes, fits_in_half
@@ -23,10 +23,8 @@ from .base import Convention
 from .all_outputs import new_storage_bytes
 
 
-def _real(x: Any) -> Any:
-    if isinstance(x, torch.Tensor) and x.device.type == "meta":
-        return torch.zeros(x.shape, dtype=x.dtype)
-    return x
+def _real(x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(x.shape, dtype=x.dtype) if x.device.type == "meta" else x
 
 
 def _children(path: str, paths: list[str]) -> list[str]:
@@ -47,7 +45,7 @@ def fvcore_attribution(model: nn.Module, trace: Trace, args: tuple, kwargs: dict
                              f"{need / 2**30:.1f} GiB, more than half of the {free / 2**30:.1f} GiB free: "
                              f"use a smaller batch or input")
     real_model = with_real_weights(model)
-    real_args = torch.utils._pytree.tree_map(_real, args)
+    real_args = map_tensors(_real, args)
     analysis = (FlopCountAnalysis(real_model, real_args)
                 .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
     try:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
+from ..containers import map_leaves
 from ..formulas import Formula, FormulaTable, attention_shape
 from ..op_groups import existing_ops
 from .base import Convention
@@ -42,7 +43,7 @@ def _adapt(formula: Formula) -> Formula:
         return shape_formula
 
     def raw(*args: Any, out_shape: Any, **kwargs: Any) -> int:  # formulas registered with get_raw=True
-        args, kwargs, out = torch.utils._pytree.tree_map(_meta, (args, kwargs, out_shape))
+        args, kwargs, out = map_leaves(_meta, (args, kwargs, out_shape))
         return formula(*args, out_val=out, **kwargs)
 
     return raw
