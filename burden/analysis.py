@@ -157,17 +157,22 @@ class Progress:
         pass
 
 
+def _cpu_need(module: nn.Module, req: _Request, exc: DataDependentError) -> int:
+    """What a CPU run of a model that stopped on meta would hold: its weights and twice what the
+    pass had allocated when it stopped (the rest of the pass is unknown)."""
+    return own_bytes(module, req.elsize(module)) + 2 * exc.feature_bytes_so_far
+
+
 def _check_memory(module: nn.Module, req: _Request, inputs: Any) -> None:
     """A real-device run holds the weights and every live feature at once: refuse one that would
     take more than half of the free memory, from a meta trace that costs nothing to run."""
     if req.meta or not req.check_memory or torch.device(req.device).type != "cpu":
         return
-    elsize = req.elsize(module)
     try:
         a = _analyse(module, req.on("meta"), inputs)
         need = a.totals.param_bytes + a.live.peak_feature_bytes
     except DataDependentError as exc:
-        need = own_bytes(module, elsize) + 2 * exc.feature_bytes_so_far
+        need = _cpu_need(module, req, exc)
     except BurdenError:
         return  # the real run will say what is wrong
     if not fits_in_half(need):
@@ -187,14 +192,12 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
     except DataDependentError as exc:
         if req.device is not None:
             raise
-        elsize = req.elsize(module)
-        need = own_bytes(module, elsize) + 2 * exc.feature_bytes_so_far
+        need = _cpu_need(module, req, exc)
         if not fits_in_half(need):
             raise DataDependentError(f"{exc}; a CPU run would need about {need / 2**30:.1f} GiB, more than half "
                                      f"of the free memory") from None
         cpu = req.on("cpu")
-        _, real = _model(model, "cpu")
-        _check_memory(real, cpu, inputs)
+        _, real = _model(model, "cpu")  # the check above stands for _check_memory: a meta trace fails alike
         note = f"traced on the CPU: {str(exc).split(': ', 1)[1].split('; analyse it')[0]}"
         return real, cpu, _analyse(real, cpu, inputs), (note,)
     except (ShapeError, ForwardError) as exc:
