@@ -10,7 +10,7 @@ adds the backward rules of convnet-burden).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -149,8 +149,7 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _St
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 output = tracer.forward(args, kwargs)
             whole = tracer.trace(output)
-            forward = Trace(events=list(whole.events), modules=whole.modules, input_storages=whole.input_storages,
-                            output_storages=whole.output_storages)
+            forward = replace(whole, events=list(whole.events))  # the backward ops go on after these
             saved -= set(lifetimes.released)
             _backward(output, tracer)
             del output
