@@ -79,7 +79,17 @@ def _map_same(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
                     break
             else:
                 return value  # sizes, strides, paddings: nothing to map
-        return kind([_map_same(fn, v, tensors_only) for v in value])
+        # elements that are tensors or plain leaves are handled here, without a call each
+        items = []
+        for v in value:
+            k = type(v)
+            if k is torch.Tensor:
+                items.append(fn(v))
+            elif k in _FAST_LEAVES:
+                items.append(v if tensors_only else fn(v))
+            else:
+                items.append(_map_same(fn, v, tensors_only))
+        return kind(items)
     if kind is dict:
         return {k: _map_same(fn, v, tensors_only) for k, v in value.items()}
     children = _children(value)
@@ -89,6 +99,22 @@ def _map_same(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
 
 
 def _map_reshaped(fn: Callable[[Any], Any], value: Any, frozen: bool, tensors_only: bool) -> Any:
+    kind = type(value)
+    if kind is torch.Tensor:
+        return fn(value)
+    if kind in _FAST_LEAVES:
+        return value if tensors_only else fn(value)
+    if kind is tuple or kind is list:
+        items = []
+        for v in value:
+            k = type(v)
+            if k is torch.Tensor:
+                items.append(fn(v))
+            elif k in _FAST_LEAVES:
+                items.append(v if tensors_only else fn(v))
+            else:
+                items.append(_map_reshaped(fn, v, frozen, tensors_only))
+        return tuple(items) if frozen else items
     children = _children(value)
     if children is None:
         return fn(value) if not tensors_only or isinstance(value, torch.Tensor) else value
@@ -138,5 +164,5 @@ def iter_tensors(value: Any) -> Iterator[torch.Tensor]:
 
 def shape_tree(value: Any) -> Any:
     """Shapes of the tensors in ``value`` as nested lists of ints; None for anything else."""
-    return map_leaves(lambda leaf: [int(d) for d in leaf.shape] if isinstance(leaf, torch.Tensor) else None,
+    return map_leaves(lambda leaf: list(leaf.shape) if isinstance(leaf, torch.Tensor) else None,
                       value, rebuild="lists")

@@ -59,7 +59,10 @@ _SCALARS = (bool, int, float, str, torch.dtype, torch.device, torch.memory_forma
 
 
 def _leaf_key(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
+    kind = type(value)
+    if kind is int or kind is float or kind is bool:  # the common scalars, without isinstance
+        return (kind, value)
+    if kind is torch.Tensor or isinstance(value, torch.Tensor):
         return (tuple(value.shape), value.stride(), value.dtype, value.storage_offset())
     if isinstance(value, _SCALARS):
         return (type(value), value)  # True and 1 are equal keys otherwise

@@ -12,7 +12,7 @@ import torch
 
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)  # a trace makes thousands: slots keep them small
 class TensorInfo:
     """What counting needs to know about a tensor: its shape, dtype and which storage it lives in."""
 

@@ -29,7 +29,7 @@ _MODULE_KEYS = frozenset(vars(nn.Module()))
 def meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
     """For a pass without gradients: an uninitialised tensor of the same shape, strides and dtype
     on the meta device; a tensor already on meta is its own stand-in (nothing is written to it)."""
-    if t.device.type == "meta":
+    if t.is_meta:
         return t
     return fresh_meta_stand_in(t, parameter)
 

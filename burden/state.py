@@ -16,11 +16,13 @@ def preserved_modes(model: nn.Module, train: bool = False) -> Iterator[None]:
     error (mixed modes included: a frozen batch norm inside a training model stays frozen)."""
     modes = [(m, m.training) for m in model.modules()]
     try:
-        model.train(train)
+        if any(training != train for _, training in modes):  # nn.Module.__setattr__ is slow: skip a no-op
+            model.train(train)
         yield
     finally:
         for module, training in modes:
-            module.training = training
+            if module.training != training:
+                module.training = training
 
 
 def on_meta(model: nn.Module) -> bool:

@@ -153,7 +153,7 @@ class Tracer:
 
     # op interception ---------------------------------------------------------------------------
     def _to_meta(self, x: Any) -> Any:
-        if isinstance(x, torch.Tensor) and x.device.type != "meta":
+        if isinstance(x, torch.Tensor) and not x.is_meta:
             return self.stand_ins.of(x)
         if isinstance(x, torch.device) and x.type != "meta":
             return torch.device("meta")
@@ -172,7 +172,7 @@ class Tracer:
             def describe(t: torch.Tensor) -> TensorInfo:
                 storage = t.untyped_storage()
                 keys.add(storage._cdata)
-                if t.device.type != "meta":
+                if not t.is_meta:
                     real.append(True)
                 info = TensorInfo(shape=t.shape, dtype=t.dtype, storage=self._number(storage))
                 inputs.append(info)
@@ -241,7 +241,7 @@ class Tracer:
             return
         checked = event.outputs[:1] if event.packet in AUX_OUTPUT_OPS else event.outputs
         for t in checked:
-            if any(int(d) <= 0 for d in t.shape) and len(t.shape) > 0:
+            if 0 in t.shape:  # sizes are never negative; a 0-d shape holds no 0
                 raise ShapeError(f"the input is too small at {where(event.module, self.modules)}: {event.name} "
                                  f"made an empty output ({describe_shapes(t)}) from {describe_shapes(inputs)}")
 
