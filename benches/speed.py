@@ -227,6 +227,7 @@ def main() -> None:
     cli_runs = 3 if args.quick else 7
     torch_wall, torch_rss = cold([python, "-c", "import torch"], cli_runs)
     cli_wall, cli_rss = cold([python, "-m", "burden", "estimate", "senet154", "--input", "224"], cli_runs)
+    quick = {command: cold([python, "-m", "burden", command], cli_runs)[0] for command in ("--help", "list", "conventions")}
 
     lines = [
         "# burden speed and memory against its peers",
@@ -283,6 +284,9 @@ def main() -> None:
     lines.append(f"| cold `burden estimate senet154 --input 224` at most 1.5x a bare `import torch` | "
                  f"{fmt_s(cli_wall)} vs {fmt_s(torch_wall)}: {cli_wall / torch_wall:.2f}x | "
                  f"{'yes' if cli_wall <= 1.5 * torch_wall else 'no'} |")
+    for command, wall in quick.items():
+        lines.append(f"| cold `burden {command}` under 0.5 s (it imports no torch) | {fmt_s(wall)} | "
+                     f"{'yes' if wall < 0.5 else 'no'} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

@@ -23,7 +23,7 @@ from .figures import EstimateFigures, LayerFigures, ScaleFigures, ScaleRow, Trai
 from .inputs import (dtype_name, materialize_inputs, parse_batch, parse_dtype, parse_input_size,
                      parse_scales)
 from .models import model_entry
-from .models.registry import suggest
+from .suggest import did_you_mean
 from .models.resolve import resolve_model
 from .heap import paused_gc
 from .machine import available_bytes, fits_in_half
@@ -291,7 +291,7 @@ def scale_figures(model: nn.Module | str, scales: str | Sequence[float] = DEFAUL
     name, module = _model(model)
     if trunk not in dict(module.named_modules()):
         paths = [p for p, _ in module.named_modules() if p]
-        raise InputSpecError(f"the model has no module {trunk!r}{suggest(trunk, paths)}")
+        raise InputSpecError(f"the model has no module {trunk!r}{did_you_mean(trunk, paths)}")
     rows = []
     for factor in factors:
         side = round(base * factor)

@@ -274,12 +274,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .models import list_models, model_entry
+    from .catalog import MODELS  # the catalog, not the builders: no torch import
 
-    names = list_models()
-    width = max(len(n) for n in names)
-    for name in names:
-        print(f"{name.ljust(width)}  {model_entry(name).summary}")
+    width = max(len(n) for n in MODELS)
+    for name, card in MODELS.items():
+        print(f"{name.ljust(width)}  {card.summary}")
     return 0
 
 

@@ -8,11 +8,11 @@ counting fills these records, ``burden.render`` turns them into text, JSON and H
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UnknownLayerError
+from .suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,7 @@ class EstimateFigures:
         for record in self.layers:
             if record.name == name:
                 return record
-        close = difflib.get_close_matches(name, [r.name for r in self.layers], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; the names are the module paths in e.layers"
+        hint = did_you_mean(name, [r.name for r in self.layers], otherwise="the names are the module paths in e.layers")
         raise UnknownLayerError(f"the model has no layer {name!r}{hint}")
 
 

@@ -3,9 +3,11 @@ does the command line, which can read them without importing torch."""
 
 from __future__ import annotations
 
-DEFAULT_CONVENTION = "convnet-burden"
-CONVENTIONS = ("convnet-burden", "macs", "fvcore", "torch")  # in the order they are listed
-MEMORY_CONVENTIONS = ("convnet-burden", "all-outputs")
+from .rulebook import FLOPS, MEMORY
+
+CONVENTIONS = tuple(FLOPS)  # in the order they are listed
+DEFAULT_CONVENTION = CONVENTIONS[0]
+MEMORY_CONVENTIONS = tuple(MEMORY)
 MODES = ("inference", "training")
 # Tensors each optimizer keeps per trainable parameter, each the parameter's size.
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}

@@ -164,3 +164,53 @@ def test_conventions_text_fits_the_terminal():
     words = " ".join(done.stdout.split())
     for what, how in get_convention("convnet-burden").rules:
         assert " ".join(how.split()) in words or how.split()[0] in words
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["conventions"], ["estimate", "--help"]])
+def test_quick_commands_import_no_torch(argv):
+    # the process reports what it imported; torch alone takes seconds to import
+    code = ("import sys\nfrom burden.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')" % argv)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "NO-TORCH"
+    assert len(done.stdout.strip().splitlines()) > 1  # it printed what was asked, not only the marker
+
+
+def test_catalog_is_what_the_registry_builds():
+    # burden list reads the catalog; burden estimate builds from the registry: they must agree
+    from burden.catalog import MODELS
+    from burden.models import list_models, model_entry
+
+    assert list(MODELS) == list_models()
+    for name, card in MODELS.items():
+        entry = model_entry(name)
+        assert (entry.summary, entry.trunk, entry.input_size) == (card.summary, card.trunk, card.input_size)
+        assert entry.factory.__name__ == name
+
+
+def test_rulebook_is_what_the_conventions_use():
+    from burden import options, rulebook
+    from burden.conventions import get_convention, get_memory_convention, list_conventions, list_memory_conventions
+
+    assert list(rulebook.FLOPS) == list_conventions() == list(options.CONVENTIONS)
+    assert list(rulebook.MEMORY) == list_memory_conventions() == list(options.MEMORY_CONVENTIONS)
+    for name, words in rulebook.FLOPS.items():
+        assert (get_convention(name).summary, get_convention(name).rules) == (words.summary, words.rules)
+    for name, summary in rulebook.MEMORY.items():
+        assert get_memory_convention(name).summary == summary
+
+
+@pytest.mark.parametrize("name,choices,expected", [
+    ("se_resnet5", ["se_resnet50", "se_resnet101", "senet154"], "; did you mean se_resnet50"),
+    ("SENET", ["se_resnet50", "senet154"], "; did you mean senet154"),  # any case
+    ("layer3.9", ["layer3.0", "layer3.1", "layer4.0"], "; did you mean layer3.1, layer3.0"),
+    ("xyz", ["macs", "torch"], "; known: macs, torch"),
+    ("xyz", [f"m{i}" for i in range(40)], ""),  # too many to list
+])
+def test_one_did_you_mean(name, choices, expected):
+    from burden.suggest import did_you_mean
+
+    assert did_you_mean(name, choices).startswith(expected)
+    if not expected:
+        assert did_you_mean(name, choices) == ""

@@ -8,11 +8,11 @@ tables in its own module; this module only lists them.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
 from ..errors import InputSpecError
 from ..formulas import Formula, Target
+from ..suggest import did_you_mean
 from . import all_outputs, convnet_backward, convnet_burden, fvcore_flops, macs, torch_flops
 from .base import Convention, MemoryConvention
 
@@ -28,9 +28,7 @@ def _pick(kind: str, name: str, known: dict[str, Any]) -> Any:
     try:
         return known[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), list(known), n=1)
-        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
-        raise InputSpecError(f"unknown {kind} {name!r}{hint}") from None
+        raise InputSpecError(f"unknown {kind} {name!r}{did_you_mean(name, list(known))}") from None
 
 
 def list_conventions() -> list[str]:

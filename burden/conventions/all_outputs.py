@@ -7,6 +7,7 @@ results share storage and add nothing. The model inputs and parameters are never
 
 from __future__ import annotations
 
+from .. import rulebook
 from ..records import Trace
 from .base import MemoryConvention
 
@@ -19,7 +20,6 @@ def new_storage_bytes(trace: Trace, elsize: int) -> list[int]:
 
 MEMORY = MemoryConvention(
     name="all-outputs",
-    summary="every op output that allocates new storage, as PyTorch executes the code (statistics, "
-            "indices and masks included); views and in-place results add nothing; never reused",
+    summary=rulebook.MEMORY["all-outputs"],
     rule=new_storage_bytes,
 )

@@ -15,35 +15,13 @@ from __future__ import annotations
 
 import torch
 
+from .. import rulebook
 from ..formulas import FormulaTable, prod
-from . import convnet_burden
 from .base import Convention
 from .convnet_burden import table as forward_table
 
 aten = torch.ops.aten
 table = FormulaTable("convnet-burden backward", base=forward_table)
-
-# The rules in words, for reports (what, how it counts).
-BACKWARD_RULES: tuple[tuple[str, str], ...] = (
-    ("convolution backward", "forward MACs for the input gradient, forward MACs again for the weight "
-                             "gradient, 1 per output element for the bias gradient; each only when asked for"),
-    ("matrix products (mm, bmm, addmm)", "the forward rule, once per product autograd runs"),
-    ("ReLU backward", "2 per element (compare and multiply), as forward"),
-    ("batch/layer/group norm backward", "1 per element for the bias gradient, 2 for the weight gradient "
-                                        "(rebuild x_hat, multiply-add), 3 for the input gradient in training "
-                                        "(centre, project, scale), 1 with running statistics"),
-    ("max pooling backward", "1 per output gradient element (added at its argmax)"),
-    ("average pooling backward", "out_elements x k_h x k_w (each gradient spread over its window)"),
-    ("adaptive average pooling backward", "1 per input element"),
-    ("sigmoid, tanh backward", "2 per element"),
-    ("softmax backward", "3 per element; log-softmax backward 2 per element"),
-    ("dropout backward", "1 per element"),
-    ("sum", "1 per input element"),
-    ("div", "1 per output element"),
-    ("embedding backward", "1 per output gradient element"),
-    ("slice/select backward", "0 (a copy into zeros)"),
-)
-
 
 
 @table.register(aten.convolution_backward, strict=False)
@@ -149,5 +127,6 @@ table.zero(aten.slice_backward, aten.select_backward, strict=False)
 
 
 # The convnet-burden convention: the forward rules of convnet_burden and the backward rules here.
-CONVENTION = Convention(name="convnet-burden", summary=convnet_burden.SUMMARY, rules=convnet_burden.RULES,
+CONVENTION = Convention(name="convnet-burden", summary=rulebook.FLOPS["convnet-burden"].summary,
+                        rules=rulebook.FLOPS["convnet-burden"].rules,
                         flops=forward_table, backward=table)

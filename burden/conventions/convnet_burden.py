@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import rulebook
 from ..formulas import FormulaTable, prod
 from ..records import OpEvent, Trace
 from .base import MemoryConvention
@@ -163,31 +164,8 @@ def feature_bytes(trace: Trace, elsize: int) -> list[int]:
     return [0 if i in fused else _output_bytes(e, elsize) for i, e in enumerate(trace.events)]
 
 
-SUMMARY = ("The rules of the MATLAB convnet-burden tool that produced the SE reference table: "
-            "a multiply-add is one FLOP, every layer output is a new buffer, ReLU runs in place.")
-RULES: tuple[tuple[str, str], ...] = (
-    ("convolution", "out_elements x (C_in / groups x k_h x k_w), plus out_elements with a bias"),
-    ("linear, matmul", "out_elements x in_features, plus out_elements with a bias"),
-    ("ReLU", "2 per element; runs in place, adds no buffer"),
-    ("pooling with a window", "2 x out_elements x stride_h x stride_w"),
-    ("global average pooling", "1 per input element"),
-    ("batch norm", "0 (folded into the convolution); its output is a buffer"),
-    ("residual sum, channel-wise scale", "1 per output element"),
-    ("attention (fused kernels)", "as its math path: Q K^T and A V multiply-adds, 1 per element of Q and K "
-                                  "for the scale, 1 per score for a mask; softmax 0"),
-    ("fused scale + sum (Axpy)", "2 per output element, one buffer: addcmul, or a channel-wise "
-                                 "scale whose only use is the sum that follows it"),
-    ("sigmoid, softmax, concat, copies, lookups (embedding)", "0 FLOPs; their outputs are buffers"),
-    ("views, flatten, dropout", "0 FLOPs, no buffer"),
-    ("feature memory", "every layer output, never reused; the input image is not counted"),
-    ("parameter memory", "parameters and floating-point buffers (BN running stats), shared ones once"),
-    ("anything else", "uncounted: 0 FLOPs, listed by name; its output memory still counts"),
-)
-
 MEMORY = MemoryConvention(
     name="convnet-burden",
-    summary="every layer output is a new buffer, never reused; ReLU in place; a channel-wise scale "
-            "fused with the residual sum that follows writes one buffer; a concatenation of one tensor, "
-            "views, flatten and dropout add nothing",
+    summary=rulebook.MEMORY["convnet-burden"],
     rule=feature_bytes,
 )

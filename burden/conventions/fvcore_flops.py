@@ -19,6 +19,7 @@ from ..machine import available_bytes, fits_in_half
 from ..state import with_real_weights
 from ..records import Trace
 from ..trace_errors import first_line
+from .. import rulebook
 from .base import Convention
 from .all_outputs import new_storage_bytes
 
@@ -86,14 +87,8 @@ def _ancestors(path: str) -> set[str]:
 
 CONVENTION = Convention(
     name="fvcore",
-    summary="Exactly what fvcore.nn.FlopCountAnalysis reports, total and per module, computed by fvcore "
-            "itself (one multiply-add = 1; it also counts batch norm, upsampling and some pooling).",
-    rules=(
-        ("convolution, linear, matmul, einsum", "multiply-adds, no bias (fvcore's handles)"),
-        ("batch norm, group/layer norm, upsample, adaptive pooling", "fvcore's own element-wise rules"),
-        ("ops fvcore has no handle for", "uncounted, as fvcore lists them"),
-        ("cost", "a real forward pass on the CPU: fvcore's JIT trace cannot use the meta device"),
-    ),
+    summary=rulebook.FLOPS["fvcore"].summary,
+    rules=rulebook.FLOPS["fvcore"].rules,
     flops=None,
     equals="fvcore.nn.FlopCountAnalysis",
     external=fvcore_attribution,

@@ -11,6 +11,7 @@ from torch.utils.flop_counter import sdpa_flop_count
 
 from ..formulas import FormulaTable, attention_shape, prod
 from ..op_groups import ATTENTION_OPS
+from .. import rulebook
 from .base import Convention
 
 aten = torch.ops.aten
@@ -36,13 +37,7 @@ def attention(query, key, value, *rest, out_shape, **kwargs) -> int:
 
 CONVENTION = Convention(
     name="macs",
-    summary="Multiply-accumulates of convolution, linear, matmul, bmm, einsum and attention only, the "
-            "figure most tools print as 'FLOPs' or 'MACs'. Everything else costs 0.",
-    rules=(
-        ("convolution", "out_elements x (C_in / groups x k_h x k_w); no bias"),
-        ("linear, mm, bmm, matmul, einsum", "out_elements x inner dimension; no bias"),
-        ("attention (fused)", "Q K^T and A V multiply-adds"),
-        ("everything else", "0"),
-    ),
+    summary=rulebook.FLOPS["macs"].summary,
+    rules=rulebook.FLOPS["macs"].rules,
     flops=table,
 )

@@ -19,6 +19,7 @@ from torch.utils import flop_counter
 from ..containers import map_leaves
 from ..formulas import Formula, FormulaTable, attention_shape
 from ..op_groups import existing_ops
+from .. import rulebook
 from .base import Convention
 
 
@@ -63,15 +64,8 @@ def cpu_attention_backward(grad_out, query, key, value, *rest, out_shape, **kwar
 
 CONVENTION = Convention(
     name="torch",
-    summary="Exactly the total of PyTorch's torch.utils.flop_counter.FlopCounterMode on the meta device, where "
-            "burden traces: 2 FLOPs per multiply-add, for matmul-like ops (mm, addmm, bmm, baddbmm, convolution, "
-            "attention) only. On real CPU tensors FlopCounterMode counts fused CPU attention and LSTM kernels as 0.",
-    rules=(
-        ("convolution", "2 x out_elements x (C_in / groups x k_h x k_w); no bias"),
-        ("mm, addmm, bmm, baddbmm", "2 x out_elements x inner dimension; no bias"),
-        ("attention (fused)", "2 x the multiply-adds of Q K^T and A V, the fused CPU kernel included"),
-        ("everything else", "0, as FlopCounterMode"),
-    ),
+    summary=rulebook.FLOPS["torch"].summary,
+    rules=rulebook.FLOPS["torch"].rules,
     flops=table,
     equals="torch.utils.flop_counter.FlopCounterMode on meta",
     backward=table,  # PyTorch's registry has the backward formulas (convolution_backward, ...)

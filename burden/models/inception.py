@@ -96,6 +96,6 @@ class SEBNInception(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-@register_model("SE-BN-Inception: BN-Inception with squeeze-and-excitation on every block", trunk="inception_5b")
+@register_model()
 def se_bn_inception(num_classes: int = 1000) -> nn.Module:
     return SEBNInception(num_classes)

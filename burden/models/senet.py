@@ -126,31 +126,31 @@ SPECS = {
 }
 
 
-@register_model("SE-ResNet-50: ResNet-50 bottlenecks with squeeze-and-excitation", trunk="layer4")
+@register_model()
 def se_resnet50(num_classes: int | None = None) -> nn.Module:
     return _build(SPECS["se_resnet50"], num_classes)
 
 
-@register_model("SE-ResNet-101: ResNet-101 bottlenecks with squeeze-and-excitation", trunk="layer4")
+@register_model()
 def se_resnet101(num_classes: int | None = None) -> nn.Module:
     return _build(SPECS["se_resnet101"], num_classes)
 
 
-@register_model("SE-ResNet-152: ResNet-152 bottlenecks with squeeze-and-excitation", trunk="layer4")
+@register_model()
 def se_resnet152(num_classes: int | None = None) -> nn.Module:
     return _build(SPECS["se_resnet152"], num_classes)
 
 
-@register_model("SE-ResNeXt-50 (32x4d): grouped 3x3 bottlenecks with squeeze-and-excitation", trunk="layer4")
+@register_model()
 def se_resnext50_32x4d(num_classes: int | None = None) -> nn.Module:
     return _build(SPECS["se_resnext50_32x4d"], num_classes)
 
 
-@register_model("SE-ResNeXt-101 (32x4d): grouped 3x3 bottlenecks with squeeze-and-excitation", trunk="layer4")
+@register_model()
 def se_resnext101_32x4d(num_classes: int | None = None) -> nn.Module:
     return _build(SPECS["se_resnext101_32x4d"], num_classes)
 
 
-@register_model("SENet-154: 64-group ResNeXt-152 with a deep stem, ILSVRC 2017 winner", trunk="layer4")
+@register_model()
 def senet154(num_classes: int | None = None) -> nn.Module:
     return _build(SPECS["senet154"], num_classes)

@@ -6,7 +6,7 @@ import shutil
 import textwrap
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..conventions import get_convention, get_memory_convention, list_conventions, list_memory_conventions
+from .. import rulebook
 from ..errors import InputSpecError
 from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, LayerFigures
 from ..figures import ScaleFigures as ScaleTable
@@ -247,12 +247,19 @@ def conventions_text(width: int | None = None) -> str:
     width = max(60, width or shutil.get_terminal_size().columns)
     what_width = 28
     blocks = []
-    for name in list_conventions():
-        c = get_convention(name)
-        head = textwrap.fill(f"{name}{' (default)' if name == 'convnet-burden' else ''}: {c.summary}", width)
-        rows = [[textwrap.fill(what, what_width), textwrap.fill(how, width - what_width - 2)] for what, how in c.rules]
-        blocks.append(head + "\n" + _tabulate(rows, ["op", "FLOPs"], "simple", ["left", "left"]))
-    memory = [textwrap.fill(f"{n}: {get_memory_convention(n).summary}", width, initial_indent="  ",
-                            subsequent_indent="    ") for n in list_memory_conventions()]
+
+    def rules_table(rules: tuple[tuple[str, str], ...]) -> str:
+        rows = [[textwrap.fill(what, what_width), textwrap.fill(how, width - what_width - 2)] for what, how in rules]
+        return _tabulate(rows, ["op", "FLOPs"], "simple", ["left", "left"])
+
+    for i, (name, words) in enumerate(rulebook.FLOPS.items()):
+        head = textwrap.fill(f"{name}{' (default)' if i == 0 else ''}: {words.summary}", width)
+        blocks.append(head + "\n" + rules_table(words.rules))
+        if name == "convnet-burden":
+            blocks.append(textwrap.fill(f"{name}, training (--mode training): the forward rules above, and these for "
+                                        f"the ops autograd runs in backward", width) + "\n"
+                          + rules_table(rulebook.BACKWARD))
+    memory = [textwrap.fill(f"{n}: {summary}", width, initial_indent="  ", subsequent_indent="    ")
+              for n, summary in rulebook.MEMORY.items()]
     blocks.append("memory conventions (--memory):\n" + "\n".join(memory))
     return "\n\n".join(blocks)
