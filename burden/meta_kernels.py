@@ -7,7 +7,8 @@ Three things happen here and nowhere else:
   gets fresh meta outputs of the remembered shapes. Only results that are new storages are
   remembered: an output that shares an input's storage (a view, or ``_unsafe_view``, whose
   schema does not say that it aliases) must stay a view, so such calls always run the kernel.
-- **Shape shortcuts** for ops whose meta kernel is slow (batch norm).
+- **burden's own shape rules** (``shape_rules``) first, for the common ops whose meta kernels
+  run in Python; the meta kernel for everything else.
 - **The kernel the CPU would pick.** ``scaled_dot_product_attention`` chooses its kernel by
   device; on meta it always takes the math path, which materialises the attention matrix, while
   the CPU takes its fused flash kernel when the inputs allow. ``cpu_attention`` asks the CPU's own
@@ -19,36 +20,16 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.nn import functional
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import leaves, map_leaves
+from .shape_rules import shape_rule
 
 aten = torch.ops.aten
-
-
-def _batch_norm_shapes(args: tuple, training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch norm's outputs as the CPU kernels return them: statistics are saved only when training.
-
-    The meta kernel is a Python decomposition that is slow and imports torch._dynamo on first use.
-    """
-    x, channels = args[0], args[0].shape[1] if args[0].dim() > 1 else 0
-    for t in args[1:5]:
-        if isinstance(t, torch.Tensor) and t.numel() != channels:
-            raise RuntimeError(f"batch norm expected {channels} channels, got a parameter of {t.numel()}")
-    stats_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    stats = (channels,) if training else (0,)
-    return torch.empty_like(x), x.new_empty(stats, dtype=stats_dtype), x.new_empty(stats, dtype=stats_dtype)
-
-
-# Shape-only kernels for ops whose meta implementation is slow: (args, kwargs) -> outputs.
-_SHORTCUTS: dict[Any, Callable[[tuple, dict], Any]] = {
-    aten._native_batch_norm_legit_no_training.default: lambda a, k: _batch_norm_shapes(a, False),
-    aten.native_batch_norm.default: lambda a, k: _batch_norm_shapes(a, bool(a[5])),
-}
 
 
 class _Uncacheable(Exception):
@@ -139,8 +120,9 @@ class MetaKernels:
                 if spec is not None:
                     self._results.move_to_end(key)
                     return _rebuild(spec)
-        shortcut = _SHORTCUTS.get(func)
-        out = shortcut(args, kwargs) if shortcut is not None else func(*args, **kwargs)
+        out = shape_rule(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
         if key is not None and not (_storages(out) & _storages((args, kwargs))):
             try:
                 self._results[key] = _describe(out)

@@ -12,11 +12,14 @@ import torch
 aten = torch.ops.aten
 
 
-def existing_ops(*names: str) -> tuple[torch._ops.OpOverloadPacket, ...]:
+def existing_ops(*names: str) -> tuple[Any, ...]:
+    """The aten ops of these names that this torch release has: ``"relu"`` is the packet (every
+    overload), ``"relu.default"`` one overload."""
     found = []
     for name in names:
+        packet, _, overload = name.partition(".")
         try:
-            found.append(getattr(aten, name))
+            found.append(getattr(getattr(aten, packet), overload) if overload else getattr(aten, packet))
         except (AttributeError, RuntimeError):  # not in this torch release
             pass
     return tuple(found)
