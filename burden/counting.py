@@ -49,8 +49,10 @@ def own_params(model: nn.Module, elsize: int) -> dict[str, OwnState]:
     out: dict[str, OwnState] = {}
     for path, module in model.named_modules():
         values = nbytes = trainable = shared = 0
-        tensors = [(p, p.requires_grad) for p in module.parameters(recurse=False)]
-        tensors += [(b, False) for b in module.buffers(recurse=False) if b.is_floating_point()]
+        # the module's own tables, each tensor once (parameters(recurse=False) would walk named_modules)
+        params = {id(p): p for p in module._parameters.values() if p is not None}
+        buffers = {id(b): b for b in module._buffers.values() if b is not None and b.is_floating_point()}
+        tensors = [(p, p.requires_grad) for p in params.values()] + [(b, False) for b in buffers.values()]
         for t, grad in tensors:
             key = _tensor_key(t)
             if key in seen:
