@@ -28,7 +28,8 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
     ``torchvision:NAME`` or ``timm:NAME``. ``input_size`` is the per-sample shape, ``(3, 224, 224)``,
-    or ``224`` for a square RGB image, and ``batch_size`` is prepended. For models that take several
+    ``(224, 320)`` for an RGB image's height and width (as ``--input 224x320``), or ``224`` for a
+    square one, and ``batch_size`` is prepended. For models that take several
     inputs, keyword inputs or nested structures, pass ``inputs`` instead: a tuple of positional
     arguments, or a dict of keyword arguments (``{"args": (...), "kwargs": {...}}`` for both), whose
     tensors are example tensors, ``torch.Size`` shapes or ``burden.TensorSpec``; their shapes include

@@ -35,9 +35,10 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def parse_input_size(value: str | int | Sequence[int], channels: int = 3) -> tuple[int, ...]:
-    """``224`` -> (3, 224, 224); ``224x320`` -> (3, 224, 320); ``3x224x224`` as given.
-
-    Sequences are taken as the per-sample shape, so ``(3, 224, 224)`` or ``(224, 224)``.
+    """The per-sample shape, read the same way from the API and the command line: ``224`` ->
+    (3, 224, 224); ``224x320`` or ``(224, 320)`` -> (3, 224, 320), an image's height and width;
+    ``3x224x224``, ``(3, 224, 224)``, ``(10,)`` or any other length as given. A two-dimensional
+    sample that is not an image (a sequence of vectors) is given by ``inputs=``.
     """
     if isinstance(value, str):
         # spaces may stand around an "x", never between two numbers ("224 224" is not 224224)
@@ -58,9 +59,7 @@ def parse_input_size(value: str | int | Sequence[int], channels: int = 3) -> tup
     bad = [d for d in dims if d <= 0]
     if bad:
         raise InputSpecError(f"input size {_show(dims)} has a zero or negative dimension")
-    if not isinstance(value, (str, int)):
-        return dims  # a sequence is the per-sample shape as it is
-    if len(dims) == 1:
+    if len(dims) == 1 and isinstance(value, (str, int)):
         return (channels, dims[0], dims[0])
     if len(dims) == 2:
         return (channels, *dims)

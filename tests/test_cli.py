@@ -28,12 +28,17 @@ def test_estimate_summary(capsys):
     assert "GFLOPs" in out
 
 
-@pytest.mark.parametrize("spec,shape", [("224", [3, 224, 224]), ("224x320", [3, 224, 320]),
-                                        ("3x160x192", [3, 160, 192])])
-def test_input_forms(capsys, spec, shape):
+@pytest.mark.parametrize("spec,api,shape", [("224", 224, [3, 224, 224]), ("224x320", (224, 320), [3, 224, 320]),
+                                            ("3x160x192", (3, 160, 192), [3, 160, 192])])
+def test_input_forms(capsys, spec, api, shape):
+    # the command line and the API read a size the same way (a pair is an image's height and width)
+    import burden
+
     code, out, _ = run(capsys, "estimate", "se_resnet50", "--input", spec, "--format", "json")
     assert code == 0
-    assert json.loads(out)["input"] == shape
+    cli = json.loads(out)
+    assert cli["input"] == shape
+    assert burden.estimate("se_resnet50", api).to_dict() == cli
 
 
 def test_json_keys_and_exact_integers(capsys):

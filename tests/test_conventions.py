@@ -230,14 +230,14 @@ class Triple(nn.Module):
 
 
 def test_register_formula_for_a_custom_op():
-    before = burden.estimate(Triple(), (2, 5))
+    before = burden.estimate(Triple(), (1, 2, 5))
     assert before.flops == 0 and [u.op for u in before.uncounted_ops] == ["burdentest.triple"]
 
     @burden.register_formula(torch.ops.burdentest.triple)
     def triple_flops(x, out_shape):
-        return x[0] * x[1] * x[2]  # one multiply per element
+        return x[0] * x[1] * x[2] * x[3]  # one multiply per element
 
-    after = burden.estimate(Triple(), (2, 5), batch_size=3)
+    after = burden.estimate(Triple(), (1, 2, 5), batch_size=3)
     assert after.flops == 3 * 2 * 5 and after.uncounted_ops == ()
     with pytest.raises(ValueError, match="already registered"):
         burden.register_formula(torch.ops.burdentest.triple)(triple_flops)

@@ -118,13 +118,14 @@ def test_repeated_training_estimates_are_identical_and_leave_no_gradients():
     # 2 x out_elements x stride: 3 x 7 x 7 outputs, stride 14 // 7 = 2 per side
     (nn.AdaptiveAvgPool2d((7, 7)), (3, 14, 14), 2 * 3 * 7 * 7 * 2 * 2),
     # 3 x 5 outputs, stride 10 // 5 = 2
-    (nn.AdaptiveAvgPool1d(5), (3, 10), 2 * 3 * 5 * 2),
+    (nn.AdaptiveAvgPool1d(5), burden.TensorSpec(1, 3, 10), 2 * 3 * 5 * 2),  # a pair would be an image's H x W
     # global: one add per input element
     (nn.AdaptiveAvgPool2d(1), (3, 6, 6), 3 * 6 * 6),
     (nn.MaxPool2d(2), (3, 8, 8), 2 * 3 * 4 * 4 * 2 * 2),
 ])
 def test_pooling_layers_of_vgg_and_alexnet_are_counted(module, size, flops):
-    assert burden.estimate(module, size).flops == flops
+    e = burden.estimate(module, inputs=(size,)) if isinstance(size, burden.TensorSpec) else burden.estimate(module, size)
+    assert e.flops == flops
 
 
 # 3 -------------------------------------------------------------------------------------------
@@ -158,9 +159,10 @@ def test_fused_cpu_attention_on_merged_heads_counts_as_flop_counter_mode_on_meta
     model = Merged()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         Merged().to("meta")(torch.zeros(6, 10, 8, device="meta"))
-    assert burden.estimate(model, (10, 8), batch_size=6, convention="torch").flops == counter.get_total_flops()
+    tokens = burden.TensorSpec(6, 10, 8)  # a 2-D sample is an image's height and width: name the shape
+    assert burden.estimate(model, inputs=(tokens,), convention="torch").flops == counter.get_total_flops()
     # macs: the linear layer's 6 x 10 x 8 x 8, then Q K^T and A V, 6 x 10 x 10 x 8 each
-    assert burden.estimate(model, (10, 8), batch_size=6, convention="macs").flops == 3840 + 2 * 4800
+    assert burden.estimate(model, inputs=(tokens,), convention="macs").flops == 3840 + 2 * 4800
 
 
 # 4 -------------------------------------------------------------------------------------------
