@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import analysis
+from . import analysis, planner
 from .boundary import guarded
 from .errors import InputSpecError
 from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
-from .results import Comparison, Estimate, ScaleTable, as_estimate
+from .results import Comparison, Estimate, Fit, ScaleTable, as_estimate
 
 @guarded
 def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
@@ -84,3 +84,21 @@ def scale(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES
     figures = analysis.scale_figures(model, scales, batch_size=batch_size, trunk=trunk, base=base, channels=channels,
                                      dtype=dtype, convention=convention)
     return ScaleTable(**vars(figures))
+
+
+@guarded
+def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
+        inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
+        dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION) -> Fit:
+    """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
+
+    ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
+    sets), ``dtype``, ``mode`` (training by default) and ``optimizer`` are as in ``estimate``. The
+    peak is the estimate's (the training step's in training) plus the input batch. The search
+    traces batch 1 to predict the answer from each op's live bytes, which are affine in the batch
+    for almost every model, and traces the answer and the answer + 1 to confirm it: three traces,
+    more only where a prediction was off. ``Fit`` has the answer, its peak and the next batch's,
+    what the peak holds, and the peaks around it.
+    """
+    return Fit(**vars(planner.fit_figures(model, memory, input_size, inputs=inputs, mode=mode, optimizer=optimizer,
+                                          dtype=dtype, convention=convention)))

@@ -106,6 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(default {options.DEFAULT_OPTIMIZER})")
     est.set_defaults(run=_estimate)
 
+    fit = sub.add_parser("fit", help="the largest batch whose peak fits a memory budget")
+    fit.add_argument("model", help="a registered name (burden list) or package.module:factory")
+    fit.add_argument("--memory", required=True, metavar="SIZE",
+                     help="the budget: 24GiB (2^30 bytes), 24GB (10^9), 24G (GiB) or a number of bytes")
+    fit.add_argument("--input", default=None, metavar="SIZE", help="image input size, as in estimate")
+    fit.add_argument("--inputs", default=None, metavar="SPEC",
+                     help="the model's inputs, as in estimate; their leading dimension is the batch the search sets")
+    fit.add_argument("--dtype", default=None, metavar="DTYPE",
+                     help=f"{', '.join(options.DTYPE_NAMES)}: bytes per value (default: the model's own)")
+    fit.add_argument("--mode", choices=options.MODES, default="training",
+                     help="training (default: one step, forward, backward and optimizer state) or inference")
+    fit.add_argument("--optimizer", choices=tuple(options.OPTIMIZER_STATES), default=None,
+                     help=f"with --mode training: the optimizer (default {options.DEFAULT_OPTIMIZER})")
+    fit.add_argument("--format", choices=("text", "json"), default="text",
+                     help="text (default) or json (exact integers: budget_bytes, max_batch, peak_bytes, ...)")
+    fit.set_defaults(run=_fit)
+
     cmp_ = sub.add_parser("compare", help="one table across models (the reference table's shape)")
     cmp_.add_argument("models", nargs="*", metavar="MODEL", help="models to compare")
     cmp_.add_argument("--all", action="store_true", help="every registered model")
@@ -254,6 +271,25 @@ def _estimate(args: argparse.Namespace) -> int:
         if layers:
             print()
             print(e.table(fmt=_table_format(args.format), depth=args.depth, leaves=args.leaves))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .api import fit
+
+    if args.optimizer is not None and args.mode != "training":
+        raise InputSpecError("--optimizer sets the optimizer of a training step: leave out --mode inference")
+    if args.inputs is not None and args.input is not None:
+        raise InputSpecError("--inputs gives every input's shape: leave out --input")
+    if args.inputs is not None:
+        from .inputs import parse_inputs_spec
+
+        sizes = {"inputs": parse_inputs_spec(args.inputs)}
+    else:
+        sizes = {"input_size": args.input or options.DEFAULT_INPUT}
+    f = fit(args.model, args.memory, **sizes, mode=args.mode, optimizer=args.optimizer or options.DEFAULT_OPTIMIZER,
+            dtype=args.dtype)
+    print(f.to_json() if args.format == "json" else f.summary())
     return 0
 
 

@@ -127,6 +127,40 @@ class EstimateFigures:
 
 
 @dataclass(frozen=True)
+class BatchPeak:
+    """The predicted peak at one batch size; ``traced``: measured by a trace, not extrapolated."""
+
+    batch: int
+    peak_bytes: int
+    traced: bool
+
+
+@dataclass(frozen=True)
+class FitFigures:
+    """The largest batch whose predicted peak fits a memory budget (``burden.fit``).
+
+    ``peak_bytes`` is the peak at ``max_batch`` and ``next_peak_bytes`` that at ``max_batch + 1``,
+    both from traces: the estimate's peak (the training step's for ``mode="training"``) plus the
+    input batch itself, which lives on the device too. ``breakdown`` says what the peak at
+    ``max_batch`` holds. ``max_batch`` is 0 when even batch 1 does not fit (``notes`` says why).
+    """
+
+    model: str
+    input: tuple[int, ...]
+    dtype: str
+    mode: str
+    optimizer: str | None  # None in inference
+    budget_bytes: int
+    max_batch: int
+    peak_bytes: int
+    next_peak_bytes: int
+    breakdown: tuple[tuple[str, int], ...]  # (what, bytes) at max_batch, summing to peak_bytes
+    around: tuple[BatchPeak, ...]  # peaks at batch sizes around the answer
+    traces: int  # how many traces the search took
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ComparisonFigures:
     """Several models' estimates under the same settings: the reference table's shape."""
 

@@ -82,6 +82,39 @@ def _show(dims: Sequence[int]) -> str:
     return "x".join(str(d) for d in dims)
 
 
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_memory(value: int | str) -> int:
+    """A memory budget in bytes: ``24GiB`` (2^30), ``24GB`` (10^9), ``24G`` (GiB, as ``nvidia-smi``
+    and most tools mean it), ``512MiB``, or a whole number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        nbytes = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            raise InputSpecError(f"malformed memory size {value!r}; write 24GiB, 24GB, 512MiB or a number of bytes")
+        nbytes = int(float(match.group(1)) * _UNITS[unit])
+    if nbytes <= 0:
+        raise InputSpecError(f"memory size must be positive, got {value!r}")
+    return nbytes
+
+
+def rebatch(inputs: Any, batch: int) -> Any:
+    """``inputs`` (as ``estimate(inputs=...)`` takes them) with every tensor's leading dimension,
+    its batch, set to ``batch``; shapes only, no values."""
+    def leaf(value: Any) -> Any:
+        if isinstance(value, TensorSpec):
+            return TensorSpec(batch, *value.shape[1:], dtype=value.dtype) if value.shape else value
+        if isinstance(value, torch.Size):
+            return torch.Size((batch, *value[1:])) if len(value) else value
+        if isinstance(value, torch.Tensor):
+            return TensorSpec(batch, *value.shape[1:], dtype=value.dtype) if value.dim() else value
+        return value
+
+    return map_leaves(leaf, inputs)
 
 
 def parse_scales(value: str | Sequence[float]) -> list[float]:

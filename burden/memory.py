@@ -44,6 +44,7 @@ class Allocation:
     event: int
     elements: int
     dtype: torch.dtype
+    shape: tuple[int, ...] = ()  # of the tensor that made it (the planner reads whether it leads with the batch)
 
     def nbytes(self, elsize: int | None) -> int:
         """Bytes under an analysis element size (floating storages), native size otherwise.
@@ -104,7 +105,8 @@ class Lifetimes:
             return
         self._alive[key] = number
         self._numbers[number] = key
-        self.allocations[number] = Allocation(event, storage.nbytes() // tensor.element_size(), tensor.dtype)
+        self.allocations[number] = Allocation(event, storage.nbytes() // tensor.element_size(), tensor.dtype,
+                                              tuple(tensor.shape))
 
     def storage_freed(self, tracer: Tracer, storage: int) -> None:
         key = self._numbers.pop(storage, None)
@@ -152,7 +154,7 @@ def inferred_lifetimes(trace: Trace) -> tuple[dict[int, Allocation], dict[int, i
             continue
         for t, fresh in zip(event.outputs, event.fresh):
             if fresh and t.storage not in allocations and t.storage not in trace.input_storages:
-                allocations[t.storage] = Allocation(i, t.numel, t.dtype)
+                allocations[t.storage] = Allocation(i, t.numel, t.dtype, tuple(t.shape))
     outputs = set(trace.output_storages)
     if not outputs and trace.events:
         outputs = {t.storage for t in trace.events[-1].outputs}
@@ -182,6 +184,15 @@ def replay(events: list[OpEvent], allocations: Mapping[int, Allocation], release
     at = curve.index(peak)
     return LiveMemory(peak_feature_bytes=peak, peak_op=PeakOp(at, events[at].name, events[at].module),
                       curve=tuple(curve), observed=observed)
+
+
+def batch_independent(allocations: Mapping[int, Allocation], batch: int,
+                      constant_shapes: set[tuple[int, ...]]) -> dict[int, Allocation]:
+    """The allocations that do not grow with the batch: those whose shape does not lead with it,
+    and those shaped like a parameter (its gradient, a cast copy). What a planner extrapolates
+    from a single trace; a misjudged one only costs it a further trace."""
+    return {s: a for s, a in allocations.items()
+            if not a.shape or a.shape[0] != batch or a.shape in constant_shapes}
 
 
 def inference_peak(trace: Trace, elsize: int | None = 4) -> LiveMemory:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from . import analysis
 from .boundary import guarded
 from .errors import InputSpecError
-from .figures import ComparisonFigures, EstimateFigures, ScaleFigures
+from .figures import ComparisonFigures, EstimateFigures, FitFigures, ScaleFigures
 from .options import DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .render import html as html_view
 from .render import json as json_view
@@ -113,6 +113,26 @@ class Comparison(ComparisonFigures):
     def __repr__(self) -> str:
         names = ", ".join(e.model for e in self.estimates)
         return f"<Comparison of {len(self.estimates)} models ({names}); .table() shows it>"
+
+
+class Fit(FitFigures):
+    """The largest batch that fits a memory budget (``burden.fit``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_view.fit_to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def summary(self) -> str:
+        return text_view.fit_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return (f"<Fit {self.model}, {self.mode}, budget {fmt_bytes(self.budget_bytes)}: batch {self.max_batch:,} "
+                f"peaks at {fmt_bytes(self.peak_bytes)}; print() it for the breakdown>")
 
 
 def as_estimate(figures: EstimateFigures) -> Estimate:

@@ -23,7 +23,7 @@ from .errors import InputSpecError
 from .figures import PeakOp, UncountedOp
 from .formulas import FormulaTable
 from .options import DEFAULT_CONVENTION, OPTIMIZER_STATES
-from .memory import Allocation, Lifetimes, LiveMemory, replay
+from .memory import Allocation, Lifetimes, LiveMemory, batch_independent, replay
 from .records import OpEvent, Trace
 from .stand_ins import fresh_meta_stand_in, training_stand_in
 from .state import preserved_modes
@@ -72,6 +72,10 @@ class TrainingMemory:
     backward_uncounted: tuple[UncountedOp, ...]
     live: LiveMemory  # live non-parameter bytes at each op, forward ops first
     forward_ops: int  # how many of ``live.curve`` are forward ops
+    # with ``batch`` given: the part of ``live.curve`` that does not grow with the batch (the planner's)
+    fixed_curve: tuple[int, ...] = ()
+    # what is live at the step's peak op: (what, bytes), summing to the peak of ``live``
+    peak_parts: tuple[tuple[str, int], ...] = ()
 
 
 def optimizer_states(optimizer: str) -> int:
@@ -83,7 +87,7 @@ def optimizer_states(optimizer: str) -> int:
 
 def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, optimizer: str = "adam",
                   elsize: int = 4, meta: bool = True,
-                  convention: str | Convention = DEFAULT_CONVENTION) -> TrainingMemory:
+                  convention: str | Convention = DEFAULT_CONVENTION, batch: int | None = None) -> TrainingMemory:
     """Memory and FLOPs of one training step of ``model`` on ``args`` (see ``TrainingMemory``).
 
     The model is run in training mode with gradients on, and comes back as it was: modes,
@@ -107,6 +111,11 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     backward_flops, by_module, backward_uncounted = _flops(model, backward, rules.backward)
     forward_peak = max(live.curve[:forward_ops], default=0)
     backward_peak = max(live.curve[forward_ops:], default=0)
+    shapes = {tuple(p.shape) for p in model.parameters()}
+    fixed_curve: tuple[int, ...] = ()
+    if batch is not None:
+        fixed = batch_independent(step.allocations, batch, shapes)
+        fixed_curve = replay(step.events, fixed, step.released, elsize).curve
     return TrainingMemory(
         optimizer=optimizer, param_bytes=param_bytes, gradient_bytes=gradient_bytes,
         optimizer_bytes=states * gradient_bytes,
@@ -115,8 +124,31 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
         training_peak_bytes=param_bytes + states * gradient_bytes + max(forward_peak, backward_peak),
         peak_op=live.peak_op, forward_flops=forward_flops, backward_flops=backward_flops,
         backward_flops_by_module=by_module, forward_uncounted=forward_uncounted,
-        backward_uncounted=backward_uncounted, live=live, forward_ops=forward_ops,
+        backward_uncounted=backward_uncounted, live=live, forward_ops=forward_ops, fixed_curve=fixed_curve,
+        peak_parts=_peak_parts(step, live, shapes, elsize),
     )
+
+
+def _peak_parts(step: "_Step", live: LiveMemory, param_shapes: set[tuple[int, ...]],
+                elsize: int) -> tuple[tuple[str, int], ...]:
+    """The allocations live at the peak op, by kind: parameter gradients (parameter-shaped,
+    made in backward), activations autograd saved, and everything else (the output, gradients
+    flowing through the graph, temporaries)."""
+    if live.peak_op is None:
+        return ()
+    at, forward_ops = live.peak_op.index, len(step.forward.events)
+    parts = {"gradients": 0, "saved activations": 0, "temporaries": 0}
+    for storage, allocation in step.allocations.items():
+        if allocation.event > at or step.released.get(storage, len(step.events)) < at:
+            continue
+        if allocation.event >= forward_ops and allocation.shape in param_shapes:
+            kind = "gradients"
+        elif storage in step.saved:
+            kind = "saved activations"
+        else:
+            kind = "temporaries"
+        parts[kind] += allocation.nbytes(elsize)
+    return tuple(parts.items())
 
 
 @dataclass

@@ -6,7 +6,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, ScaleFigures as ScaleTable
+from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
+from ..figures import ScaleFigures as ScaleTable
 
 LAYER_KEYS = ("name", "type", "details", "depth", "output_shape", "call_output_shapes", "calls", "params",
               "shared_params", "param_bytes", "feature_bytes", "flops", "self_params", "self_param_bytes",
@@ -86,4 +87,14 @@ def comparison_to_dict(c: Comparison) -> dict[str, Any]:
         "convention": first.convention,
         "rows": [{k: (list(v) if isinstance(v := getattr(e, k), tuple) else v) for k in COMPARISON_KEYS}
                  for e in c.estimates],
+    }
+
+
+def fit_to_dict(f: FitFigures) -> dict[str, Any]:
+    """Exact integers throughout: bytes, batch sizes, trace count."""
+    return {
+        "model": f.model, "input": list(f.input), "dtype": f.dtype, "mode": f.mode, "optimizer": f.optimizer,
+        "budget_bytes": f.budget_bytes, "max_batch": f.max_batch, "peak_bytes": f.peak_bytes,
+        "next_peak_bytes": f.next_peak_bytes, "breakdown": dict(f.breakdown),
+        "around": [asdict(p) for p in f.around], "traces": f.traces, "notes": list(f.notes),
     }

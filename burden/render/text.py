@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from .. import rulebook
 from ..errors import InputSpecError
-from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, LayerFigures
+from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures, LayerFigures
 from ..figures import ScaleFigures as ScaleTable
 from .units import fmt_bytes, fmt_count, fmt_flops, fmt_shape
 
@@ -263,3 +263,26 @@ def conventions_text(width: int | None = None) -> str:
               for n, summary in rulebook.MEMORY.items()]
     blocks.append("memory conventions (--memory):\n" + "\n".join(memory))
     return "\n\n".join(blocks)
+
+
+def fit_summary(f: FitFigures) -> str:
+    """The answer, what the peak holds, and the peaks around it."""
+    what = f"training step, optimizer {f.optimizer}" if f.mode == "training" else "inference"
+    rows = [("model", f.model), ("input", " x ".join(str(d) for d in f.input) or "as given"), ("dtype", f.dtype),
+            ("mode", what), ("budget", fmt_bytes(f.budget_bytes)),
+            ("largest batch", f"{f.max_batch:,}" if f.max_batch else "none: even batch 1 does not fit")]
+    if f.max_batch:
+        rows += [("peak", f"{fmt_bytes(f.peak_bytes)} at batch {f.max_batch:,} "
+                          f"({f.peak_bytes / f.budget_bytes:.1%} of the budget)"),
+                 ("next", f"{fmt_bytes(f.next_peak_bytes)} at batch {f.max_batch + 1:,}: over the budget")]
+        rows += [(f"  {part}", fmt_bytes(nbytes)) for part, nbytes in f.breakdown]
+    rows += [("note", note) for note in f.notes]
+    if f.max_batch:
+        rows.append(("traces", f"{f.traces}: batch 1 to predict, " + ("the answer and the answer + 1 to confirm"
+                                                                       if f.traces <= 3 else "then refined and confirmed")))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    table = [[f"{p.batch:,}", fmt_bytes(p.peak_bytes), "yes" if p.peak_bytes <= f.budget_bytes else "no",
+              "traced" if p.traced else "predicted"] for p in f.around]
+    return "\n".join(lines) + "\n\n" + _tabulate(table, ["batch", "peak", "fits", "from"], "simple",
+                                                  ["right", "right", "left", "left"])
