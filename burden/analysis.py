@@ -208,16 +208,47 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
                         f"--inputs (inputs= in Python), such as --inputs 2x128:int64") from None
 
 
-def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optimizer: str) -> TrainingFigures:
+def checkpoint_paths(module: nn.Module, checkpoint: Sequence[str] | str | None, depth: int | None) -> tuple[str, ...]:
+    """The modules to checkpoint: named ones (a list, or a comma-separated string), or every module
+    ``depth`` levels down (1: the model's children)."""
+    names = [p for p, _ in module.named_modules() if p]
+    if isinstance(checkpoint, str):
+        checkpoint = [p.strip() for p in checkpoint.split(",") if p.strip()]
+    chosen = list(checkpoint or ())
+    for path in chosen:
+        if path not in names:
+            raise InputSpecError(f"cannot checkpoint {path!r}: the model has no such module{did_you_mean(path, names)}")
+    if depth is not None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise InputSpecError(f"checkpoint depth must be a whole number from 1, got {depth!r}")
+        at_depth = [p for p in names if p.count(".") == depth - 1]
+        if not at_depth:
+            raise InputSpecError(f"the model has no module at depth {depth}")
+        chosen += [p for p in at_depth if p not in chosen]
+    nested = [p for p in chosen if any(p.startswith(q + ".") for q in chosen)]
+    if nested:
+        raise InputSpecError(f"{nested[0]!r} is inside another checkpointed module; checkpoint one of the two")
+    return tuple(chosen)
+
+
+def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optimizer: str,
+              checkpoint: tuple[str, ...] = ()) -> TrainingFigures:
     from .training import training_step
 
-    step = training_step(module, args, kwargs, optimizer=optimizer, elsize=req.elsize(module), meta=req.meta,
-                         convention=req.convention)
+    def step_with(paths: tuple[str, ...]) -> Any:
+        return training_step(module, args, kwargs, optimizer=optimizer, elsize=req.elsize(module), meta=req.meta,
+                             convention=req.convention, checkpoint=paths)
+
+    step = step_with(checkpoint)
+    unchecked = step_with(()).training_peak_bytes if checkpoint else step.training_peak_bytes
     return TrainingFigures(optimizer=optimizer, gradient_bytes=step.gradient_bytes,
                            optimizer_bytes=step.optimizer_bytes, saved_activation_bytes=step.saved_activation_bytes,
                            backward_peak_bytes=step.backward_peak_bytes, training_peak_bytes=step.training_peak_bytes,
                            forward_flops=step.forward_flops, backward_flops=step.backward_flops,
-                           backward_uncounted_ops=step.backward_uncounted)
+                           backward_uncounted_ops=step.backward_uncounted, checkpointed=step.checkpointed,
+                           recompute_flops=step.recompute_flops,
+                           recompute_peak_bytes=step.recompute_peak_bytes,
+                           unchecked_peak_bytes=unchecked)
 
 
 
@@ -245,7 +276,8 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
                      memory: str | None = None, inputs: Any = None, device: str | None = None,
                      mode: str = "inference", optimizer: str = DEFAULT_OPTIMIZER,
                      formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
-                     progress: Callable[[str], None] | None = None) -> EstimateFigures:
+                     progress: Callable[[str], None] | None = None, checkpoint: Sequence[str] | str | None = None,
+                     checkpoint_depth: int | None = None) -> EstimateFigures:
     """The figures of ``burden.estimate`` (which documents the arguments)."""
     req = _request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress)
     if mode not in MODES:
@@ -257,9 +289,12 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
         if req.convention.backward is None:
             raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
                                  f"analyse training under convnet-burden or torch")
+    if (checkpoint or checkpoint_depth is not None) and mode != "training":
+        raise InputSpecError("activation checkpointing changes a training step: add mode='training' (--mode training)")
     name, module = _model(model, req.device)
+    paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     module, req, a, notes = _analyse_anywhere(model, module, req, inputs)
-    training = _training(module, req, a.args, a.kwargs, optimizer) if mode == "training" else None
+    training = _training(module, req, a.args, a.kwargs, optimizer, paths) if mode == "training" else None
     size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)
     t = a.totals
     return EstimateFigures(

@@ -83,6 +83,14 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
                         "meta, and the CPU for a model whose forward needs real values, when it fits in memory")
 
 
+def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, metavar="MODULE[,MODULE...]",
+                   help="with --mode training: run these modules under activation checkpointing "
+                        "(torch.utils.checkpoint, non-reentrant): less memory, their forward recomputed in backward")
+    p.add_argument("--checkpoint-depth", default=None, type=_positive_int, metavar="N",
+                   help="with --mode training: checkpoint every module N levels down (1: the model's children)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="burden", description="What will this network cost? Parameter memory, feature memory "
                                                "and FLOPs of PyTorch models, per layer, under named rules.")
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"with --mode training: the optimizer, whose state per parameter is "
                           f"{', '.join(f'{k} {v}' for k, v in options.OPTIMIZER_STATES.items())} tensors "
                           f"(default {options.DEFAULT_OPTIMIZER})")
+    _add_checkpoint_options(est)
     est.set_defaults(run=_estimate)
 
     fit = sub.add_parser("fit", help="the largest batch whose peak fits a memory budget")
@@ -119,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training (default: one step, forward, backward and optimizer state) or inference")
     fit.add_argument("--optimizer", choices=tuple(options.OPTIMIZER_STATES), default=None,
                      help=f"with --mode training: the optimizer (default {options.DEFAULT_OPTIMIZER})")
+    _add_checkpoint_options(fit)
     fit.add_argument("--format", choices=("text", "json"), default="text",
                      help="text (default) or json (exact integers: budget_bytes, max_batch, peak_bytes, ...)")
     fit.set_defaults(run=_fit)
@@ -255,7 +265,8 @@ def _estimate(args: argparse.Namespace) -> int:
     e = estimate(args.model, **_input_options(args), dtype=args.dtype, convention=args.convention,
                  memory=args.memory, device=args.device, mode=args.mode,
                  optimizer=args.optimizer or options.DEFAULT_OPTIMIZER, check_memory=args.check_memory,
-                 progress=lambda line: print(line, file=sys.stderr, flush=True))
+                 progress=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=args.checkpoint,
+                 checkpoint_depth=args.checkpoint_depth)
     layers = args.layers or args.depth is not None or args.leaves
     if args.format == "json":
         print(e.to_json())
@@ -288,7 +299,7 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         sizes = {"input_size": args.input or options.DEFAULT_INPUT}
     f = fit(args.model, args.memory, **sizes, mode=args.mode, optimizer=args.optimizer or options.DEFAULT_OPTIMIZER,
-            dtype=args.dtype)
+            dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth)
     print(f.to_json() if args.format == "json" else f.summary())
     return 0
 

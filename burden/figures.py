@@ -64,8 +64,15 @@ class TrainingFigures:
     backward_peak_bytes: int
     training_peak_bytes: int
     forward_flops: int  # the forward in training mode (batch statistics, dropout on)
-    backward_flops: int
+    backward_flops: int  # the recomputation of checkpointed modules included
     backward_uncounted_ops: tuple[UncountedOp, ...]
+    # activation checkpointing (``checkpoint=``): the modules run again in backward, the FLOPs of
+    # that recomputation, the most live memory while it runs (as ``backward_peak_bytes``) and the
+    # training peak the same step has without checkpointing
+    checkpointed: tuple[str, ...] = ()
+    recompute_flops: int = 0
+    recompute_peak_bytes: int = 0
+    unchecked_peak_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,7 @@ class FitFigures:
     around: tuple[BatchPeak, ...]  # peaks at batch sizes around the answer
     traces: int  # how many traces the search took
     notes: tuple[str, ...] = ()
+    checkpointed: tuple[str, ...] = ()  # modules under activation checkpointing
 
 
 @dataclass(frozen=True)

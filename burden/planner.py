@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .analysis import _analyse, _model, _model_dtype, _request
+from .analysis import _analyse, _model, _model_dtype, _request, checkpoint_paths
 from .containers import iter_tensors
 from .errors import InputSpecError
 from .figures import BatchPeak, FitFigures
@@ -48,7 +48,7 @@ def _input_bytes(args: tuple, kwargs: dict, elsize: int) -> int:
 
 
 def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: str, optimizer: str,
-            convention: str) -> Callable[[int], _Probe]:
+            convention: str, checkpoint: tuple[str, ...]) -> Callable[[int], _Probe]:
     def probe(batch: int) -> _Probe:
         req = _request(input_size, batch, dtype, convention, "meta")
         elsize = req.elsize(module)
@@ -61,7 +61,7 @@ def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: s
         held = _input_bytes(args, kwargs, elsize)
         if mode == "training":
             step = training_step(module, args, kwargs, optimizer=optimizer, elsize=elsize, meta=True,
-                                 convention=req.convention, batch=batch)
+                                 convention=req.convention, batch=batch, checkpoint=checkpoint)
             base = step.param_bytes + step.optimizer_bytes + held
             parts = (("parameters", step.param_bytes), ("optimizer state", step.optimizer_bytes),
                      ("input batch", held), *step.peak_parts)
@@ -114,7 +114,8 @@ def _predicted(lines: list[tuple[float, float]], batch: int) -> int:
 
 def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3, 224, 224), *,
                 inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
-                dtype: Any = None, convention: str = DEFAULT_CONVENTION) -> FitFigures:
+                dtype: Any = None, convention: str = DEFAULT_CONVENTION, checkpoint: Any = None,
+                checkpoint_depth: int | None = None) -> FitFigures:
     """The figures of ``burden.fit`` (which documents the arguments)."""
     budget = parse_memory(memory)
     if mode not in MODES:
@@ -125,8 +126,11 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
         if req.convention.backward is None:
             raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
                                  f"plan training under convnet-burden or torch")
+    if (checkpoint or checkpoint_depth is not None) and mode != "training":
+        raise InputSpecError("activation checkpointing changes a training step: leave out mode='inference'")
     name, module = _model(model)
-    probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention)
+    paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
+    probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention, paths)
     known: dict[int, _Probe] = {1: probe(1)}
     notes: list[str] = []
     if known[1].peak_bytes > budget:
@@ -163,4 +167,4 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
         breakdown=at.parts if lo in known else (),
         around=tuple(BatchPeak(b, known[b].peak_bytes if b in known else _predicted(lines, b), b in known)
                      for b in around),
-        traces=len(known), notes=tuple(notes))
+        traces=len(known), notes=tuple(notes), checkpointed=paths)

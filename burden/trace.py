@@ -101,6 +101,7 @@ class Tracer:
         self.model = model
         self.meta = meta
         self.stop_after = stop_after
+        self.forward_done = False  # set by ``trace``: module calls from then on are not recorded
         self.observers = observers
         self.events: list[OpEvent] = []
         self.modules: dict[str, ModuleInfo] = {}
@@ -250,7 +251,7 @@ class Tracer:
     # handles costs more than the calls they watch. Modules outside the model are ignored.
     def _pre_hook(self, module: nn.Module, args: Any) -> None:
         path = self._paths.get(id(module))
-        if path is None:
+        if path is None or self.forward_done:
             return
         info = self.modules[path]
         if info.calls == 0:
@@ -262,7 +263,7 @@ class Tracer:
 
     def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
         path = self._paths.get(id(module))
-        if path is None or not self.stack or self.stack[-1] != path:
+        if path is None or self.forward_done or not self.stack or self.stack[-1] != path:
             return
         info = self.modules[path]
         shapes = shape_tree(output)
@@ -326,6 +327,10 @@ class Tracer:
         return sum(t.numel * t.dtype.itemsize for e in self.events for t, new in zip(e.outputs, e.fresh) if new)
 
     def trace(self, output: Any) -> Trace:
+        # Module calls after this (a checkpoint's recomputation in backward) are not forward calls:
+        # they neither add to the module records nor hold their arguments (an early-stopped
+        # recomputation never returns, and its arguments would stay alive).
+        self.forward_done = True
         if self.stop_after is not None and self.modules[self.stop_after].calls == 0:
             raise ShapeError(f"module {self.stop_after!r} never ran in the forward pass")
         ordered = dict(sorted(self.modules.items(), key=lambda kv: kv[1].order))

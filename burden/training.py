@@ -10,10 +10,12 @@ adds the backward rules of convnet-burden).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .containers import iter_tensors, map_tensors
@@ -76,6 +78,11 @@ class TrainingMemory:
     fixed_curve: tuple[int, ...] = ()
     # what is live at the step's peak op: (what, bytes), summing to the peak of ``live``
     peak_parts: tuple[tuple[str, int], ...] = ()
+    # with ``checkpoint``: the modules recomputed in backward, the FLOPs of that recomputation
+    # (part of ``backward_flops``) and the most live memory while it runs (as ``backward_peak_bytes``)
+    checkpointed: tuple[str, ...] = ()
+    recompute_flops: int = 0
+    recompute_peak_bytes: int = 0
 
 
 def optimizer_states(optimizer: str) -> int:
@@ -87,7 +94,8 @@ def optimizer_states(optimizer: str) -> int:
 
 def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, optimizer: str = "adam",
                   elsize: int = 4, meta: bool = True,
-                  convention: str | Convention = DEFAULT_CONVENTION, batch: int | None = None) -> TrainingMemory:
+                  convention: str | Convention = DEFAULT_CONVENTION, batch: int | None = None,
+                  checkpoint: Sequence[str] = ()) -> TrainingMemory:
     """Memory and FLOPs of one training step of ``model`` on ``args`` (see ``TrainingMemory``).
 
     The model is run in training mode with gradients on, and comes back as it was: modes,
@@ -103,11 +111,14 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     owned = own_params(model, elsize).values()
     param_bytes, trainable = sum(s.bytes for s in owned), sum(s.trainable for s in owned)
     gradient_bytes = trainable * elsize
-    step = _record_step(model, args, kwargs or {}, meta)
+    step = _record_step(model, args, kwargs or {}, meta, tuple(checkpoint))
     live = replay(step.events, step.allocations, step.released, elsize)
     forward_ops = len(step.forward.events)
     backward = Trace(events=step.events[forward_ops:], modules={})
     forward_flops, _, forward_uncounted = _flops(model, step.forward, rules.flops)
+    recomputed = Trace(events=[step.events[i] for i in sorted(step.recomputed)], modules={})
+    recompute_flops = _flops(model, recomputed, rules.flops)[0] if step.recomputed else 0
+    recompute_peak = max((live.curve[i] for i in step.recomputed), default=0)
     backward_flops, by_module, backward_uncounted = _flops(model, backward, rules.backward)
     forward_peak = max(live.curve[:forward_ops], default=0)
     backward_peak = max(live.curve[forward_ops:], default=0)
@@ -125,7 +136,8 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
         peak_op=live.peak_op, forward_flops=forward_flops, backward_flops=backward_flops,
         backward_flops_by_module=by_module, forward_uncounted=forward_uncounted,
         backward_uncounted=backward_uncounted, live=live, forward_ops=forward_ops, fixed_curve=fixed_curve,
-        peak_parts=_peak_parts(step, live, shapes, elsize),
+        peak_parts=_peak_parts(step, live, shapes, elsize), checkpointed=tuple(checkpoint),
+        recompute_flops=recompute_flops, recompute_peak_bytes=recompute_peak,
     )
 
 
@@ -158,15 +170,56 @@ class _Step:
     allocations: dict[int, Allocation]
     released: dict[int, int]
     saved: set[int]  # storages autograd saved that were still alive when the forward ended
+    recomputed: set[int]  # events of checkpointed modules run again in backward
 
 
-def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _Step:
+@contextmanager
+def _checkpointed(model: nn.Module, paths: tuple[str, ...], tracer: Tracer, recomputed: set[int]) -> Iterator[None]:
+    """Each module in ``paths`` run under ``torch.utils.checkpoint`` (non-reentrant, as PyTorch
+    recommends) for the block: its forward keeps only its inputs, and backward runs it again.
+    The events of those second runs are collected in ``recomputed``. The modules' own
+    ``forward`` attributes are put back afterwards."""
+    modules = dict(model.named_modules())
+    patched: list[tuple[nn.Module, Any]] = []
+
+    def wrap(module: nn.Module) -> Callable:
+        forward = module.forward
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = len(tracer.events)
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                if tracer.forward_done:  # the recomputation, in backward
+                    recomputed.update(range(start, len(tracer.events)))
+
+        return lambda *args, **kwargs: torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, **kwargs)
+
+    try:
+        for path in paths:
+            module = modules[path]
+            patched.append((module, module.__dict__.get("forward", _NONE)))
+            module.forward = wrap(module)
+        yield
+    finally:
+        for module, own in reversed(patched):
+            if own is _NONE:
+                del module.__dict__["forward"]
+            else:
+                module.__dict__["forward"] = own
+
+
+_NONE = object()
+
+
+def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool, checkpoint: tuple[str, ...] = ()) -> _Step:
     lifetimes = Lifetimes()
     attribution = _BackwardAttribution(model)
     tracer = Tracer(model, meta=meta, make=fresh_meta_stand_in if meta else training_stand_in,
                     observers=(lifetimes, attribution))
     attribution.tracer = tracer
     saved: set[int] = set()
+    recomputed: set[int] = set()
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         number = lifetimes.allocation_of(t)
@@ -177,7 +230,8 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _St
     # the step's graph must not reach into a graph the caller's inputs may belong to
     args, kwargs = map_tensors(torch.Tensor.detach, args), map_tensors(torch.Tensor.detach, kwargs)
     try:
-        with preserved_modes(model, train=True), tracer.session(), torch.enable_grad():
+        with preserved_modes(model, train=True), tracer.session(), torch.enable_grad(), \
+                _checkpointed(model, checkpoint, tracer, recomputed):
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 output = tracer.forward(args, kwargs)
             whole = tracer.trace(output)
@@ -190,7 +244,8 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool) -> _St
         attribution.remove()
     allocations, released = _in_place_accumulation(tracer.events, attribution.accumulations,
                                                    lifetimes.allocations, lifetimes.released)
-    return _Step(events=tracer.events, forward=forward, allocations=allocations, released=released, saved=saved)
+    return _Step(events=tracer.events, forward=forward, allocations=allocations, released=released, saved=saved,
+                 recomputed=recomputed)
 
 
 def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allocations: dict[int, Allocation],

@@ -484,7 +484,10 @@ def _summary(e: Estimate) -> dict[str, Any]:
         out["training"] = {"optimizer": t.optimizer, "gradient_bytes": t.gradient_bytes,
                            "optimizer_bytes": t.optimizer_bytes, "saved_activation_bytes": t.saved_activation_bytes,
                            "backward_peak_bytes": t.backward_peak_bytes, "training_peak_bytes": t.training_peak_bytes,
-                           "forward_flops": t.forward_flops, "backward_flops": t.backward_flops}
+                           "forward_flops": t.forward_flops, "backward_flops": t.backward_flops,
+                           "checkpointed": list(t.checkpointed), "recompute_flops": t.recompute_flops,
+                           "recompute_peak_bytes": t.recompute_peak_bytes,
+                           "unchecked_peak_bytes": t.unchecked_peak_bytes}
     return out
 
 

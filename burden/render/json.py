@@ -50,7 +50,8 @@ def _uncounted(ops: tuple) -> list[dict[str, Any]]:
 
 
 TRAINING_KEYS = ("optimizer", "saved_activation_bytes", "gradient_bytes", "optimizer_bytes", "training_peak_bytes",
-                 "backward_peak_bytes", "backward_flops")
+                 "backward_peak_bytes", "backward_flops", "recompute_flops", "recompute_peak_bytes",
+                 "unchecked_peak_bytes")
 
 
 def _training_dict(e: Estimate) -> dict[str, Any]:
@@ -58,6 +59,7 @@ def _training_dict(e: Estimate) -> dict[str, Any]:
     t = e.training
     out: dict[str, Any] = {k: getattr(t, k) if t is not None else None for k in TRAINING_KEYS}
     out["training_forward_flops"] = t.forward_flops if t is not None else None
+    out["checkpointed"] = list(t.checkpointed) if t is not None else None
     out["backward_uncounted_ops"] = _uncounted(t.backward_uncounted_ops) if t is not None else None
     return out
 
@@ -97,4 +99,5 @@ def fit_to_dict(f: FitFigures) -> dict[str, Any]:
         "budget_bytes": f.budget_bytes, "max_batch": f.max_batch, "peak_bytes": f.peak_bytes,
         "next_peak_bytes": f.next_peak_bytes, "breakdown": dict(f.breakdown),
         "around": [asdict(p) for p in f.around], "traces": f.traces, "notes": list(f.notes),
+        "checkpointed": list(f.checkpointed),
     }

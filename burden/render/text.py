@@ -51,6 +51,12 @@ def summary(e: Estimate) -> str:
             ("step FLOPs", f"{fmt_flops(t.forward_flops + t.backward_flops)} (forward in training mode "
                            f"+ backward)"),
         ]
+        if t.checkpointed:
+            rows += [("checkpointed", ", ".join(t.checkpointed)),
+                     ("without it", f"{fmt_bytes(t.unchecked_peak_bytes)} training peak: checkpointing saves "
+                                    f"{fmt_bytes(t.unchecked_peak_bytes - t.training_peak_bytes)}"),
+                     ("recompute", f"{fmt_flops(t.recompute_flops)} (in the backward FLOPs), peak "
+                                   f"{fmt_bytes(t.recompute_peak_bytes)} live while it runs")]
         if t.backward_uncounted_ops:
             rows.append(("uncounted backward", ", ".join(f"{u.op} x{u.calls}" for u in t.backward_uncounted_ops)))
     width = max(len(k) for k, _ in rows)
@@ -269,7 +275,8 @@ def fit_summary(f: FitFigures) -> str:
     """The answer, what the peak holds, and the peaks around it."""
     what = f"training step, optimizer {f.optimizer}" if f.mode == "training" else "inference"
     rows = [("model", f.model), ("input", " x ".join(str(d) for d in f.input) or "as given"), ("dtype", f.dtype),
-            ("mode", what), ("budget", fmt_bytes(f.budget_bytes)),
+            ("mode", what + (f", checkpointing {', '.join(f.checkpointed)}" if f.checkpointed else "")),
+            ("budget", fmt_bytes(f.budget_bytes)),
             ("largest batch", f"{f.max_batch:,}" if f.max_batch else "none: even batch 1 does not fit")]
     if f.max_batch:
         rows += [("peak", f"{fmt_bytes(f.peak_bytes)} at batch {f.max_batch:,} "
