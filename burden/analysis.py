@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .autocast import amp_dtype
 from .containers import iter_tensors
 from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
 from .counting import Totals, count, own_bytes
@@ -68,6 +69,7 @@ class _Request:
     device: str | None  # None: meta, with the CPU as fallback for models that need values
     check_memory: bool = True  # refuse a real-device run that would take more than half the free memory
     progress: Callable[[str], None] | None = None  # told how a long real-device run is going
+    amp: torch.dtype | None = None  # mixed precision's low precision (torch.autocast's CPU policy), or None
 
     @property
     def meta(self) -> bool:
@@ -79,15 +81,23 @@ class _Request:
     def elsize(self, module: nn.Module) -> int:
         return torch.empty((), dtype=self.dtype or _model_dtype(module)).element_size()
 
+    def feature_elsize(self, module: nn.Module) -> int | None:
+        """Bytes per floating feature value; None (each at its own dtype's size) under mixed
+        precision, where features are of several dtypes."""
+        return None if self.amp is not None else self.elsize(module)
+
 
 def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
              memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None,
-             check_memory: bool = True, progress: Callable[[str], None] | None = None) -> _Request:
+             check_memory: bool = True, progress: Callable[[str], None] | None = None, amp: Any = None) -> _Request:
     rules = get_convention(convention).with_formulas(formulas or {})
-    return _Request(size=parse_input_size(input_size), batch=parse_batch(batch_size),
-                    dtype=None if dtype is None else parse_dtype(dtype), convention=rules,
+    low = amp_dtype(amp)
+    parsed = None if dtype is None else parse_dtype(dtype)
+    if low is not None and parsed not in (None, torch.float32):
+        raise InputSpecError("mixed precision keeps float32 weights: leave out --dtype (dtype=) with --amp (amp=)")
+    return _Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                     memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
-                    check_memory=check_memory, progress=progress)
+                    check_memory=check_memory, progress=progress, amp=low)
 
 
 def check_request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
@@ -128,15 +138,16 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
         args, kwargs = (torch.zeros((req.batch, *req.size), dtype=_model_dtype(module), device=target),), {}
     else:
         args, kwargs = materialize_inputs(inputs, device=target, dtype=_model_dtype(module))
-    elsize = req.elsize(module)
+    elsize, features = req.elsize(module), req.feature_elsize(module)
     observers = (Progress(req.progress, str(req.device)),) if req.progress is not None and not req.meta else ()
     with preserved_modes(module), torch.no_grad():
-        trace = trace_lifetimes(module, args, kwargs, meta=req.meta, stop_after=stop_after, observers=observers)
+        trace = trace_lifetimes(module, args, kwargs, meta=req.meta, stop_after=stop_after, observers=observers,
+                                amp=req.amp)
         flops = req.convention.attribute(module, trace, args, kwargs)
     with paused_gc():  # counting frees no tensor
-        memory = req.memory.rule(trace, elsize)
+        memory = req.memory.rule(trace, features)
         layers, uncounted, totals = count(module, trace, flops, memory, elsize)
-        return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, elsize))
+        return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, features))
 
 
 class Progress:
@@ -237,7 +248,7 @@ def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optim
 
     def step_with(paths: tuple[str, ...]) -> Any:
         return training_step(module, args, kwargs, optimizer=optimizer, elsize=req.elsize(module), meta=req.meta,
-                             convention=req.convention, checkpoint=paths)
+                             convention=req.convention, checkpoint=paths, amp=req.amp)
 
     step = step_with(checkpoint)
     unchecked = step_with(()).training_peak_bytes if checkpoint else step.training_peak_bytes
@@ -277,9 +288,9 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
                      mode: str = "inference", optimizer: str = DEFAULT_OPTIMIZER,
                      formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
                      progress: Callable[[str], None] | None = None, checkpoint: Sequence[str] | str | None = None,
-                     checkpoint_depth: int | None = None) -> EstimateFigures:
+                     checkpoint_depth: int | None = None, amp: Any = None) -> EstimateFigures:
     """The figures of ``burden.estimate`` (which documents the arguments)."""
-    req = _request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress)
+    req = _request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress, amp)
     if mode not in MODES:
         raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
     if mode == "training":
@@ -305,6 +316,7 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
         peak_op=a.live.peak_op, peak_bytes=t.param_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
         convention_summary=req.convention.summary, rules=req.convention.rules, memory_summary=req.memory.summary,
         device="meta" if req.meta else str(req.device), notes=notes, live_curve=a.live.curve,
+        amp=dtype_name(req.amp) if req.amp is not None else None,
         live_stages=_stages(a.trace), source=model if isinstance(model, str) else None)
 
 

@@ -24,7 +24,8 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
              memory: str | None = None, inputs: Any = None, device: str | None = None, mode: str = "inference",
              optimizer: str = DEFAULT_OPTIMIZER, formulas: Mapping[Any, Callable[..., int]] | None = None,
              check_memory: bool = True, progress: Callable[[str], None] | None = None,
-             checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None) -> Estimate:
+             checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
+             amp: str | torch.dtype | None = None) -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -44,7 +45,10 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     the backward FLOPs. ``checkpoint`` (module paths) or ``checkpoint_depth`` (every module that many
     levels down) runs those modules under non-reentrant ``torch.utils.checkpoint`` in the step: the
     training figures then give the peak with and without it, the peak while backward recomputes,
-    and the recomputation's FLOPs (inside the backward FLOPs).
+    and the recomputation's FLOPs (inside the backward FLOPs). ``amp="bf16"`` or ``"fp16"`` runs the
+    forward as ``torch.autocast`` does on the CPU: matrix products and convolutions in the low
+    precision (with the low-precision copies of the weights autocast keeps), the rest as their
+    inputs come, float32 weights, gradients and optimizer state; features count at their own sizes.
 
     ``device`` is where the pass is traced: by default the meta device (nothing allocated, any size),
     except for a model whose forward needs real values (``.item()``, ``nonzero``, boolean masks),
@@ -57,7 +61,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     return as_estimate(analysis.estimate_figures(
         model, input_size, batch_size=batch_size, dtype=dtype, convention=convention, memory=memory, inputs=inputs,
         device=device, mode=mode, optimizer=optimizer, formulas=formulas, check_memory=check_memory,
-        progress=progress, checkpoint=checkpoint, checkpoint_depth=checkpoint_depth))
+        progress=progress, checkpoint=checkpoint, checkpoint_depth=checkpoint_depth, amp=amp))
 
 
 @guarded
@@ -94,7 +98,8 @@ def scale(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES
 def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
         inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
         dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
-        checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None) -> Fit:
+        checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
+        amp: str | torch.dtype | None = None) -> Fit:
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
@@ -103,9 +108,9 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
     traces batch 1 to predict the answer from each op's live bytes, which are affine in the batch
     for almost every model, and traces the answer and the answer + 1 to confirm it: three traces,
     more only where a prediction was off. ``Fit`` has the answer, its peak and the next batch's,
-    what the peak holds, and the peaks around it. ``checkpoint`` and ``checkpoint_depth`` are as in
-    ``estimate``.
+    what the peak holds, and the peaks around it. ``checkpoint``, ``checkpoint_depth`` and ``amp``
+    are as in ``estimate``.
     """
     return Fit(**vars(planner.fit_figures(model, memory, input_size, inputs=inputs, mode=mode, optimizer=optimizer,
                                           dtype=dtype, convention=convention, checkpoint=checkpoint,
-                                          checkpoint_depth=checkpoint_depth)))
+                                          checkpoint_depth=checkpoint_depth, amp=amp)))

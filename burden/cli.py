@@ -84,6 +84,9 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--amp", default=None, choices=("bf16", "fp16"),
+                   help="mixed precision as torch.autocast runs it on the CPU: matrix products and convolutions in "
+                        "bf16 or fp16, float32 weights, gradients and optimizer state")
     p.add_argument("--checkpoint", default=None, metavar="MODULE[,MODULE...]",
                    help="with --mode training: run these modules under activation checkpointing "
                         "(torch.utils.checkpoint, non-reentrant): less memory, their forward recomputed in backward")
@@ -266,7 +269,7 @@ def _estimate(args: argparse.Namespace) -> int:
                  memory=args.memory, device=args.device, mode=args.mode,
                  optimizer=args.optimizer or options.DEFAULT_OPTIMIZER, check_memory=args.check_memory,
                  progress=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=args.checkpoint,
-                 checkpoint_depth=args.checkpoint_depth)
+                 checkpoint_depth=args.checkpoint_depth, amp=args.amp)
     layers = args.layers or args.depth is not None or args.leaves
     if args.format == "json":
         print(e.to_json())
@@ -299,7 +302,7 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         sizes = {"input_size": args.input or options.DEFAULT_INPUT}
     f = fit(args.model, args.memory, **sizes, mode=args.mode, optimizer=args.optimizer or options.DEFAULT_OPTIMIZER,
-            dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth)
+            dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp)
     print(f.to_json() if args.format == "json" else f.summary())
     return 0
 

@@ -11,7 +11,7 @@ from torch import nn
 from .figures import LayerFigures, UncountedOp
 from .layer_details import describe
 from .formulas import FormulaTable
-from .records import Trace
+from .records import Trace, value_bytes
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def own_params(model: nn.Module, elsize: int) -> dict[str, OwnState]:
             seen.add(key)
             n = t.numel()
             values += n
-            nbytes += n * (elsize if t.is_floating_point() else t.element_size())
+            nbytes += n * value_bytes(t.dtype, elsize)
             trainable += n if grad else 0
         out[path] = OwnState(values, nbytes, trainable, shared)
     return out

@@ -122,6 +122,8 @@ class EstimateFigures:
     live_stages: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
     # the model's name when burden can load it again (a registered name or a factory path); None
     # for an nn.Module, which an estimate never holds
+    # mixed precision: the low precision of torch.autocast's policy in the forward ("bfloat16"), or None
+    amp: str | None = None
     source: str | None = field(default=None, compare=False, repr=False)
 
     def layer(self, name: str) -> LayerFigures:
@@ -166,6 +168,7 @@ class FitFigures:
     traces: int  # how many traces the search took
     notes: tuple[str, ...] = ()
     checkpointed: tuple[str, ...] = ()  # modules under activation checkpointing
+    amp: str | None = None  # mixed precision's low precision, or None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from torch import nn
 
 from .figures import PeakOp
 from .op_groups import ALIAS_OPS
-from .records import OpEvent, Trace
+from .records import OpEvent, Trace, value_bytes
 from .trace import Tracer, trace_forward
 
 
@@ -50,9 +50,7 @@ class Allocation:
         """Bytes under an analysis element size (floating storages), native size otherwise.
 
         ``elsize=None`` uses the native size for every dtype."""
-        if elsize is None or not self.dtype.is_floating_point:
-            return self.elements * self.dtype.itemsize
-        return self.elements * elsize
+        return self.elements * value_bytes(self.dtype, elsize)
 
 
 @dataclass
@@ -123,7 +121,7 @@ class Lifetimes:
 
 
 def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True,
-                    stop_after: str | None = None, observers: tuple = ()) -> LiveTrace:
+                    stop_after: str | None = None, observers: tuple = (), amp: torch.dtype | None = None) -> LiveTrace:
     """``trace_forward`` (same arguments), plus the op after which each allocated storage was freed.
 
     As with ``trace_forward``, the caller owns the model's mode and grad state. The model's
@@ -131,7 +129,8 @@ def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *
     the op that made them to the end, which is what the peak needs.
     """
     lifetimes = Lifetimes()
-    trace = trace_forward(model, args, kwargs, meta=meta, stop_after=stop_after, observers=(lifetimes, *observers))
+    trace = trace_forward(model, args, kwargs, meta=meta, stop_after=stop_after, observers=(lifetimes, *observers),
+                          amp=amp)
     base = {f.name: getattr(trace, f.name) for f in fields(Trace)}
     return LiveTrace(**base, allocations=dict(lifetimes.allocations), released=dict(lifetimes.released))
 

@@ -23,6 +23,7 @@ from .errors import InputSpecError
 from .figures import BatchPeak, FitFigures
 from .inputs import dtype_name, materialize_inputs, parse_memory, rebatch
 from .memory import batch_independent, replay
+from .records import value_bytes
 from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, MODES
 from .training import optimizer_states, training_step
 
@@ -43,15 +44,14 @@ class _Probe:
 
 
 def _input_bytes(args: tuple, kwargs: dict, elsize: int) -> int:
-    return sum(t.numel() * (elsize if t.is_floating_point() else t.element_size())
-               for t in iter_tensors((args, kwargs)))
+    return sum(t.numel() * value_bytes(t.dtype, elsize) for t in iter_tensors((args, kwargs)))
 
 
 def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: str, optimizer: str,
-            convention: str, checkpoint: tuple[str, ...]) -> Callable[[int], _Probe]:
+            convention: str, checkpoint: tuple[str, ...], amp: Any) -> Callable[[int], _Probe]:
     def probe(batch: int) -> _Probe:
-        req = _request(input_size, batch, dtype, convention, "meta")
-        elsize = req.elsize(module)
+        req = _request(input_size, batch, dtype, convention, "meta", amp=amp)
+        elsize, features = req.elsize(module), req.feature_elsize(module)
         if inputs is None:
             args, kwargs = (torch.zeros((batch, *req.size), dtype=_model_dtype(module), device="meta"),), {}
             spec = None
@@ -61,7 +61,7 @@ def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: s
         held = _input_bytes(args, kwargs, elsize)
         if mode == "training":
             step = training_step(module, args, kwargs, optimizer=optimizer, elsize=elsize, meta=True,
-                                 convention=req.convention, batch=batch, checkpoint=checkpoint)
+                                 convention=req.convention, batch=batch, checkpoint=checkpoint, amp=req.amp)
             base = step.param_bytes + step.optimizer_bytes + held
             parts = (("parameters", step.param_bytes), ("optimizer state", step.optimizer_bytes),
                      ("input batch", held), *step.peak_parts)
@@ -71,7 +71,7 @@ def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: s
         base = a.totals.param_bytes + held
         shapes = {tuple(p.shape) for p in module.parameters()}
         fixed = batch_independent(a.trace.allocations, batch, shapes)
-        fixed_curve = replay(a.trace.events, fixed, a.trace.released, elsize).curve
+        fixed_curve = replay(a.trace.events, fixed, a.trace.released, features).curve
         parts = (("parameters", a.totals.param_bytes), ("input batch", held),
                  ("activations and temporaries", a.live.peak_feature_bytes))
         return _Probe(batch, base + a.live.peak_feature_bytes, tuple(base + v for v in a.live.curve),
@@ -115,12 +115,12 @@ def _predicted(lines: list[tuple[float, float]], batch: int) -> int:
 def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3, 224, 224), *,
                 inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
                 dtype: Any = None, convention: str = DEFAULT_CONVENTION, checkpoint: Any = None,
-                checkpoint_depth: int | None = None) -> FitFigures:
+                checkpoint_depth: int | None = None, amp: Any = None) -> FitFigures:
     """The figures of ``burden.fit`` (which documents the arguments)."""
     budget = parse_memory(memory)
     if mode not in MODES:
         raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
-    req = _request(input_size, 1, dtype, convention, "meta")
+    req = _request(input_size, 1, dtype, convention, "meta", amp=amp)
     if mode == "training":
         optimizer_states(optimizer)
         if req.convention.backward is None:
@@ -130,7 +130,7 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
         raise InputSpecError("activation checkpointing changes a training step: leave out mode='inference'")
     name, module = _model(model)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
-    probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention, paths)
+    probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention, paths, amp)
     known: dict[int, _Probe] = {1: probe(1)}
     notes: list[str] = []
     if known[1].peak_bytes > budget:
@@ -167,4 +167,5 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
         breakdown=at.parts if lo in known else (),
         around=tuple(BatchPeak(b, known[b].peak_bytes if b in known else _predicted(lines, b), b in known)
                      for b in around),
-        traces=len(known), notes=tuple(notes), checkpointed=paths)
+        traces=len(known), notes=tuple(notes), checkpointed=paths,
+        amp=dtype_name(req.amp) if req.amp is not None else None)

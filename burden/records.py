@@ -11,6 +11,13 @@ from typing import Any
 import torch
 
 
+def value_bytes(dtype: torch.dtype, elsize: int | None) -> int:
+    """Bytes per value under an analysis element size: ``elsize`` for floating-point values (the
+    ``--dtype`` being asked about), the native size otherwise, and always with ``elsize=None``
+    (mixed precision, whose features have several dtypes)."""
+    return elsize if elsize is not None and dtype.is_floating_point else dtype.itemsize
+
+
 
 @dataclass(frozen=True, eq=False, slots=True)  # a trace makes thousands: slots keep them small
 class TensorInfo:
@@ -26,6 +33,9 @@ class TensorInfo:
         for d in self.shape:
             n *= int(d)
         return n
+
+    def nbytes(self, elsize: int | None) -> int:
+        return self.numel * value_bytes(self.dtype, elsize)
 
 
 @dataclass(frozen=True, eq=False)

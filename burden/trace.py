@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .autocast import autocast
 from .containers import iter_tensors, map_tensors, shape_tree
 from .errors import BurdenError, DataDependentError, ShapeError, UnsupportedModelError
 from .heap import no_full_collections
@@ -97,8 +98,9 @@ class Tracer:
     """Records forward passes (and, for training, the backward ops) of ``model``."""
 
     def __init__(self, model: nn.Module, meta: bool, stop_after: str | None = None, make: Make | None = None,
-                 observers: tuple[Observer, ...] = ()) -> None:
+                 observers: tuple[Observer, ...] = (), amp: torch.dtype | None = None) -> None:
         self.model = model
+        self.amp = amp  # the low precision of mixed precision in the forward (torch.autocast's policy), or None
         self.meta = meta
         self.stop_after = stop_after
         self.forward_done = False  # set by ``trace``: module calls from then on are not recorded
@@ -307,7 +309,7 @@ class Tracer:
         inputs = {self.storage_of(t) for t in iter_tensors((args, kwargs))}
         self.input_storages = inputs
         try:
-            with self.recording():
+            with self.recording(), autocast(self.amp):
                 return self.model(*args, **kwargs)
         except _StopTrace:
             return None
@@ -349,7 +351,8 @@ def _unchanged(t: torch.Tensor, parameter: bool) -> torch.Tensor:
 
 
 def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True,
-                  stop_after: str | None = None, observers: tuple[Observer, ...] = ()) -> Trace:
+                  stop_after: str | None = None, observers: tuple[Observer, ...] = (),
+                  amp: torch.dtype | None = None) -> Trace:
     """Trace one forward pass of ``model`` on ``args``.
 
     With ``stop_after``, the pass ends as soon as that module (a path such as ``layer4``) returns:
@@ -359,7 +362,7 @@ def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     """
     # No ``torch.device("meta")`` context: it adds a Python call to every torch function, and the
     # recorder already sends factory calls and stray real tensors to the meta device op by op.
-    tracer = Tracer(model, meta=meta, stop_after=stop_after, observers=observers)
+    tracer = Tracer(model, meta=meta, stop_after=stop_after, observers=observers, amp=amp)
     try:
         return tracer.run(args, kwargs or {})
     finally:

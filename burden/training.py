@@ -95,7 +95,7 @@ def optimizer_states(optimizer: str) -> int:
 def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, optimizer: str = "adam",
                   elsize: int = 4, meta: bool = True,
                   convention: str | Convention = DEFAULT_CONVENTION, batch: int | None = None,
-                  checkpoint: Sequence[str] = ()) -> TrainingMemory:
+                  checkpoint: Sequence[str] = (), amp: torch.dtype | None = None) -> TrainingMemory:
     """Memory and FLOPs of one training step of ``model`` on ``args`` (see ``TrainingMemory``).
 
     The model is run in training mode with gradients on, and comes back as it was: modes,
@@ -111,8 +111,10 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     owned = own_params(model, elsize).values()
     param_bytes, trainable = sum(s.bytes for s in owned), sum(s.trainable for s in owned)
     gradient_bytes = trainable * elsize
-    step = _record_step(model, args, kwargs or {}, meta, tuple(checkpoint))
-    live = replay(step.events, step.allocations, step.released, elsize)
+    step = _record_step(model, args, kwargs or {}, meta, tuple(checkpoint), amp)
+    # under mixed precision the features are of several dtypes: each counts at its own size
+    features = None if amp is not None else elsize
+    live = replay(step.events, step.allocations, step.released, features)
     forward_ops = len(step.forward.events)
     backward = Trace(events=step.events[forward_ops:], modules={})
     forward_flops, _, forward_uncounted = _flops(model, step.forward, rules.flops)
@@ -126,23 +128,23 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     fixed_curve: tuple[int, ...] = ()
     if batch is not None:
         fixed = batch_independent(step.allocations, batch, shapes)
-        fixed_curve = replay(step.events, fixed, step.released, elsize).curve
+        fixed_curve = replay(step.events, fixed, step.released, features).curve
     return TrainingMemory(
         optimizer=optimizer, param_bytes=param_bytes, gradient_bytes=gradient_bytes,
         optimizer_bytes=states * gradient_bytes,
-        saved_activation_bytes=sum(step.allocations[s].nbytes(elsize) for s in step.saved),
+        saved_activation_bytes=sum(step.allocations[s].nbytes(features) for s in step.saved),
         forward_peak_bytes=forward_peak, backward_peak_bytes=backward_peak,
         training_peak_bytes=param_bytes + states * gradient_bytes + max(forward_peak, backward_peak),
         peak_op=live.peak_op, forward_flops=forward_flops, backward_flops=backward_flops,
         backward_flops_by_module=by_module, forward_uncounted=forward_uncounted,
         backward_uncounted=backward_uncounted, live=live, forward_ops=forward_ops, fixed_curve=fixed_curve,
-        peak_parts=_peak_parts(step, live, shapes, elsize), checkpointed=tuple(checkpoint),
+        peak_parts=_peak_parts(step, live, shapes, features), checkpointed=tuple(checkpoint),
         recompute_flops=recompute_flops, recompute_peak_bytes=recompute_peak,
     )
 
 
 def _peak_parts(step: "_Step", live: LiveMemory, param_shapes: set[tuple[int, ...]],
-                elsize: int) -> tuple[tuple[str, int], ...]:
+                elsize: int | None) -> tuple[tuple[str, int], ...]:
     """The allocations live at the peak op, by kind: parameter gradients (parameter-shaped,
     made in backward), activations autograd saved, and everything else (the output, gradients
     flowing through the graph, temporaries)."""
@@ -212,11 +214,12 @@ def _checkpointed(model: nn.Module, paths: tuple[str, ...], tracer: Tracer, reco
 _NONE = object()
 
 
-def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool, checkpoint: tuple[str, ...] = ()) -> _Step:
+def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool, checkpoint: tuple[str, ...] = (),
+                 amp: torch.dtype | None = None) -> _Step:
     lifetimes = Lifetimes()
     attribution = _BackwardAttribution(model)
     tracer = Tracer(model, meta=meta, make=fresh_meta_stand_in if meta else training_stand_in,
-                    observers=(lifetimes, attribution))
+                    observers=(lifetimes, attribution), amp=amp)
     attribution.tracer = tracer
     saved: set[int] = set()
     recomputed: set[int] = set()

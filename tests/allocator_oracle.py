@@ -22,6 +22,7 @@ beside it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -171,14 +172,24 @@ def _optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
 
 
 def measure(model: nn.Module, args: tuple, kwargs: dict | None = None, optimizer: str = "adam",
-            output: Callable[[Any], Any] = lambda out: out) -> AllocatorFigures:
+            output: Callable[[Any], Any] = lambda out: out, autocast: torch.dtype | None = None) -> AllocatorFigures:
     """Allocator figures for one model on real CPU inputs. The model is trained for one step on
     zero gradients first (so that the optimizer's state exists, as in every step after the first),
-    so pass a model to throw away. ``output`` picks the tensors to backpropagate from."""
+    so pass a model to throw away. ``output`` picks the tensors to backpropagate from. With
+    ``autocast``, the forward passes run under ``torch.autocast("cpu", dtype=autocast)`` and the
+    backward outside it, as mixed-precision training does."""
     kwargs = kwargs or {}
+
+    def region() -> Any:
+        return torch.autocast("cpu", dtype=autocast) if autocast is not None else contextlib.nullcontext()
+
+    def run() -> Any:
+        with region():
+            return model(*args, **kwargs)
+
     model.eval()
     with torch.no_grad():
-        inference, _ = allocator_curve(lambda: model(*args, **kwargs))
+        inference, _ = allocator_curve(run)
 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -193,7 +204,7 @@ def measure(model: nn.Module, args: tuple, kwargs: dict | None = None, optimizer
     held: dict[str, Any] = {}
 
     def forward() -> None:
-        held["out"] = model(*args, **kwargs)
+        held["out"] = run()
 
     forward_curve, _ = allocator_curve(forward)
     roots = [t for t in _outputs(output(held["out"])) if t.requires_grad]

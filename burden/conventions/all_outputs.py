@@ -12,8 +12,8 @@ from ..records import Trace
 from .base import MemoryConvention
 
 
-def new_storage_bytes(trace: Trace, elsize: int) -> list[int]:
-    return [sum(t.numel * (elsize if t.dtype.is_floating_point else t.dtype.itemsize)
+def new_storage_bytes(trace: Trace, elsize: int | None) -> list[int]:
+    return [sum(t.nbytes(elsize)
                 for t, fresh in zip(event.outputs, event.fresh) if fresh)
             for event in trace.events]
 

@@ -125,7 +125,7 @@ table.zero(*ALIAS_OPS, *COPY_OPS, *DROPOUT_OPS, *FACTORY_OPS, *NORM_OPS, *SOFTMA
 _NO_BUFFER = {*ALIAS_OPS, *DROPOUT_OPS, *FACTORY_OPS, aten.relu, aten.relu_, aten.copy_}
 
 
-def _output_bytes(event: OpEvent, elsize: int) -> int:
+def _output_bytes(event: OpEvent, elsize: int | None) -> int:
     if event.packet in _NO_BUFFER:
         return 0
     if event.packet is aten.cat and len(event.inputs) == 1:
@@ -133,7 +133,7 @@ def _output_bytes(event: OpEvent, elsize: int) -> int:
     outputs = event.outputs[:1] if event.packet in AUX_OUTPUT_OPS else event.outputs
     fresh = event.fresh[: len(outputs)]
     # an in-place write still counts as a new layer output (``out += identity``)
-    return sum(t.numel * (elsize if t.dtype.is_floating_point else t.dtype.itemsize)
+    return sum(t.nbytes(elsize)
                for t, new in zip(outputs, fresh) if new or event.inplace)
 
 
@@ -159,7 +159,7 @@ def _fused_scales(events: list[OpEvent]) -> set[int]:
     return fused
 
 
-def feature_bytes(trace: Trace, elsize: int) -> list[int]:
+def feature_bytes(trace: Trace, elsize: int | None) -> list[int]:
     fused = _fused_scales(trace.events)
     return [0 if i in fused else _output_bytes(e, elsize) for i, e in enumerate(trace.events)]
 

@@ -34,6 +34,7 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "feature_bytes": e.feature_bytes,
         "flops": e.flops,
         "mode": e.mode,
+        "amp": e.amp,
         "device": e.device,
         "notes": list(e.notes),
         "peak_feature_bytes": e.peak_feature_bytes,
@@ -99,5 +100,5 @@ def fit_to_dict(f: FitFigures) -> dict[str, Any]:
         "budget_bytes": f.budget_bytes, "max_batch": f.max_batch, "peak_bytes": f.peak_bytes,
         "next_peak_bytes": f.next_peak_bytes, "breakdown": dict(f.breakdown),
         "around": [asdict(p) for p in f.around], "traces": f.traces, "notes": list(f.notes),
-        "checkpointed": list(f.checkpointed),
+        "checkpointed": list(f.checkpointed), "amp": f.amp,
     }

@@ -21,7 +21,8 @@ def summary(e: Estimate) -> str:
         ("model", e.model),
         ("input", " x ".join(str(d) for d in e.input)),
         ("batch", str(e.batch)),
-        ("dtype", e.dtype),
+        ("dtype", e.dtype if e.amp is None else f"{e.dtype} weights, {e.amp} autocast (torch.autocast's CPU policy; "
+                                                 f"features at their own sizes)"),
         ("convention", e.convention if e.memory_convention == "convnet-burden"
          else f"{e.convention} (memory: {e.memory_convention})"),
         ("params", fmt_count(e.params)),
@@ -274,7 +275,8 @@ def conventions_text(width: int | None = None) -> str:
 def fit_summary(f: FitFigures) -> str:
     """The answer, what the peak holds, and the peaks around it."""
     what = f"training step, optimizer {f.optimizer}" if f.mode == "training" else "inference"
-    rows = [("model", f.model), ("input", " x ".join(str(d) for d in f.input) or "as given"), ("dtype", f.dtype),
+    rows = [("model", f.model), ("input", " x ".join(str(d) for d in f.input) or "as given"),
+            ("dtype", f.dtype if f.amp is None else f"{f.dtype} weights, {f.amp} autocast"),
             ("mode", what + (f", checkpointing {', '.join(f.checkpointed)}" if f.checkpointed else "")),
             ("budget", fmt_bytes(f.budget_bytes)),
             ("largest batch", f"{f.max_batch:,}" if f.max_batch else "none: even batch 1 does not fit")]

@@ -1,0 +1,143 @@
+"""Mixed precision as ``torch.autocast`` does it on the CPU, for a trace on any device.
+
+Autocast decides per op, by a fixed policy (``aten/src/ATen/autocast_mode.cpp``, the AutocastCPU
+table), in which precision the op runs: matrix products and convolutions in the low precision,
+a list of numerically sensitive ops in float32, and ``cat``/``stack`` at the widest input type;
+every other op runs in whatever precision its inputs have. It casts with ``Tensor.to``, and keeps
+the low-precision copy of each parameter (a leaf that requires grad) for as long as the autocast
+region lasts, so a parameter used twice is cast once and its copy lives to the region's end.
+
+The meta device has no autocast of its own, so the same policy is applied one level up, where
+autograd still sees the casts: the Python entry points of those ops (``F.linear``, ``F.conv2d``,
+``torch.matmul``, ``x @ y``, ``F.scaled_dot_product_attention``, ...) are wrapped for the duration
+of the forward and given back afterwards. Wrapping the names, rather than a function mode, also
+reaches the calls that torch's own Python functions make (``multi_head_attention_forward`` calls
+``linear``), which a function mode does not see. Matrix products that a C++ op makes internally
+are the exception: recurrent layers are not cast, and ``einsum`` is cast as a whole, its inputs
+rather than its inner products.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.nn import functional
+
+from .containers import iter_tensors, map_tensors
+from .errors import InputSpecError
+
+_LOW = "low"
+_FLOAT32 = "float32"
+_PROMOTE = "promote"
+# (owner, attribute, policy): the Python names of autocast_mode.cpp's AutocastCPU ops
+_ENTRY_POINTS: tuple[tuple[Any, str, str], ...] = (
+    *((torch, name, _LOW) for name in ("conv1d", "conv2d", "conv3d", "conv_tbc", "conv_transpose1d",
+                                        "conv_transpose2d", "conv_transpose3d", "prelu", "matmul", "mm", "bmm",
+                                        "baddbmm", "addmm", "addbmm", "einsum")),
+    *((functional, name, _LOW) for name in ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                                             "conv_transpose2d", "conv_transpose3d", "prelu",
+                                             "scaled_dot_product_attention")),
+    *((torch.Tensor, name, _LOW) for name in ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "baddbmm",
+                                              "addmm", "addbmm")),
+    *((torch, name, _FLOAT32) for name in ("prod", "cdist", "quantile", "nanquantile", "stft", "polar")),
+    *((functional, name, _FLOAT32) for name in ("avg_pool3d", "max_pool3d", "adaptive_avg_pool3d", "grid_sample",
+                                                 "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div",
+                                                 "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
+                                                 "cosine_embedding_loss", "margin_ranking_loss", "soft_margin_loss",
+                                                 "triplet_margin_loss", "multi_margin_loss",
+                                                 "multilabel_margin_loss", "hinge_embedding_loss",
+                                                 "poisson_nll_loss", "ctc_loss")),
+    *((torch, name, _PROMOTE) for name in ("cat", "concat", "concatenate", "stack", "index_copy")),
+)
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def _eligible(t: torch.Tensor) -> bool:
+    return t.is_floating_point() and t.dtype is not torch.float64
+
+
+class _Policy:
+    """The casts of one autocast region, with its cache of parameter copies."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(parameter) -> (parameter, its copy)
+        self.inside = threading.local()  # an entry point running: the ops it calls are its own
+
+    def _cast(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if not _eligible(t) or t.dtype is dtype:
+            return t
+        cached = dtype is self.dtype and t.dtype is torch.float32 and t.requires_grad and t.is_leaf
+        if cached:
+            hit = self.cache.get(id(t))
+            if hit is not None:
+                return hit[1]
+        copy = t.to(dtype)
+        if cached:
+            self.cache[id(t)] = (t, copy)
+        return copy
+
+    def wrap(self, original: Callable, policy: str) -> Callable:
+        def entry_point(*args: Any, **kwargs: Any) -> Any:
+            if getattr(self.inside, "active", False):
+                return original(*args, **kwargs)
+            if policy == _LOW:
+                dtype = self.dtype
+            elif policy == _FLOAT32:
+                dtype = torch.float32
+            else:
+                floats = {t.dtype for t in iter_tensors((args, kwargs)) if _eligible(t)}
+                dtype = max(floats, key=lambda d: d.itemsize) if len(floats) > 1 else None
+            if dtype is not None:
+                args, kwargs = map_tensors(lambda t: self._cast(t, dtype), (args, kwargs))
+            self.inside.active = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.inside.active = False
+
+        return entry_point
+
+
+def amp_dtype(amp: str | torch.dtype | None) -> torch.dtype | None:
+    """The low precision of ``amp`` ("bf16", "fp16", a dtype or None)."""
+    if amp is None or isinstance(amp, torch.dtype) and amp in DTYPES.values():
+        return amp
+    try:
+        return DTYPES[str(amp).lower()]
+    except KeyError:
+        raise InputSpecError(f"unknown amp precision {amp!r}; use bf16 or fp16") from None
+
+
+_MISSING = object()
+
+
+@contextmanager
+def autocast(dtype: torch.dtype | None) -> Iterator[None]:
+    """The autocast policy for the block (nothing with ``dtype=None``); the parameter copies it
+    made are dropped at the end, as ``torch.autocast`` drops its cache, and every wrapped name
+    is given back."""
+    if dtype is None:
+        yield
+        return
+    policy = _Policy(dtype)
+    replaced: list[tuple[Any, str, Any]] = []
+    try:
+        for owner, name, kind in _ENTRY_POINTS:
+            original = owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else getattr(owner, name, _MISSING)
+            current = getattr(owner, name, None)
+            if current is None:
+                continue  # not in this torch release
+            replaced.append((owner, name, original))
+            setattr(owner, name, policy.wrap(current, kind))
+        yield
+    finally:
+        for owner, name, original in reversed(replaced):
+            if original is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+        policy.cache.clear()
