@@ -262,7 +262,10 @@ def validate(name: str, batch: int, size: int) -> Row:
     figures = {k: (predicted[k], measured[k]) for k in measured}
     references = {"last_reads": (predicted["last_reads"], measured["inference"])}
     if torch.cuda.is_available():
-        references.update({"cuda_" + k: (predicted[k], v) for k, v in measure_cuda(model, batch, size).items()})
+        # predicted as the CUDA caching allocator counts (target="cuda": 512-byte blocks, one per tensor)
+        e = burden.estimate(name, size, batch_size=batch, mode="training", optimizer=OPTIMIZER, target="cuda")
+        on_cuda = {"inference": e.peak_feature_bytes, "training": e.training.training_peak_bytes}
+        references.update({"cuda_" + k: (on_cuda[k], v) for k, v in measure_cuda(model, batch, size).items()})
     row = Row(name, batch, figures, workspace, references, step, time.perf_counter() - start)
     del model
     gc.collect()

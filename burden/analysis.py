@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .accounting import Accounting, accounting
 from .autocast import amp_dtype
 from .containers import iter_tensors
 from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
@@ -31,7 +32,7 @@ from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .options import (DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES,
                       MODES)
-from .records import Trace
+from .records import Trace, value_bytes
 from .state import preserved_modes, with_real_weights
 
 
@@ -70,6 +71,7 @@ class _Request:
     check_memory: bool = True  # refuse a real-device run that would take more than half the free memory
     progress: Callable[[str], None] | None = None  # told how a long real-device run is going
     amp: torch.dtype | None = None  # mixed precision's low precision (torch.autocast's CPU policy), or None
+    accounting: Accounting = Accounting()  # the target allocator's rounding, ZeRO sharding
 
     @property
     def meta(self) -> bool:
@@ -89,7 +91,8 @@ class _Request:
 
 def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
              memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None,
-             check_memory: bool = True, progress: Callable[[str], None] | None = None, amp: Any = None) -> _Request:
+             check_memory: bool = True, progress: Callable[[str], None] | None = None, amp: Any = None,
+             target: str = "cpu", world_size: int = 1, zero: int = 0) -> _Request:
     rules = get_convention(convention).with_formulas(formulas or {})
     low = amp_dtype(amp)
     parsed = None if dtype is None else parse_dtype(dtype)
@@ -97,7 +100,8 @@ def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, devi
         raise InputSpecError("mixed precision keeps float32 weights: leave out --dtype (dtype=) with --amp (amp=)")
     return _Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                     memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
-                    check_memory=check_memory, progress=progress, amp=low)
+                    check_memory=check_memory, progress=progress, amp=low,
+                    accounting=accounting(target, world_size, zero))
 
 
 def check_request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
@@ -129,6 +133,7 @@ class _Analysis:
     uncounted: tuple[UncountedOp, ...]
     totals: Totals
     live: LiveMemory
+    held_bytes: int  # parameters and buffers as the target's allocator holds them (the peak's base)
 
 
 def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: str | None = None) -> _Analysis:
@@ -147,7 +152,17 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
     with paused_gc():  # counting frees no tensor
         memory = req.memory.rule(trace, features)
         layers, uncounted, totals = count(module, trace, flops, memory, elsize)
-        return _Analysis(trace, args, kwargs, layers, uncounted, totals, inference_peak(trace, features))
+        live = inference_peak(trace, features, size=lambda a: req.accounting.allocation(a.nbytes(features)))
+        return _Analysis(trace, args, kwargs, layers, uncounted, totals, live, _held_bytes(module, req, totals))
+
+
+def _held_bytes(module: nn.Module, req: _Request, totals: Totals) -> int:
+    """The parameters and buffers as the target's allocator holds them: one allocation each."""
+    if req.accounting.target == "cpu":
+        return totals.param_bytes
+    elsize = req.elsize(module)
+    tensors = [*module.parameters(), *(b for b in module.buffers() if b.is_floating_point())]
+    return req.accounting.tensors(t.numel() * value_bytes(t.dtype, elsize) for t in tensors)
 
 
 class Progress:
@@ -248,7 +263,7 @@ def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optim
 
     def step_with(paths: tuple[str, ...]) -> Any:
         return training_step(module, args, kwargs, optimizer=optimizer, elsize=req.elsize(module), meta=req.meta,
-                             convention=req.convention, checkpoint=paths, amp=req.amp)
+                             convention=req.convention, checkpoint=paths, amp=req.amp, accounting=req.accounting)
 
     step = step_with(checkpoint)
     unchecked = step_with(()).training_peak_bytes if checkpoint else step.training_peak_bytes
@@ -288,9 +303,11 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
                      mode: str = "inference", optimizer: str = DEFAULT_OPTIMIZER,
                      formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
                      progress: Callable[[str], None] | None = None, checkpoint: Sequence[str] | str | None = None,
-                     checkpoint_depth: int | None = None, amp: Any = None) -> EstimateFigures:
+                     checkpoint_depth: int | None = None, amp: Any = None, target: str = "cpu", world_size: int = 1,
+                     zero: int = 0) -> EstimateFigures:
     """The figures of ``burden.estimate`` (which documents the arguments)."""
-    req = _request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress, amp)
+    req = _request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress, amp,
+                   target, world_size, zero)
     if mode not in MODES:
         raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
     if mode == "training":
@@ -302,6 +319,8 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
                                  f"analyse training under convnet-burden or torch")
     if (checkpoint or checkpoint_depth is not None) and mode != "training":
         raise InputSpecError("activation checkpointing changes a training step: add mode='training' (--mode training)")
+    if req.accounting.zero and mode != "training":
+        raise InputSpecError("ZeRO shards a training step's state: add mode='training' (--mode training)")
     name, module = _model(model, req.device)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     module, req, a, notes = _analyse_anywhere(model, module, req, inputs)
@@ -313,10 +332,10 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
         convention=req.convention.name, memory_convention=req.memory.name, params=t.params,
         trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
         flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted, peak_feature_bytes=a.live.peak_feature_bytes,
-        peak_op=a.live.peak_op, peak_bytes=t.param_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
+        peak_op=a.live.peak_op, peak_bytes=a.held_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
         convention_summary=req.convention.summary, rules=req.convention.rules, memory_summary=req.memory.summary,
         device="meta" if req.meta else str(req.device), notes=notes, live_curve=a.live.curve,
-        amp=dtype_name(req.amp) if req.amp is not None else None,
+        amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe(),
         live_stages=_stages(a.trace), source=model if isinstance(model, str) else None)
 
 

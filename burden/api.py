@@ -25,7 +25,8 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
              optimizer: str = DEFAULT_OPTIMIZER, formulas: Mapping[Any, Callable[..., int]] | None = None,
              check_memory: bool = True, progress: Callable[[str], None] | None = None,
              checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
-             amp: str | torch.dtype | None = None) -> Estimate:
+             amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1,
+             zero: int = 0) -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -49,6 +50,9 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     forward as ``torch.autocast`` does on the CPU: matrix products and convolutions in the low
     precision (with the low-precision copies of the weights autocast keeps), the rest as their
     inputs come, float32 weights, gradients and optimizer state; features count at their own sizes.
+    ``target="cuda"`` counts the peaks as ``torch.cuda.max_memory_allocated`` does (every tensor an
+    allocation rounded up to 512 bytes); ``world_size`` and ``zero`` (1, 2, 3) give one device's
+    share of a training step under ZeRO sharding (``burden.accounting`` says what is not counted).
 
     ``device`` is where the pass is traced: by default the meta device (nothing allocated, any size),
     except for a model whose forward needs real values (``.item()``, ``nonzero``, boolean masks),
@@ -61,7 +65,8 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     return as_estimate(analysis.estimate_figures(
         model, input_size, batch_size=batch_size, dtype=dtype, convention=convention, memory=memory, inputs=inputs,
         device=device, mode=mode, optimizer=optimizer, formulas=formulas, check_memory=check_memory,
-        progress=progress, checkpoint=checkpoint, checkpoint_depth=checkpoint_depth, amp=amp))
+        progress=progress, checkpoint=checkpoint, checkpoint_depth=checkpoint_depth, amp=amp, target=target,
+        world_size=world_size, zero=zero))
 
 
 @guarded
@@ -99,7 +104,7 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
         inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
         dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
         checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
-        amp: str | torch.dtype | None = None) -> Fit:
+        amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1, zero: int = 0) -> Fit:
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
@@ -108,9 +113,10 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
     traces batch 1 to predict the answer from each op's live bytes, which are affine in the batch
     for almost every model, and traces the answer and the answer + 1 to confirm it: three traces,
     more only where a prediction was off. ``Fit`` has the answer, its peak and the next batch's,
-    what the peak holds, and the peaks around it. ``checkpoint``, ``checkpoint_depth`` and ``amp``
-    are as in ``estimate``.
+    what the peak holds, and the peaks around it. ``checkpoint``, ``checkpoint_depth``, ``amp``,
+    ``target``, ``world_size`` and ``zero`` are as in ``estimate``; with ZeRO the batch is per device.
     """
     return Fit(**vars(planner.fit_figures(model, memory, input_size, inputs=inputs, mode=mode, optimizer=optimizer,
                                           dtype=dtype, convention=convention, checkpoint=checkpoint,
-                                          checkpoint_depth=checkpoint_depth, amp=amp)))
+                                          checkpoint_depth=checkpoint_depth, amp=amp, target=target,
+                                          world_size=world_size, zero=zero)))

@@ -83,6 +83,17 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
                         "meta, and the CPU for a model whose forward needs real values, when it fits in memory")
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="cpu", choices=("cpu", "cuda"),
+                   help="how the peaks count bytes: cpu (default, exact, as the CPU allocator) or cuda (as "
+                        "torch.cuda.max_memory_allocated: every tensor rounded up to 512 bytes)")
+    p.add_argument("--world-size", default=1, type=_positive_int, metavar="N",
+                   help="with --zero: the number of data-parallel devices")
+    p.add_argument("--zero", default=0, type=int, choices=(0, 1, 2, 3),
+                   help="ZeRO stage: 1 shards the optimizer state, 2 the gradients too, 3 the parameters too; "
+                        "the figures are one device's")
+
+
 def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default=None, choices=("bf16", "fp16"),
                    help="mixed precision as torch.autocast runs it on the CPU: matrix products and convolutions in "
@@ -116,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{', '.join(f'{k} {v}' for k, v in options.OPTIMIZER_STATES.items())} tensors "
                           f"(default {options.DEFAULT_OPTIMIZER})")
     _add_checkpoint_options(est)
+    _add_device_options(est)
     est.set_defaults(run=_estimate)
 
     fit = sub.add_parser("fit", help="the largest batch whose peak fits a memory budget")
@@ -132,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--optimizer", choices=tuple(options.OPTIMIZER_STATES), default=None,
                      help=f"with --mode training: the optimizer (default {options.DEFAULT_OPTIMIZER})")
     _add_checkpoint_options(fit)
+    _add_device_options(fit)
     fit.add_argument("--format", choices=("text", "json"), default="text",
                      help="text (default) or json (exact integers: budget_bytes, max_batch, peak_bytes, ...)")
     fit.set_defaults(run=_fit)
@@ -269,7 +282,8 @@ def _estimate(args: argparse.Namespace) -> int:
                  memory=args.memory, device=args.device, mode=args.mode,
                  optimizer=args.optimizer or options.DEFAULT_OPTIMIZER, check_memory=args.check_memory,
                  progress=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=args.checkpoint,
-                 checkpoint_depth=args.checkpoint_depth, amp=args.amp)
+                 checkpoint_depth=args.checkpoint_depth, amp=args.amp, target=args.target,
+                 world_size=args.world_size, zero=args.zero)
     layers = args.layers or args.depth is not None or args.leaves
     if args.format == "json":
         print(e.to_json())
@@ -302,7 +316,8 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         sizes = {"input_size": args.input or options.DEFAULT_INPUT}
     f = fit(args.model, args.memory, **sizes, mode=args.mode, optimizer=args.optimizer or options.DEFAULT_OPTIMIZER,
-            dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp)
+            dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp,
+            target=args.target, world_size=args.world_size, zero=args.zero)
     print(f.to_json() if args.format == "json" else f.summary())
     return 0
 

@@ -124,6 +124,8 @@ class EstimateFigures:
     # for an nn.Module, which an estimate never holds
     # mixed precision: the low precision of torch.autocast's policy in the forward ("bfloat16"), or None
     amp: str | None = None
+    # how the peaks count bytes when not as the CPU allocator does: the CUDA allocator, a ZeRO device
+    accounting: str = ""
     source: str | None = field(default=None, compare=False, repr=False)
 
     def layer(self, name: str) -> LayerFigures:
@@ -169,6 +171,7 @@ class FitFigures:
     notes: tuple[str, ...] = ()
     checkpointed: tuple[str, ...] = ()  # modules under activation checkpointing
     amp: str | None = None  # mixed precision's low precision, or None
+    accounting: str = ""  # how bytes are counted when not as the CPU allocator does
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -162,13 +162,15 @@ def inferred_lifetimes(trace: Trace) -> tuple[dict[int, Allocation], dict[int, i
 
 
 def replay(events: list[OpEvent], allocations: Mapping[int, Allocation], released: Mapping[int, int],
-           elsize: int | None, observed: bool = True) -> LiveMemory:
+           elsize: int | None, observed: bool = True,
+           size: Callable[[Allocation], int] | None = None) -> LiveMemory:
     """Walk the ops in order, adding each allocation when its op runs and dropping each storage
-    after the op at which it was freed."""
+    after the op at which it was freed. ``size`` counts an allocation's bytes another way than
+    ``nbytes(elsize)`` (an allocator's rounding, a sharded gradient)."""
     born: dict[int, int] = defaultdict(int)
     dying: dict[int, int] = defaultdict(int)
     for storage, allocation in allocations.items():
-        nbytes = allocation.nbytes(elsize)
+        nbytes = allocation.nbytes(elsize) if size is None else size(allocation)
         born[allocation.event] += nbytes
         if storage in released:
             dying[released[storage]] += nbytes
@@ -194,7 +196,8 @@ def batch_independent(allocations: Mapping[int, Allocation], batch: int,
             if not a.shape or a.shape[0] != batch or a.shape in constant_shapes}
 
 
-def inference_peak(trace: Trace, elsize: int | None = 4) -> LiveMemory:
+def inference_peak(trace: Trace, elsize: int | None = 4, size: Callable[[Allocation], int] | None = None
+                   ) -> LiveMemory:
     """Peak feature memory of the traced forward pass, and the op where it peaks.
 
     Bytes per element are ``elsize`` for floating-point storages and the native size for the
@@ -204,6 +207,6 @@ def inference_peak(trace: Trace, elsize: int | None = 4) -> LiveMemory:
     The inference peak of the whole model is ``param_bytes + peak_feature_bytes``.
     """
     if isinstance(trace, LiveTrace):
-        return replay(trace.events, trace.allocations, trace.released, elsize, observed=True)
+        return replay(trace.events, trace.allocations, trace.released, elsize, observed=True, size=size)
     allocations, released = inferred_lifetimes(trace)
-    return replay(trace.events, allocations, released, elsize, observed=False)
+    return replay(trace.events, allocations, released, elsize, observed=False, size=size)

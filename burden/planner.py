@@ -43,14 +43,12 @@ class _Probe:
     parts: tuple[tuple[str, int], ...]  # what the peak holds
 
 
-def _input_bytes(args: tuple, kwargs: dict, elsize: int) -> int:
-    return sum(t.numel() * value_bytes(t.dtype, elsize) for t in iter_tensors((args, kwargs)))
-
-
 def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: str, optimizer: str,
-            convention: str, checkpoint: tuple[str, ...], amp: Any) -> Callable[[int], _Probe]:
+            convention: str, checkpoint: tuple[str, ...], amp: Any, target: str, world_size: int,
+            zero: int) -> Callable[[int], _Probe]:
     def probe(batch: int) -> _Probe:
-        req = _request(input_size, batch, dtype, convention, "meta", amp=amp)
+        req = _request(input_size, batch, dtype, convention, "meta", amp=amp, target=target, world_size=world_size,
+                       zero=zero)
         elsize, features = req.elsize(module), req.feature_elsize(module)
         if inputs is None:
             args, kwargs = (torch.zeros((batch, *req.size), dtype=_model_dtype(module), device="meta"),), {}
@@ -58,21 +56,23 @@ def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: s
         else:
             spec = rebatch(inputs, batch)
             args, kwargs = materialize_inputs(spec, device="meta", dtype=_model_dtype(module))
-        held = _input_bytes(args, kwargs, elsize)
+        held = req.accounting.tensors(t.numel() * value_bytes(t.dtype, elsize) for t in iter_tensors((args, kwargs)))
         if mode == "training":
             step = training_step(module, args, kwargs, optimizer=optimizer, elsize=elsize, meta=True,
-                                 convention=req.convention, batch=batch, checkpoint=checkpoint, amp=req.amp)
+                                 convention=req.convention, batch=batch, checkpoint=checkpoint, amp=req.amp,
+                                 accounting=req.accounting)
             base = step.param_bytes + step.optimizer_bytes + held
             parts = (("parameters", step.param_bytes), ("optimizer state", step.optimizer_bytes),
                      ("input batch", held), *step.peak_parts)
             return _Probe(batch, step.training_peak_bytes + held, tuple(base + v for v in step.live.curve),
                           tuple(base - held + v for v in step.fixed_curve), parts)
         a = _analyse(module, req, spec)
-        base = a.totals.param_bytes + held
+        base = a.held_bytes + held
         shapes = {tuple(p.shape) for p in module.parameters()}
         fixed = batch_independent(a.trace.allocations, batch, shapes)
-        fixed_curve = replay(a.trace.events, fixed, a.trace.released, features).curve
-        parts = (("parameters", a.totals.param_bytes), ("input batch", held),
+        fixed_curve = replay(a.trace.events, fixed, a.trace.released, features,
+                             size=lambda x: req.accounting.allocation(x.nbytes(features))).curve
+        parts = (("parameters", a.held_bytes), ("input batch", held),
                  ("activations and temporaries", a.live.peak_feature_bytes))
         return _Probe(batch, base + a.live.peak_feature_bytes, tuple(base + v for v in a.live.curve),
                       tuple(base - held + v for v in fixed_curve), parts)
@@ -115,12 +115,15 @@ def _predicted(lines: list[tuple[float, float]], batch: int) -> int:
 def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3, 224, 224), *,
                 inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
                 dtype: Any = None, convention: str = DEFAULT_CONVENTION, checkpoint: Any = None,
-                checkpoint_depth: int | None = None, amp: Any = None) -> FitFigures:
+                checkpoint_depth: int | None = None, amp: Any = None, target: str = "cpu", world_size: int = 1,
+                zero: int = 0) -> FitFigures:
     """The figures of ``burden.fit`` (which documents the arguments)."""
     budget = parse_memory(memory)
     if mode not in MODES:
         raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
-    req = _request(input_size, 1, dtype, convention, "meta", amp=amp)
+    req = _request(input_size, 1, dtype, convention, "meta", amp=amp, target=target, world_size=world_size, zero=zero)
+    if zero and mode != "training":
+        raise InputSpecError("ZeRO shards a training step's state: leave out mode='inference'")
     if mode == "training":
         optimizer_states(optimizer)
         if req.convention.backward is None:
@@ -130,7 +133,8 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
         raise InputSpecError("activation checkpointing changes a training step: leave out mode='inference'")
     name, module = _model(model)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
-    probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention, paths, amp)
+    probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention, paths, amp, target, world_size,
+                    zero)
     known: dict[int, _Probe] = {1: probe(1)}
     notes: list[str] = []
     if known[1].peak_bytes > budget:
@@ -168,4 +172,4 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
         around=tuple(BatchPeak(b, known[b].peak_bytes if b in known else _predicted(lines, b), b in known)
                      for b in around),
         traces=len(known), notes=tuple(notes), checkpointed=paths,
-        amp=dtype_name(req.amp) if req.amp is not None else None)
+        amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe())

@@ -18,6 +18,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from .accounting import Accounting
 from .containers import iter_tensors, map_tensors
 from .conventions import Convention, get_convention
 from .counting import attribute_with_table, own_params
@@ -26,7 +27,7 @@ from .figures import PeakOp, UncountedOp
 from .formulas import FormulaTable
 from .options import DEFAULT_CONVENTION, OPTIMIZER_STATES
 from .memory import Allocation, Lifetimes, LiveMemory, batch_independent, replay
-from .records import OpEvent, Trace
+from .records import OpEvent, Trace, value_bytes
 from .stand_ins import fresh_meta_stand_in, training_stand_in
 from .state import preserved_modes
 from .trace import Tracer
@@ -95,7 +96,8 @@ def optimizer_states(optimizer: str) -> int:
 def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, optimizer: str = "adam",
                   elsize: int = 4, meta: bool = True,
                   convention: str | Convention = DEFAULT_CONVENTION, batch: int | None = None,
-                  checkpoint: Sequence[str] = (), amp: torch.dtype | None = None) -> TrainingMemory:
+                  checkpoint: Sequence[str] = (), amp: torch.dtype | None = None,
+                  accounting: Accounting = Accounting()) -> TrainingMemory:
     """Memory and FLOPs of one training step of ``model`` on ``args`` (see ``TrainingMemory``).
 
     The model is run in training mode with gradients on, and comes back as it was: modes,
@@ -110,12 +112,28 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
                              f"convnet-burden or torch")
     owned = own_params(model, elsize).values()
     param_bytes, trainable = sum(s.bytes for s in owned), sum(s.trainable for s in owned)
-    gradient_bytes = trainable * elsize
+    gradient_bytes, optimizer_bytes = trainable * elsize, states * trainable * elsize
+    shapes = {tuple(p.shape) for p in model.parameters()}
+    if not accounting.plain:  # each tensor an allocation of its own, and one device's share of it
+        params = list(model.parameters())
+        sizes = [p.numel() * value_bytes(p.dtype, elsize) for p in params]
+        grads = [n for p, n in zip(params, sizes) if p.requires_grad]
+        buffers = [b.numel() * value_bytes(b.dtype, elsize) for b in model.buffers() if b.is_floating_point()]
+        param_bytes = accounting.share(accounting.tensors(sizes), 3) + accounting.tensors(buffers)
+        gradient_bytes = accounting.share(accounting.tensors(grads), 2)
+        optimizer_bytes = accounting.share(states * accounting.tensors(grads), 1)
     step = _record_step(model, args, kwargs or {}, meta, tuple(checkpoint), amp)
+    forward_ops = len(step.forward.events)
     # under mixed precision the features are of several dtypes: each counts at its own size
     features = None if amp is not None else elsize
-    live = replay(step.events, step.allocations, step.released, features)
-    forward_ops = len(step.forward.events)
+
+    def size(allocation: Allocation) -> int:
+        nbytes = allocation.nbytes(features)
+        if allocation.event >= forward_ops and allocation.shape in shapes:  # a parameter's gradient
+            nbytes = accounting.share(nbytes, 2)
+        return accounting.allocation(nbytes)
+
+    live = replay(step.events, step.allocations, step.released, features, size=size)
     backward = Trace(events=step.events[forward_ops:], modules={})
     forward_flops, _, forward_uncounted = _flops(model, step.forward, rules.flops)
     recomputed = Trace(events=[step.events[i] for i in sorted(step.recomputed)], modules={})
@@ -124,27 +142,26 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     backward_flops, by_module, backward_uncounted = _flops(model, backward, rules.backward)
     forward_peak = max(live.curve[:forward_ops], default=0)
     backward_peak = max(live.curve[forward_ops:], default=0)
-    shapes = {tuple(p.shape) for p in model.parameters()}
     fixed_curve: tuple[int, ...] = ()
     if batch is not None:
         fixed = batch_independent(step.allocations, batch, shapes)
-        fixed_curve = replay(step.events, fixed, step.released, features).curve
+        fixed_curve = replay(step.events, fixed, step.released, features, size=size).curve
     return TrainingMemory(
         optimizer=optimizer, param_bytes=param_bytes, gradient_bytes=gradient_bytes,
-        optimizer_bytes=states * gradient_bytes,
-        saved_activation_bytes=sum(step.allocations[s].nbytes(features) for s in step.saved),
+        optimizer_bytes=optimizer_bytes,
+        saved_activation_bytes=sum(size(step.allocations[s]) for s in step.saved),
         forward_peak_bytes=forward_peak, backward_peak_bytes=backward_peak,
-        training_peak_bytes=param_bytes + states * gradient_bytes + max(forward_peak, backward_peak),
+        training_peak_bytes=param_bytes + optimizer_bytes + max(forward_peak, backward_peak),
         peak_op=live.peak_op, forward_flops=forward_flops, backward_flops=backward_flops,
         backward_flops_by_module=by_module, forward_uncounted=forward_uncounted,
         backward_uncounted=backward_uncounted, live=live, forward_ops=forward_ops, fixed_curve=fixed_curve,
-        peak_parts=_peak_parts(step, live, shapes, features), checkpointed=tuple(checkpoint),
+        peak_parts=_peak_parts(step, live, shapes, size), checkpointed=tuple(checkpoint),
         recompute_flops=recompute_flops, recompute_peak_bytes=recompute_peak,
     )
 
 
 def _peak_parts(step: "_Step", live: LiveMemory, param_shapes: set[tuple[int, ...]],
-                elsize: int | None) -> tuple[tuple[str, int], ...]:
+                size: Callable[[Allocation], int]) -> tuple[tuple[str, int], ...]:
     """The allocations live at the peak op, by kind: parameter gradients (parameter-shaped,
     made in backward), activations autograd saved, and everything else (the output, gradients
     flowing through the graph, temporaries)."""
@@ -161,7 +178,7 @@ def _peak_parts(step: "_Step", live: LiveMemory, param_shapes: set[tuple[int, ..
             kind = "saved activations"
         else:
             kind = "temporaries"
-        parts[kind] += allocation.nbytes(elsize)
+        parts[kind] += size(allocation)
     return tuple(parts.items())
 
 

@@ -35,6 +35,7 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "flops": e.flops,
         "mode": e.mode,
         "amp": e.amp,
+        "accounting": e.accounting,
         "device": e.device,
         "notes": list(e.notes),
         "peak_feature_bytes": e.peak_feature_bytes,
@@ -100,5 +101,5 @@ def fit_to_dict(f: FitFigures) -> dict[str, Any]:
         "budget_bytes": f.budget_bytes, "max_batch": f.max_batch, "peak_bytes": f.peak_bytes,
         "next_peak_bytes": f.next_peak_bytes, "breakdown": dict(f.breakdown),
         "around": [asdict(p) for p in f.around], "traces": f.traces, "notes": list(f.notes),
-        "checkpointed": list(f.checkpointed), "amp": f.amp,
+        "checkpointed": list(f.checkpointed), "amp": f.amp, "accounting": f.accounting,
     }

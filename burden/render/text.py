@@ -33,6 +33,8 @@ def summary(e: Estimate) -> str:
     if e.device != "meta":
         rows.insert(4, ("traced on", e.device))
     rows += [("note", note) for note in e.notes]
+    if e.accounting:
+        rows.append(("peaks counted", e.accounting))
     if e.peak_op is not None:
         where = e.peak_op.module or "the model's own forward"
         rows.append(("peak features", f"{fmt_bytes(e.peak_feature_bytes)} at {where} ({e.peak_op.op})"))
@@ -286,6 +288,8 @@ def fit_summary(f: FitFigures) -> str:
                  ("next", f"{fmt_bytes(f.next_peak_bytes)} at batch {f.max_batch + 1:,}: over the budget")]
         rows += [(f"  {part}", fmt_bytes(nbytes)) for part, nbytes in f.breakdown]
     rows += [("note", note) for note in f.notes]
+    if f.accounting:
+        rows.append(("peaks counted", f.accounting))
     if f.max_batch:
         rows.append(("traces", f"{f.traces}: batch 1 to predict, " + ("the answer and the answer + 1 to confirm"
                                                                        if f.traces <= 3 else "then refined and confirmed")))
