@@ -15,6 +15,7 @@ from torch import nn
 from . import analysis, planner
 from .boundary import guarded
 from .errors import InputSpecError
+from .inputs import parse_memory
 from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .results import Comparison, Estimate, Fit, ScaleTable, as_estimate
 
@@ -73,15 +74,23 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
 def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[int] = (3, 224, 224), *,
             batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
             memory: str | None = None, device: str | None = None, inputs: Any = None,
-            formulas: Mapping[Any, Callable[..., int]] | None = None) -> Comparison:
-    """``estimate`` each model under the same settings, as one table (the reference table's shape)."""
+            formulas: Mapping[Any, Callable[..., int]] | None = None,
+            fit_memory: str | int | None = None) -> Comparison:
+    """``estimate`` each model under the same settings, as one table (the reference table's shape).
+
+    With ``fit_memory`` (a budget such as ``"24GiB"``), each model also gets ``burden.fit`` at that budget
+    (a training step with Adam, the same input and dtype), and the table ranks the models by the
+    largest batch that fits."""
     models = list(models)
     if not models:
         raise InputSpecError("compare needs at least one model")
     analysis.check_request(input_size, batch_size, dtype, convention, device, memory, formulas)
-    return Comparison(tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
-                                     memory=memory, device=device, inputs=inputs, formulas=formulas)
-                            for m in models))
+    if fit_memory is not None:
+        parse_memory(fit_memory)
+    estimates = tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
+                               memory=memory, device=device, inputs=inputs, formulas=formulas) for m in models)
+    fits = tuple(fit(m, fit_memory, input_size, inputs=inputs, dtype=dtype) for m in models) if fit_memory else ()
+    return Comparison(estimates, fits)
 
 
 @guarded

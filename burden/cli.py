@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("models", nargs="*", metavar="MODEL", help="models to compare")
     cmp_.add_argument("--all", action="store_true", help="every registered model")
     _add_analysis_options(cmp_)
+    cmp_.add_argument("--fit", default=None, metavar="SIZE",
+                      help="rank the models by the largest batch whose training step (Adam) fits in SIZE (24GiB)")
     cmp_.add_argument("--format", default="github",
                       help="github or markdown (default), latex, html, csv, json or any tabulate format")
     cmp_.set_defaults(run=_compare)
@@ -188,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training adds a training step to each page (default inference)")
     rep.add_argument("--optimizer", default=None, choices=tuple(options.OPTIMIZER_STATES),
                      help=f"the training step's optimizer, with --mode training (default {options.DEFAULT_OPTIMIZER})")
+    rep.add_argument("--fit", default=None, metavar="SIZE",
+                     help="add what fits in this much memory (24GiB, as burden fit --memory) to each page")
     rep.add_argument("--chart-depth", default=None, type=_positive_int, metavar="N",
                      help="module depth of the profile charts' bars (default: the deepest with at most 60 bars)")
     rep.set_defaults(run=_report)
@@ -231,7 +235,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .render.text import comparison_csv
 
     c = compare(_model_names(args), **_input_options(args), dtype=args.dtype, convention=args.convention,
-                memory=args.memory, device=args.device)
+                memory=args.memory, device=args.device, fit_memory=args.fit)
     fmt = _table_format(args.format)
     if fmt == "json":
         print(c.to_json())
@@ -241,7 +245,9 @@ def _compare(args: argparse.Namespace) -> int:
         print(c.table(fmt=fmt))
         e = c.estimates[0]
         print(_note(fmt, f"burden {e.convention} convention (memory: {e.memory_convention}), "
-                                 f"batch {e.batch}, {e.dtype}"))
+                                 f"batch {e.batch}, {e.dtype}"
+                         + (f"; ranked by the largest batch whose training step (Adam, input batch included) "
+                            f"fits in {args.fit}" if args.fit else "")))
     return 0
 
 
@@ -266,7 +272,7 @@ def _report(args: argparse.Namespace) -> int:
         raise InputSpecError("--optimizer sets the optimizer of a training step: add --mode training")
     written = write_reports(_model_names(args), args.out, input_size=args.input, convention=args.convention,
                             index=args.all, batch_size=args.batch, dtype=args.dtype, mode=args.mode,
-                            optimizer=args.optimizer, chart_depth=args.chart_depth)
+                            optimizer=args.optimizer, chart_depth=args.chart_depth, fit_memory=args.fit)
     for path in written:
         print(path)
     return 0

@@ -176,9 +176,12 @@ class FitFigures:
 
 @dataclass(frozen=True)
 class ComparisonFigures:
-    """Several models' estimates under the same settings: the reference table's shape."""
+    """Several models' estimates under the same settings: the reference table's shape. With
+    ``fits`` (one ``FitFigures`` per estimate, same budget), the table ranks the models by the
+    largest batch that fits."""
 
     estimates: tuple[EstimateFigures, ...]
+    fits: tuple["FitFigures", ...] = ()
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,28 @@ def test_cli_mistakes_are_one_line_and_status_2(capsys, argv):
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_report_pages_show_what_fits(tmp_path):
+    from burden.reports import write_reports
+
+    write_reports(["se_bn_inception"], tmp_path, fit_memory="2GiB", mode="training")
+    page = (tmp_path / "se_bn_inception.html").read_text()
+    f = burden.fit("se_bn_inception", "2GiB")
+    assert 'id="what-fits"' in page and f'data-budget="{2 * 2**30}"' in page
+    assert f"is <b>{f.max_batch:,}</b>" in page
+    assert page.count('class="fit-point') == len(f.around)
+    assert f"{f.peak_bytes:,} B" in page  # the exact peak, in the breakdown's words
+
+
+def test_compare_ranks_by_the_largest_batch_that_fits():
+    c = burden.compare(["se_resnet50", "se_bn_inception"], fit_memory="2GiB")
+    batches = {f.model: f.max_batch for f in c.fits}
+    assert batches == {"se_resnet50": burden.fit("se_resnet50", "2GiB").max_batch,
+                       "se_bn_inception": burden.fit("se_bn_inception", "2GiB").max_batch}
+    rows = [line.split("|")[1].strip() for line in c.table().splitlines()[2:]]
+    assert rows == sorted(batches, key=lambda m: -batches[m])
+    data = c.to_dict()
+    assert data["budget_bytes"] == 2 * 2**30 and [r["max_batch"] for r in data["rows"]] == [batches[m] for m in
+                                                                                            ("se_resnet50",
+                                                                                             "se_bn_inception")]

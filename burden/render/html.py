@@ -437,6 +437,32 @@ def memory_chart(memory: Any) -> dict[str, Any] | None:
     return chart
 
 
+def fit_chart(f: Any) -> dict[str, Any] | None:
+    """Peak against batch size (``FitFigures``): the peaks burden traced or predicted around the
+    answer, the line through them, the budget, and the largest batch under it."""
+    if f is None or not f.around:
+        return None
+    points = sorted((p.batch, p.peak_bytes, p.traced) for p in f.around)
+    bmax = max(b for b, _, _ in points)
+    top, ticks = _ticks(max([v for _, v, _ in points] + [f.budget_bytes]) * 1.05, 1024, BINARY_UNITS)
+    span, plot_w = _BOTTOM - _TOP, _W - _LEFT - _RIGHT
+
+    def x(b: float) -> float:
+        return _LEFT + plot_w * b / bmax
+
+    def y(v: float) -> float:
+        return _BOTTOM - span * v / top
+
+    dots = [{"x": _num(x(b)), "y": _num(y(v)), "batch": b, "peak": fmt_bytes(v), "traced": traced,
+             "fits": v <= f.budget_bytes} for b, v, traced in points]
+    line = " ".join(f"{'M' if k == 0 else 'L'}{d['x']} {d['y']}" for k, d in enumerate(dots))
+    # the answer's neighbours are a pixel apart: label the answer, not them
+    xticks = sorted({0, f.max_batch, bmax} | {b for b, _, _ in points if abs(b - f.max_batch) > 1})
+    return {"line": line, "dots": dots, "axis": _axis(top, ticks), "budget_y": _num(y(f.budget_bytes)),
+            "budget": fmt_bytes(f.budget_bytes), "answer_x": _num(x(f.max_batch)) if f.max_batch else None,
+            "xticks": [{"x": _num(x(b)), "label": f"{b:,}"} for b in xticks], "height": _BOTTOM + 30}
+
+
 # --------------------------------------------------------------------------------------------
 # tables
 
@@ -532,13 +558,15 @@ def reference_figures(e: Estimate) -> dict[str, Any] | None:
 
 
 def estimate_page(e: Estimate, *, scale: "ScaleFigures | None" = None, memory: Any = None,
-                  chart_depth: int | None = None) -> str:
+                  chart_depth: int | None = None, fit: Any = None) -> str:
     """The self-contained HTML report of one estimate: summary (with the inference peak, and the
     training step when there is one), counting rules, the published reference figures when the
     model has some, the optional feature-extraction scale table, profile charts (one bar per
     module at ``chart_depth``, default: the depth with at most ``MAX_BARS`` bars), the live-memory
     curve marked by stage, the searchable, collapsible and sortable per-layer table, and the
-    uncounted ops. No network needed. Without ``memory``, the live-memory curve is the estimate's own."""
+    uncounted ops. No network needed. Without ``memory``, the live-memory curve is the estimate's own.
+    With ``fit`` (``FitFigures``), a "what fits" section charts the peak against the batch size
+    with the budget line."""
     rows = _layer_rows(e)
     if memory is None and e.live_curve:
         memory = SimpleNamespace(peak_feature_bytes=e.peak_feature_bytes, peak_op=e.peak_op, curve=e.live_curve,
@@ -550,7 +578,7 @@ def estimate_page(e: Estimate, *, scale: "ScaleFigures | None" = None, memory: A
         charts=charts, chart_depth=charts[0]["depth"], scale=scale,
         scale_rows=_scale_rows(scale) if scale is not None else [], memory=memory_chart(memory),
         command=_command(e), summary=_summary(e), peak=_peak(e), reference=reference_figures(e), W=_W, H=_H,
-        LEFT=_LEFT, RIGHT=_RIGHT, TOP=_TOP, BOTTOM=_BOTTOM, max_bars=MAX_BARS,
+        LEFT=_LEFT, RIGHT=_RIGHT, TOP=_TOP, BOTTOM=_BOTTOM, max_bars=MAX_BARS, fit=fit, fit_chart=fit_chart(fit),
     )
 
 

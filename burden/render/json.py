@@ -87,11 +87,14 @@ COMPARISON_KEYS = ("model", "input", "batch", "dtype", "params", "param_bytes", 
 
 def comparison_to_dict(c: Comparison) -> dict[str, Any]:
     first = c.estimates[0]
-    return {
-        "convention": first.convention,
-        "rows": [{k: (list(v) if isinstance(v := getattr(e, k), tuple) else v) for k in COMPARISON_KEYS}
-                 for e in c.estimates],
-    }
+    rows = [{k: (list(v) if isinstance(v := getattr(e, k), tuple) else v) for k in COMPARISON_KEYS}
+            for e in c.estimates]
+    out: dict[str, Any] = {"convention": first.convention, "rows": rows}
+    if c.fits:
+        out["budget_bytes"] = c.fits[0].budget_bytes
+        for row, f in zip(rows, c.fits):
+            row.update(max_batch=f.max_batch, fit_peak_bytes=f.peak_bytes)
+    return out
 
 
 def fit_to_dict(f: FitFigures) -> dict[str, Any]:

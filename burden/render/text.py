@@ -172,7 +172,14 @@ def comparison_table(c: Comparison, fmt: str = "github", columns: Sequence[str] 
         raise InputSpecError(f"unknown column {unknown[0]!r}; choose from {', '.join(COMPARISON_COLUMNS)}")
     rows = [[COMPARISON_COLUMNS[k][1](e) for k in keys] for e in c.estimates]
     align = ["left" if k in ("model", "input") else "right" for k in keys]
-    return _tabulate(rows, [COMPARISON_COLUMNS[k][0] for k in keys], fmt, align)
+    headers = [COMPARISON_COLUMNS[k][0] for k in keys]
+    if c.fits:  # ranked by the largest batch that fits the budget
+        budget = fmt_bytes(c.fits[0].budget_bytes)
+        order = sorted(range(len(rows)), key=lambda i: -c.fits[i].max_batch)
+        rows = [rows[i] + [f"{c.fits[i].max_batch:,}", fmt_bytes(c.fits[i].peak_bytes)] for i in order]
+        headers += [f"batch in {budget}", "its peak"]
+        align += ["right", "right"]
+    return _tabulate(rows, headers, fmt, align)
 
 
 def layer_csv(e: Estimate, depth: int | None = None, leaves: bool = False) -> str:
@@ -210,10 +217,12 @@ def comparison_csv(c: Comparison) -> str:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COMPARISON_KEYS + ("convention",))
-    for e in c.estimates:
+    fitted = ("budget_bytes", "max_batch", "fit_peak_bytes") if c.fits else ()
+    writer.writerow(COMPARISON_KEYS + ("convention",) + fitted)
+    for i, e in enumerate(c.estimates):
+        extra = [c.fits[i].budget_bytes, c.fits[i].max_batch, c.fits[i].peak_bytes] if c.fits else []
         writer.writerow(["x".join(map(str, v)) if isinstance(v := getattr(e, k), tuple) else v
-                         for k in COMPARISON_KEYS] + [e.convention])
+                         for k in COMPARISON_KEYS] + [e.convention] + extra)
     return buf.getvalue()
 
 
