@@ -66,12 +66,39 @@ def map_leaves(fn: Callable[[Any], Any], value: Any, *, rebuild: str = "same", t
     return _map_reshaped(fn, value, rebuild == "frozen", tensors_only)
 
 
-def _map_same(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
+def _each(fn: Callable[[Any], Any], items: Any, tensors_only: bool, deeper: Callable[[Any], Any]) -> list:
+    """A plain tuple's or list's elements mapped: tensors and plain leaves here, without a call
+    each (the trace maps every op's arguments), anything else by ``deeper``."""
+    out = []
+    for v in items:  # _plain_leaf inlined: this loop runs for every argument of every op
+        k = type(v)
+        if k is torch.Tensor:
+            out.append(fn(v))
+        elif k in _FAST_LEAVES:
+            out.append(v if tensors_only else fn(v))
+        else:
+            out.append(deeper(v))
+    return out
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_leaf(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
+    """``value`` mapped if it is a tensor or a plain leaf, else ``_NOT_PLAIN``."""
     kind = type(value)
     if kind is torch.Tensor:
         return fn(value)
     if kind in _FAST_LEAVES:
         return value if tensors_only else fn(value)
+    return _NOT_PLAIN
+
+
+def _map_same(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
+    leaf = _plain_leaf(fn, value, tensors_only)
+    if leaf is not _NOT_PLAIN:
+        return leaf
+    kind = type(value)
     if kind is tuple or kind is list:
         if tensors_only:
             for v in value:
@@ -79,17 +106,7 @@ def _map_same(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
                     break
             else:
                 return value  # sizes, strides, paddings: nothing to map
-        # elements that are tensors or plain leaves are handled here, without a call each
-        items = []
-        for v in value:
-            k = type(v)
-            if k is torch.Tensor:
-                items.append(fn(v))
-            elif k in _FAST_LEAVES:
-                items.append(v if tensors_only else fn(v))
-            else:
-                items.append(_map_same(fn, v, tensors_only))
-        return kind(items)
+        return kind(_each(fn, value, tensors_only, lambda v: _map_same(fn, v, tensors_only)))
     if kind is dict:
         return {k: _map_same(fn, v, tensors_only) for k, v in value.items()}
     children = _children(value)
@@ -99,21 +116,12 @@ def _map_same(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
 
 
 def _map_reshaped(fn: Callable[[Any], Any], value: Any, frozen: bool, tensors_only: bool) -> Any:
+    leaf = _plain_leaf(fn, value, tensors_only)
+    if leaf is not _NOT_PLAIN:
+        return leaf
     kind = type(value)
-    if kind is torch.Tensor:
-        return fn(value)
-    if kind in _FAST_LEAVES:
-        return value if tensors_only else fn(value)
     if kind is tuple or kind is list:
-        items = []
-        for v in value:
-            k = type(v)
-            if k is torch.Tensor:
-                items.append(fn(v))
-            elif k in _FAST_LEAVES:
-                items.append(v if tensors_only else fn(v))
-            else:
-                items.append(_map_reshaped(fn, v, frozen, tensors_only))
+        items = _each(fn, value, tensors_only, lambda v: _map_reshaped(fn, v, frozen, tensors_only))
         return tuple(items) if frozen else items
     children = _children(value)
     if children is None:
