@@ -36,7 +36,7 @@ from .records import Trace, value_bytes
 from .state import preserved_modes, with_real_weights
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
+def model_dtype(model: nn.Module) -> torch.dtype:
     """The model's own floating dtype: that of its first floating parameter or buffer."""
     for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
@@ -59,7 +59,7 @@ def _check_device(device: str | torch.device | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class _Request:
+class Request:
     """A validated analysis request."""
 
     size: tuple[int, ...]
@@ -77,11 +77,11 @@ class _Request:
     def meta(self) -> bool:
         return self.device is None or self.device == "meta"
 
-    def on(self, device: str) -> "_Request":
+    def on(self, device: str) -> "Request":
         return replace(self, device=device)
 
     def elsize(self, module: nn.Module) -> int:
-        return torch.empty((), dtype=self.dtype or _model_dtype(module)).element_size()
+        return torch.empty((), dtype=self.dtype or model_dtype(module)).element_size()
 
     def feature_elsize(self, module: nn.Module) -> int | None:
         """Bytes per floating feature value; None (each at its own dtype's size) under mixed
@@ -89,16 +89,16 @@ class _Request:
         return None if self.amp is not None else self.elsize(module)
 
 
-def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
+def request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
              memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None,
              check_memory: bool = True, progress: Callable[[str], None] | None = None, amp: Any = None,
-             target: str = "cpu", world_size: int = 1, zero: int = 0) -> _Request:
+             target: str = "cpu", world_size: int = 1, zero: int = 0) -> Request:
     rules = get_convention(convention).with_formulas(formulas or {})
     low = amp_dtype(amp)
     parsed = None if dtype is None else parse_dtype(dtype)
     if low is not None and parsed not in (None, torch.float32):
         raise InputSpecError("mixed precision keeps float32 weights: leave out --dtype (dtype=) with --amp (amp=)")
-    return _Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
+    return Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                     memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
                     check_memory=check_memory, progress=progress, amp=low,
                     accounting=accounting(target, world_size, zero))
@@ -107,10 +107,10 @@ def _request(input_size: Any, batch_size: Any, dtype: Any, convention: str, devi
 def check_request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
                   memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None) -> None:
     """Fail on bad arguments before the first model is built (``compare``)."""
-    _request(input_size, batch_size, dtype, convention, device, memory, formulas)
+    request(input_size, batch_size, dtype, convention, device, memory, formulas)
 
 
-def _model(model: nn.Module | str, device: str | None = None) -> tuple[str, nn.Module]:
+def model_to_analyse(model: nn.Module | str, device: str | None = None) -> tuple[str, nn.Module]:
     """The module to analyse. A model given by name is built on meta; for a real device it is
     built there, initialised as its factory initialises it (values matter to models that need them)."""
     if isinstance(model, str):
@@ -125,7 +125,7 @@ def _model(model: nn.Module | str, device: str | None = None) -> tuple[str, nn.M
 
 
 @dataclass(frozen=True)
-class _Analysis:
+class Analysis:
     trace: Trace
     args: tuple
     kwargs: dict
@@ -136,13 +136,13 @@ class _Analysis:
     held_bytes: int  # parameters and buffers as the target's allocator holds them (the peak's base)
 
 
-def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: str | None = None) -> _Analysis:
+def analyse(module: nn.Module, req: Request, inputs: Any = None, stop_after: str | None = None) -> Analysis:
     """Trace one forward pass and count it under the request's conventions."""
     target = "meta" if req.meta else req.device
     if inputs is None:
-        args, kwargs = (torch.zeros((req.batch, *req.size), dtype=_model_dtype(module), device=target),), {}
+        args, kwargs = (torch.zeros((req.batch, *req.size), dtype=model_dtype(module), device=target),), {}
     else:
-        args, kwargs = materialize_inputs(inputs, device=target, dtype=_model_dtype(module))
+        args, kwargs = materialize_inputs(inputs, device=target, dtype=model_dtype(module))
     elsize, features = req.elsize(module), req.feature_elsize(module)
     observers = (Progress(req.progress, str(req.device)),) if req.progress is not None and not req.meta else ()
     with preserved_modes(module), torch.no_grad():
@@ -153,10 +153,10 @@ def _analyse(module: nn.Module, req: _Request, inputs: Any = None, stop_after: s
         memory = req.memory.rule(trace, features)
         layers, uncounted, totals = count(module, trace, flops, memory, elsize)
         live = inference_peak(trace, features, size=lambda a: req.accounting.allocation(a.nbytes(features)))
-        return _Analysis(trace, args, kwargs, layers, uncounted, totals, live, _held_bytes(module, req, totals))
+        return Analysis(trace, args, kwargs, layers, uncounted, totals, live, _held_bytes(module, req, totals))
 
 
-def _held_bytes(module: nn.Module, req: _Request, totals: Totals) -> int:
+def _held_bytes(module: nn.Module, req: Request, totals: Totals) -> int:
     """The parameters and buffers as the target's allocator holds them: one allocation each."""
     if req.accounting.target == "cpu":
         return totals.param_bytes
@@ -183,19 +183,19 @@ class Progress:
         pass
 
 
-def _cpu_need(module: nn.Module, req: _Request, exc: DataDependentError) -> int:
+def _cpu_need(module: nn.Module, req: Request, exc: DataDependentError) -> int:
     """What a CPU run of a model that stopped on meta would hold: its weights and twice what the
     pass had allocated when it stopped (the rest of the pass is unknown)."""
     return own_bytes(module, req.elsize(module)) + 2 * exc.feature_bytes_so_far
 
 
-def _check_memory(module: nn.Module, req: _Request, inputs: Any) -> None:
+def _check_memory(module: nn.Module, req: Request, inputs: Any) -> None:
     """A real-device run holds the weights and every live feature at once: refuse one that would
     take more than half of the free memory, from a meta trace that costs nothing to run."""
     if req.meta or not req.check_memory or torch.device(req.device).type != "cpu":
         return
     try:
-        a = _analyse(module, req.on("meta"), inputs)
+        a = analyse(module, req.on("meta"), inputs)
         need = a.totals.param_bytes + a.live.peak_feature_bytes
     except DataDependentError as exc:
         need = _cpu_need(module, req, exc)
@@ -208,13 +208,13 @@ def _check_memory(module: nn.Module, req: _Request, inputs: Any) -> None:
                              f"--no-memory-check (check_memory=False)")
 
 
-def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, inputs: Any
-                      ) -> tuple[nn.Module, _Request, _Analysis, tuple[str, ...]]:
+def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: Request, inputs: Any
+                      ) -> tuple[nn.Module, Request, Analysis, tuple[str, ...]]:
     """Trace on meta; where the model needs real values and no device was named, trace again on
     the CPU when that fits in half of the free memory, and say so."""
     _check_memory(module, req, inputs)
     try:
-        return module, req, _analyse(module, req, inputs), ()
+        return module, req, analyse(module, req, inputs), ()
     except DataDependentError as exc:
         if req.device is not None:
             raise
@@ -223,9 +223,9 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: _Request, 
             raise DataDependentError(f"{exc}; a CPU run would need about {need / 2**30:.1f} GiB, more than half "
                                      f"of the free memory") from None
         cpu = req.on("cpu")
-        _, real = _model(model, "cpu")  # the check above stands for _check_memory: a meta trace fails alike
+        _, real = model_to_analyse(model, "cpu")  # the check above stands for _check_memory: a meta trace fails alike
         note = f"traced on the CPU: {str(exc).split(': ', 1)[1].split('; analyse it')[0]}"
-        return real, cpu, _analyse(real, cpu, inputs), (note,)
+        return real, cpu, analyse(real, cpu, inputs), (note,)
     except (ShapeError, ForwardError) as exc:
         if inputs is not None or (isinstance(model, str) and ":" not in model):
             raise  # the registered models take images
@@ -257,7 +257,7 @@ def checkpoint_paths(module: nn.Module, checkpoint: Sequence[str] | str | None, 
     return tuple(chosen)
 
 
-def _training(module: nn.Module, req: _Request, args: tuple, kwargs: dict, optimizer: str,
+def _training(module: nn.Module, req: Request, args: tuple, kwargs: dict, optimizer: str,
               checkpoint: tuple[str, ...] = ()) -> TrainingFigures:
     from .training import training_step
 
@@ -306,7 +306,7 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
                      checkpoint_depth: int | None = None, amp: Any = None, target: str = "cpu", world_size: int = 1,
                      zero: int = 0) -> EstimateFigures:
     """The figures of ``burden.estimate`` (which documents the arguments)."""
-    req = _request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress, amp,
+    req = request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress, amp,
                    target, world_size, zero)
     if mode not in MODES:
         raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
@@ -321,14 +321,14 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
         raise InputSpecError("activation checkpointing changes a training step: add mode='training' (--mode training)")
     if req.accounting.zero and mode != "training":
         raise InputSpecError("ZeRO shards a training step's state: add mode='training' (--mode training)")
-    name, module = _model(model, req.device)
+    name, module = model_to_analyse(model, req.device)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     module, req, a, notes = _analyse_anywhere(model, module, req, inputs)
     training = _training(module, req, a.args, a.kwargs, optimizer, paths) if mode == "training" else None
     size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)
     t = a.totals
     return EstimateFigures(
-        model=name, input=tuple(size), batch=batch, dtype=dtype_name(req.dtype or _model_dtype(module)),
+        model=name, input=tuple(size), batch=batch, dtype=dtype_name(req.dtype or model_dtype(module)),
         convention=req.convention.name, memory_convention=req.memory.name, params=t.params,
         trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
         flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted, peak_feature_bytes=a.live.peak_feature_bytes,
@@ -352,23 +352,23 @@ def scale_figures(model: nn.Module | str, scales: str | Sequence[float] = DEFAUL
                   dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION) -> ScaleFigures:
     """The figures of ``burden.scale`` (which documents the arguments)."""
     factors = parse_scales(scales)
-    req = _request((channels, base, base), batch_size, dtype, convention, "meta")
+    req = request((channels, base, base), batch_size, dtype, convention, "meta")
     trunk = trunk or default_trunk(model)
-    name, module = _model(model)
+    name, module = model_to_analyse(model)
     if trunk not in dict(module.named_modules()):
         paths = [p for p, _ in module.named_modules() if p]
         raise InputSpecError(f"the model has no module {trunk!r}{did_you_mean(trunk, paths)}")
     rows = []
     for factor in factors:
         side = round(base * factor)
-        row_req = _request((channels, side, side), batch_size, dtype, convention, "meta")
+        row_req = request((channels, side, side), batch_size, dtype, convention, "meta")
         try:
-            a = _analyse(module, row_req, stop_after=trunk)
+            a = analyse(module, row_req, stop_after=trunk)
         except BurdenError as exc:
             rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=None, feature_bytes=None,
                                  flops=None, error=str(exc)))
             continue
         rows.append(ScaleRow(scale=factor, input=row_req.size, output_shape=a.trace.modules[trunk].output_shape,
                              feature_bytes=a.totals.feature_bytes, flops=a.totals.flops, error=None))
-    return ScaleFigures(model=name, batch=req.batch, trunk=trunk, dtype=dtype_name(req.dtype or _model_dtype(module)),
+    return ScaleFigures(model=name, batch=req.batch, trunk=trunk, dtype=dtype_name(req.dtype or model_dtype(module)),
                         convention=req.convention.name, rows=tuple(rows))

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 # leaves recognised by their exact type, without an isinstance call
+_EMPTY = (tuple, list, dict)
 _FAST_LEAVES = {int, float, bool, type(None), str, torch.dtype, torch.device, torch.memory_format, torch.layout}
 
 
@@ -61,6 +62,10 @@ def map_leaves(fn: Callable[[Any], Any], value: Any, *, rebuild: str = "same", t
     this several times on every op's arguments, so the common cases (a tensor, a number, a list
     of numbers, a plain tuple, list or dict) are answered before anything general is tried.
     """
+    if type(value) in _EMPTY and not value:  # an op's kwargs, most of the time
+        if rebuild == "same":
+            return type(value)()
+        return () if rebuild == "frozen" else type(value)() if type(value) is dict else []
     if rebuild == "same":
         return _map_same(fn, value, tensors_only)
     return _map_reshaped(fn, value, rebuild == "frozen", tensors_only)
@@ -76,9 +81,18 @@ def _each(fn: Callable[[Any], Any], items: Any, tensors_only: bool, deeper: Call
             out.append(fn(v))
         elif k in _FAST_LEAVES:
             out.append(v if tensors_only else fn(v))
+        elif tensors_only and (k is list or k is tuple) and _all_plain(v):
+            out.append(v)  # an op's sizes, strides, paddings
         else:
             out.append(deeper(v))
     return out
+
+
+def _all_plain(items: Any) -> bool:
+    for v in items:
+        if type(v) not in _FAST_LEAVES:
+            return False
+    return True
 
 
 _NOT_PLAIN = object()
@@ -100,12 +114,8 @@ def _map_same(fn: Callable[[Any], Any], value: Any, tensors_only: bool) -> Any:
         return leaf
     kind = type(value)
     if kind is tuple or kind is list:
-        if tensors_only:
-            for v in value:
-                if type(v) not in _FAST_LEAVES:
-                    break
-            else:
-                return value  # sizes, strides, paddings: nothing to map
+        if tensors_only and _all_plain(value):
+            return value  # sizes, strides, paddings: nothing to map
         return kind(_each(fn, value, tensors_only, lambda v: _map_same(fn, v, tensors_only)))
     if kind is dict:
         return {k: _map_same(fn, v, tensors_only) for k, v in value.items()}

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .analysis import _analyse, _model, _model_dtype, _request, checkpoint_paths
+from .analysis import analyse, checkpoint_paths, model_dtype, model_to_analyse, request
 from .containers import iter_tensors
 from .errors import InputSpecError
 from .figures import BatchPeak, FitFigures
@@ -47,15 +47,15 @@ def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: s
             convention: str, checkpoint: tuple[str, ...], amp: Any, target: str, world_size: int,
             zero: int) -> Callable[[int], _Probe]:
     def probe(batch: int) -> _Probe:
-        req = _request(input_size, batch, dtype, convention, "meta", amp=amp, target=target, world_size=world_size,
+        req = request(input_size, batch, dtype, convention, "meta", amp=amp, target=target, world_size=world_size,
                        zero=zero)
         elsize, features = req.elsize(module), req.feature_elsize(module)
         if inputs is None:
-            args, kwargs = (torch.zeros((batch, *req.size), dtype=_model_dtype(module), device="meta"),), {}
+            args, kwargs = (torch.zeros((batch, *req.size), dtype=model_dtype(module), device="meta"),), {}
             spec = None
         else:
             spec = rebatch(inputs, batch)
-            args, kwargs = materialize_inputs(spec, device="meta", dtype=_model_dtype(module))
+            args, kwargs = materialize_inputs(spec, device="meta", dtype=model_dtype(module))
         held = req.accounting.tensors(t.numel() * value_bytes(t.dtype, elsize) for t in iter_tensors((args, kwargs)))
         if mode == "training":
             step = training_step(module, args, kwargs, optimizer=optimizer, elsize=elsize, meta=True,
@@ -66,7 +66,7 @@ def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: s
                      ("input batch", held), *step.peak_parts)
             return _Probe(batch, step.training_peak_bytes + held, tuple(base + v for v in step.live.curve),
                           tuple(base - held + v for v in step.fixed_curve), parts)
-        a = _analyse(module, req, spec)
+        a = analyse(module, req, spec)
         base = a.held_bytes + held
         shapes = {tuple(p.shape) for p in module.parameters()}
         fixed = batch_independent(a.trace.allocations, batch, shapes)
@@ -121,7 +121,7 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
     budget = parse_memory(memory)
     if mode not in MODES:
         raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
-    req = _request(input_size, 1, dtype, convention, "meta", amp=amp, target=target, world_size=world_size, zero=zero)
+    req = request(input_size, 1, dtype, convention, "meta", amp=amp, target=target, world_size=world_size, zero=zero)
     if zero and mode != "training":
         raise InputSpecError("ZeRO shards a training step's state: leave out mode='inference'")
     if mode == "training":
@@ -131,7 +131,7 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
                                  f"plan training under convnet-burden or torch")
     if (checkpoint or checkpoint_depth is not None) and mode != "training":
         raise InputSpecError("activation checkpointing changes a training step: leave out mode='inference'")
-    name, module = _model(model)
+    name, module = model_to_analyse(model)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention, paths, amp, target, world_size,
                     zero)
@@ -165,7 +165,7 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
     around = sorted({b for b in (lo // 2, lo - 1, lo, lo + 1, 2 * lo) if b >= 1})
     at = known.get(lo)
     return FitFigures(
-        model=name, input=req.size if inputs is None else (), dtype=dtype_name(req.dtype or _model_dtype(module)),
+        model=name, input=req.size if inputs is None else (), dtype=dtype_name(req.dtype or model_dtype(module)),
         mode=mode, optimizer=optimizer if mode == "training" else None, budget_bytes=budget, max_batch=lo,
         peak_bytes=known[lo].peak_bytes if lo in known else 0, next_peak_bytes=known[lo + 1].peak_bytes,
         breakdown=at.parts if lo in known else (),

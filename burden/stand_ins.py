@@ -75,6 +75,7 @@ class StandIns:
         afterwards every module's parameters and buffers are exactly what they were, also where the
         forward assigned or registered new ones (timm's ConViT reassigns a buffer in forward)."""
         tables: list[tuple[dict, dict]] = []
+        empty: list[dict] = []  # tables with nothing to swap: only what a forward adds is taken out
         attributes: list[tuple[nn.Module, dict]] = []
         try:
             for module in model.modules():  # each module once, whatever its names
@@ -82,6 +83,9 @@ class StandIns:
                 attributes.append((module, {k: state[k] for k in state.keys() - _MODULE_KEYS
                                             if isinstance(state[k], torch.Tensor)}))
                 for table, parameter in ((module._parameters, True), (module._buffers, False)):
+                    if not table:
+                        empty.append(table)
+                        continue
                     tables.append((table, dict(table)))
                     for name, t in list(table.items()):
                         stand_in = self.of(t, parameter) if t is not None else None
@@ -89,6 +93,9 @@ class StandIns:
                             table[name] = stand_in
             yield
         finally:
+            for table in empty:
+                if table:
+                    table.clear()
             for table, original in tables:
                 table.clear()
                 table.update(original)

@@ -82,9 +82,10 @@ def _factory(path: str) -> nn.Module:
 @functools.lru_cache(maxsize=8)
 def _registered_on_meta(name: str) -> nn.Module:
     # An analysis leaves the model as it found it, so a registered model built once serves every
-    # later analysis in the process (building SENet-154 costs about as much as tracing it).
+    # later analysis in the process (building SENet-154 costs about as much as tracing it). It is
+    # kept in eval mode, the mode most analyses ask for, so that they need not switch it.
     with torch.device("meta"):
-        return model_entry(name).factory()
+        return model_entry(name).factory().eval()
 
 
 def resolve_model(spec: str, device: str = "meta") -> tuple[str, nn.Module]:
