@@ -182,5 +182,10 @@ def iter_tensors(value: Any) -> Iterator[torch.Tensor]:
 
 def shape_tree(value: Any) -> Any:
     """Shapes of the tensors in ``value`` as nested lists of ints; None for anything else."""
+    kind = type(value)
+    if kind is torch.Tensor:  # a module's output, most of the time
+        return list(value.shape)
+    if kind is tuple and len(value) == 1 and type(value[0]) is torch.Tensor:  # its arguments
+        return [list(value[0].shape)]
     return map_leaves(lambda leaf: list(leaf.shape) if isinstance(leaf, torch.Tensor) else None,
                       value, rebuild="lists")

@@ -27,6 +27,7 @@ from torch.nn import functional
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import leaves, map_leaves
+from .records import schema_facts
 from .shape_rules import shape_rule
 
 aten = torch.ops.aten
@@ -76,13 +77,11 @@ class MetaKernels:
     def __init__(self, limit: int = 1 << 14) -> None:
         self.limit = limit
         self._results: OrderedDict[Any, tuple[bool, tuple]] = OrderedDict()
-        self._pure: dict[Any, bool] = {}
         self._generation: Any = None
         self._checked = float("-inf")  # when the generation was last read
 
     def clear(self) -> None:
         self._results.clear()
-        self._pure.clear()
 
     def _check_generation(self) -> None:
         # The number of registered ops and Python kernels changes when anything registers new ones.
@@ -100,12 +99,10 @@ class MetaKernels:
             self._checked = now
             self._check_generation()
 
-    def _remembers(self, func: torch._ops.OpOverload) -> bool:
-        pure = self._pure.get(func)
-        if pure is None:
-            schema = func._schema
-            pure = self._pure[func] = not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
-        return pure
+    @staticmethod
+    def _remembers(func: torch._ops.OpOverload) -> bool:
+        mutable, declared_new = schema_facts(func)
+        return not mutable and all(declared_new)
 
     def __call__(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
         key = None

@@ -11,6 +11,19 @@ from typing import Any
 import torch
 
 
+_FACTS: dict[Any, tuple[bool, tuple[bool, ...]]] = {}
+
+
+def schema_facts(func: Any) -> tuple[bool, tuple[bool, ...]]:
+    """(whether the op writes to an input, per return whether its schema declares it new): read
+    from the schema once per op (each ``_schema`` attribute read builds Python objects)."""
+    facts = _FACTS.get(func)
+    if facts is None:
+        schema = func._schema
+        facts = _FACTS[func] = (schema.is_mutable, tuple(r.alias_info is None for r in schema.returns))
+    return facts
+
+
 def value_bytes(dtype: torch.dtype, elsize: int | None) -> int:
     """Bytes per value under an analysis element size: ``elsize`` for floating-point values (the
     ``--dtype`` being asked about), the native size otherwise, and always with ``elsize=None``
@@ -61,7 +74,7 @@ class OpEvent:
 
     @property
     def inplace(self) -> bool:
-        return self.func._schema.is_mutable
+        return schema_facts(self.func)[0]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from .errors import BurdenError, DataDependentError, ShapeError, UnsupportedMode
 from .heap import no_full_collections
 from .meta_kernels import META_KERNELS, cpu_attention
 from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OPS, decomposes
-from .records import ModuleInfo, OpEvent, TensorInfo, Trace
+from .records import ModuleInfo, OpEvent, TensorInfo, Trace, schema_facts
 from .stand_ins import Make, StandIns, meta_stand_in
 from .trace_errors import describe_shapes, forward_failure, internal_failure, op_failure, where
 
@@ -113,7 +113,10 @@ class Tracer:
         self._paths: dict[int, str] = {}  # id(module) -> its path in the model
         self._storage_ids: dict[int, int] = {}
         self._next_storage = itertools.count()
-        self._finalizers: list[weakref.finalize] = []
+        # storage -> (address, number): a plain weak reference per numbered storage, whose callback
+        # says it died (weakref.finalize does the same at several times the cost, and a trace
+        # numbers thousands of storages)
+        self._watched: dict[weakref.ref, tuple[int, int]] = {}
         self._order = itertools.count()
         self.stand_ins = StandIns(make or (meta_stand_in if meta else _unchanged), on_new=self._same_storage)
         never = 10**9
@@ -135,10 +138,14 @@ class Tracer:
         number = None if fresh else self._storage_ids.get(key)
         if number is None:
             number = self._storage_ids[key] = next(self._next_storage)
-            self._finalizers.append(weakref.finalize(storage, self._storage_died, key, number))
+            self._watched[weakref.ref(storage, self._storage_died)] = (key, number)
         return number
 
-    def _storage_died(self, key: int, number: int) -> None:
+    def _storage_died(self, ref: weakref.ref) -> None:
+        watched = self._watched.pop(ref, None)
+        if watched is None:
+            return  # no longer watched (the trace has stopped)
+        key, number = watched
         if self._storage_ids.get(key) == number:
             del self._storage_ids[key]
         for observer in self.observers:
@@ -146,9 +153,7 @@ class Tracer:
 
     def stop(self) -> None:
         """Stop watching storages: those still alive now stay alive in every record."""
-        for finalizer in self._finalizers:
-            finalizer.detach()
-        self._finalizers.clear()
+        self._watched.clear()  # the references die with the table, and their callbacks with them
 
     def _same_storage(self, original: torch.Tensor, stand_in: torch.Tensor) -> None:
         # the stand-in is the same storage as the real tensor, for tied weights and inputs alike
@@ -171,20 +176,23 @@ class Tracer:
             inputs: list[TensorInfo] = []
             keys: set[int] = set()
             real: list[bool] = []
+            known = self._storage_ids
 
             def describe(t: torch.Tensor) -> TensorInfo:
                 storage = t.untyped_storage()
-                keys.add(storage._cdata)
+                key = storage._cdata
+                keys.add(key)
                 if not t.is_meta:
                     real.append(True)
-                info = TensorInfo(shape=t.shape, dtype=t.dtype, storage=self._number(storage))
+                number = known.get(key)
+                info = TensorInfo(t.shape, t.dtype, self._number(storage) if number is None else number)
                 inputs.append(info)
                 return info
 
             in_args, in_kwargs = map_tensors(describe, args), map_tensors(describe, kwargs)
             # On meta, a real tensor (a constant made in forward) or device gets its meta stand-in, which
             # is numbered as the same storage; the storages the kernel sees decide what its outputs alias.
-            if self.meta and (real or any(isinstance(v, torch.device) for v in kwargs.values())):
+            if self.meta and (real or kwargs and any(isinstance(v, torch.device) for v in kwargs.values())):
                 args = tuple(self._to_meta_args(a) for a in args)
                 kwargs = {k: self._to_meta_args(v) for k, v in kwargs.items()}
                 keys = {t.untyped_storage()._cdata for t in iter_tensors((args, kwargs))}
@@ -209,18 +217,17 @@ class Tracer:
     def _record(self, func: torch._ops.OpOverload, module: str, in_args: tuple, in_kwargs: dict,
                 inputs: tuple[TensorInfo, ...], input_keys: set[int], out: Any
                 ) -> tuple[OpEvent, tuple[torch.Tensor, ...]]:
-        returns = func._schema.returns
+        returns = schema_facts(func)[1]  # per return: declared new
         # One schema return per element of a returned tuple; a single Tensor[] return covers all.
         per_value = out if type(out) is tuple and len(returns) == len(out) else (out,)
         infos, fresh, out_parts, tensors = [], [], [], []
-        for value, ret in zip(per_value, returns):
-            declared_new = ret.alias_info is None
+        for value, declared_new in zip(per_value, returns):
 
             def record(t: torch.Tensor, declared_new: bool = declared_new) -> TensorInfo:
                 # an output in an input's storage is not new, whatever the schema says (_unsafe_view)
                 storage = t.untyped_storage()
                 new = declared_new and storage._cdata not in input_keys
-                info = TensorInfo(shape=t.shape, dtype=t.dtype, storage=self._number(storage, fresh=new))
+                info = TensorInfo(t.shape, t.dtype, self._number(storage, fresh=new))
                 infos.append(info)
                 fresh.append(new)
                 tensors.append(t)
@@ -237,12 +244,13 @@ class Tracer:
     def _check_shapes(self, event: OpEvent) -> None:
         """burden's own check that the input fits: some torch releases' meta kernels give an empty
         output (a convolution over an input smaller than its kernel) instead of raising."""
-        if event.packet in _MAY_BE_EMPTY:
+        packet = event.packet
+        if packet in _MAY_BE_EMPTY:
             return
         inputs = event.inputs
         if not inputs or any(0 in t.shape for t in inputs):
             return
-        checked = event.outputs[:1] if event.packet in AUX_OUTPUT_OPS else event.outputs
+        checked = event.outputs[:1] if packet in AUX_OUTPUT_OPS else event.outputs
         for t in checked:
             if 0 in t.shape:  # sizes are never negative; a 0-d shape holds no 0
                 raise ShapeError(f"the input is too small at {where(event.module, self.modules)}: {event.name} "
