@@ -20,7 +20,7 @@ rather than its inner products.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
@@ -28,6 +28,7 @@ from torch.nn import functional
 
 from .containers import iter_tensors, map_tensors
 from .errors import InputSpecError
+from .patching import replaced
 
 _LOW = "low"
 _FLOAT32 = "float32"
@@ -112,9 +113,6 @@ def amp_dtype(amp: str | torch.dtype | None) -> torch.dtype | None:
         raise InputSpecError(f"unknown amp precision {amp!r}; use bf16 or fp16") from None
 
 
-_MISSING = object()
-
-
 @contextmanager
 def autocast(dtype: torch.dtype | None) -> Iterator[None]:
     """The autocast policy for the block (nothing with ``dtype=None``); the parameter copies it
@@ -124,20 +122,12 @@ def autocast(dtype: torch.dtype | None) -> Iterator[None]:
         yield
         return
     policy = _Policy(dtype)
-    replaced: list[tuple[Any, str, Any]] = []
     try:
-        for owner, name, kind in _ENTRY_POINTS:
-            original = owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else getattr(owner, name, _MISSING)
-            current = getattr(owner, name, None)
-            if current is None:
-                continue  # not in this torch release
-            replaced.append((owner, name, original))
-            setattr(owner, name, policy.wrap(current, kind))
-        yield
+        with ExitStack() as stack:
+            for owner, name, kind in _ENTRY_POINTS:
+                current = getattr(owner, name, None)
+                if current is not None:  # else not in this torch release
+                    stack.enter_context(replaced(owner, name, policy.wrap(current, kind)))
+            yield
     finally:
-        for owner, name, original in reversed(replaced):
-            if original is _MISSING:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
         policy.cache.clear()

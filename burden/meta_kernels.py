@@ -27,6 +27,7 @@ from torch.nn import functional
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import leaves, map_leaves
+from .patching import replaced
 from .records import schema_facts
 from .shape_rules import shape_rule
 
@@ -168,11 +169,8 @@ def cpu_attention() -> Iterator[None]:
         out = choose_attention(args, kwargs)
         return out if out is not None else original(*args, **kwargs)
 
-    functional.scaled_dot_product_attention = attention
-    try:
+    with replaced(functional, "scaled_dot_product_attention", attention):
         yield
-    finally:
-        functional.scaled_dot_product_attention = original
 
 
 def choose_attention(args: tuple, kwargs: dict) -> Any:

@@ -10,7 +10,7 @@ adds the backward rules of convnet-burden).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,6 +26,7 @@ from .errors import InputSpecError
 from .figures import PeakOp, UncountedOp
 from .formulas import FormulaTable
 from .options import DEFAULT_CONVENTION, OPTIMIZER_STATES
+from .patching import replaced
 from .memory import Allocation, Lifetimes, LiveMemory, batch_independent, replay
 from .records import OpEvent, Trace, value_bytes
 from .stand_ins import fresh_meta_stand_in, training_stand_in
@@ -199,7 +200,6 @@ def _checkpointed(model: nn.Module, paths: tuple[str, ...], tracer: Tracer, reco
     The events of those second runs are collected in ``recomputed``. The modules' own
     ``forward`` attributes are put back afterwards."""
     modules = dict(model.named_modules())
-    patched: list[tuple[nn.Module, Any]] = []
 
     def wrap(module: nn.Module) -> Callable:
         forward = module.forward
@@ -214,21 +214,10 @@ def _checkpointed(model: nn.Module, paths: tuple[str, ...], tracer: Tracer, reco
 
         return lambda *args, **kwargs: torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, **kwargs)
 
-    try:
+    with ExitStack() as stack:
         for path in paths:
-            module = modules[path]
-            patched.append((module, module.__dict__.get("forward", _NONE)))
-            module.forward = wrap(module)
+            stack.enter_context(replaced(modules[path], "forward", wrap(modules[path])))
         yield
-    finally:
-        for module, own in reversed(patched):
-            if own is _NONE:
-                del module.__dict__["forward"]
-            else:
-                module.__dict__["forward"] = own
-
-
-_NONE = object()
 
 
 def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool, checkpoint: tuple[str, ...] = (),
