@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from .errors import InputSpecError
 
@@ -43,6 +43,11 @@ class Accounting:
         if self.target == "cuda":
             return -(-nbytes // CUDA_GRANULARITY) * CUDA_GRANULARITY
         return nbytes
+
+    def sizer(self, elsize: int | None) -> Callable[[Any], int]:
+        """A replay's size for each allocation (``memory.Allocation``): its bytes under ``elsize``,
+        as this target's allocator counts them."""
+        return lambda allocation: self.allocation(allocation.nbytes(elsize))
 
     def tensors(self, sizes: Iterable[int]) -> int:
         return sum(self.allocation(n) for n in sizes)

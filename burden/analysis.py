@@ -152,7 +152,7 @@ def analyse(module: nn.Module, req: Request, inputs: Any = None, stop_after: str
     with paused_gc():  # counting frees no tensor
         memory = req.memory.rule(trace, features)
         layers, uncounted, totals = count(module, trace, flops, memory, elsize)
-        live = inference_peak(trace, features, size=lambda a: req.accounting.allocation(a.nbytes(features)))
+        live = inference_peak(trace, features, size=req.accounting.sizer(features))
         return Analysis(trace, args, kwargs, layers, uncounted, totals, live, _held_bytes(module, req, totals))
 
 
@@ -234,6 +234,25 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: Request, i
                         f"--inputs (inputs= in Python), such as --inputs 2x128:int64") from None
 
 
+def check_mode(req: Request, mode: str, optimizer: str, checkpointing: bool) -> None:
+    """What a mode asks of the other options, checked before anything is traced: training wants a
+    known optimizer and a convention with backward rules; checkpointing and ZeRO want training."""
+    if mode not in MODES:
+        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
+    if mode == "training":
+        from .training import optimizer_states
+
+        optimizer_states(optimizer)
+        if req.convention.backward is None:
+            raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
+                                 f"analyse training under convnet-burden or torch")
+        return
+    if checkpointing:
+        raise InputSpecError("activation checkpointing changes a training step: use mode='training' (--mode training)")
+    if req.accounting.zero:
+        raise InputSpecError("ZeRO shards a training step's state: use mode='training' (--mode training)")
+
+
 def checkpoint_paths(module: nn.Module, checkpoint: Sequence[str] | str | None, depth: int | None) -> tuple[str, ...]:
     """The modules to checkpoint: named ones (a list, or a comma-separated string), or every module
     ``depth`` levels down (1: the model's children)."""
@@ -308,19 +327,7 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
     """The figures of ``burden.estimate`` (which documents the arguments)."""
     req = request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress, amp,
                    target, world_size, zero)
-    if mode not in MODES:
-        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
-    if mode == "training":
-        from .training import optimizer_states
-
-        optimizer_states(optimizer)  # an unknown optimizer fails before anything is traced
-        if req.convention.backward is None:
-            raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
-                                 f"analyse training under convnet-burden or torch")
-    if (checkpoint or checkpoint_depth is not None) and mode != "training":
-        raise InputSpecError("activation checkpointing changes a training step: add mode='training' (--mode training)")
-    if req.accounting.zero and mode != "training":
-        raise InputSpecError("ZeRO shards a training step's state: add mode='training' (--mode training)")
+    check_mode(req, mode, optimizer, checkpoint or checkpoint_depth is not None)
     name, module = model_to_analyse(model, req.device)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     module, req, a, notes = _analyse_anywhere(model, module, req, inputs)

@@ -17,15 +17,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .analysis import analyse, checkpoint_paths, model_dtype, model_to_analyse, request
+from .analysis import analyse, check_mode, checkpoint_paths, model_dtype, model_to_analyse, request
 from .containers import iter_tensors
-from .errors import InputSpecError
 from .figures import BatchPeak, FitFigures
 from .inputs import dtype_name, materialize_inputs, parse_memory, rebatch
 from .memory import batch_independent, replay
 from .records import value_bytes
-from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, MODES
-from .training import optimizer_states, training_step
+from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER
+from .training import training_step
 
 MAX_BATCH = 1 << 24  # where a model whose memory does not grow with the batch stops
 MAX_TRACES = 12
@@ -71,7 +70,7 @@ def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: s
         shapes = {tuple(p.shape) for p in module.parameters()}
         fixed = batch_independent(a.trace.allocations, batch, shapes)
         fixed_curve = replay(a.trace.events, fixed, a.trace.released, features,
-                             size=lambda x: req.accounting.allocation(x.nbytes(features))).curve
+                             size=req.accounting.sizer(features)).curve
         parts = (("parameters", a.held_bytes), ("input batch", held),
                  ("activations and temporaries", a.live.peak_feature_bytes))
         return _Probe(batch, base + a.live.peak_feature_bytes, tuple(base + v for v in a.live.curve),
@@ -119,18 +118,8 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
                 zero: int = 0) -> FitFigures:
     """The figures of ``burden.fit`` (which documents the arguments)."""
     budget = parse_memory(memory)
-    if mode not in MODES:
-        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
     req = request(input_size, 1, dtype, convention, "meta", amp=amp, target=target, world_size=world_size, zero=zero)
-    if zero and mode != "training":
-        raise InputSpecError("ZeRO shards a training step's state: leave out mode='inference'")
-    if mode == "training":
-        optimizer_states(optimizer)
-        if req.convention.backward is None:
-            raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
-                                 f"plan training under convnet-burden or torch")
-    if (checkpoint or checkpoint_depth is not None) and mode != "training":
-        raise InputSpecError("activation checkpointing changes a training step: leave out mode='inference'")
+    check_mode(req, mode, optimizer, checkpoint or checkpoint_depth is not None)
     name, module = model_to_analyse(model)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention, paths, amp, target, world_size,
