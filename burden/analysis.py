@@ -19,7 +19,7 @@ from .accounting import Accounting, accounting
 from .autocast import amp_dtype
 from .containers import iter_tensors
 from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
-from .counting import Totals, count, own_bytes
+from .counting import Totals, count, own_bytes, tensor_sizes
 from .errors import BurdenError, DataDependentError, ForwardError, InputSpecError, ShapeError
 from .figures import EstimateFigures, LayerFigures, ScaleFigures, ScaleRow, TrainingFigures, UncountedOp
 from .inputs import (dtype_name, materialize_inputs, parse_batch, parse_dtype, parse_input_size,
@@ -32,7 +32,7 @@ from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .options import (DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES,
                       MODES)
-from .records import Trace, value_bytes
+from .records import Trace
 from .state import preserved_modes, with_real_weights
 
 
@@ -160,9 +160,8 @@ def _held_bytes(module: nn.Module, req: Request, totals: Totals) -> int:
     """The parameters and buffers as the target's allocator holds them: one allocation each."""
     if req.accounting.target == "cpu":
         return totals.param_bytes
-    elsize = req.elsize(module)
-    tensors = [*module.parameters(), *(b for b in module.buffers() if b.is_floating_point())]
-    return req.accounting.tensors(t.numel() * value_bytes(t.dtype, elsize) for t in tensors)
+    params, buffers = tensor_sizes(module, req.elsize(module))
+    return req.accounting.tensors([n for n, _ in params] + buffers)
 
 
 class Progress:

@@ -67,6 +67,14 @@ def own_params(model: nn.Module, elsize: int) -> dict[str, OwnState]:
     return out
 
 
+def tensor_sizes(model: nn.Module, elsize: int) -> tuple[list[tuple[int, bool]], list[int]]:
+    """Each parameter's bytes with whether it is trainable, and each floating-point buffer's bytes:
+    the tensors a device allocator holds one by one (``own_params`` sums them per module)."""
+    params = [(p.numel() * value_bytes(p.dtype, elsize), p.requires_grad) for p in model.parameters()]
+    buffers = [b.numel() * value_bytes(b.dtype, elsize) for b in model.buffers() if b.is_floating_point()]
+    return params, buffers
+
+
 def own_bytes(model: nn.Module, elsize: int) -> int:
     """Bytes of the model's parameters and floating-point buffers, shared tensors once."""
     return sum(state.bytes for state in own_params(model, elsize).values())

@@ -21,14 +21,14 @@ from torch import nn
 from .accounting import Accounting
 from .containers import iter_tensors, map_tensors
 from .conventions import Convention, get_convention
-from .counting import attribute_with_table, own_params
+from .counting import attribute_with_table, own_params, tensor_sizes
 from .errors import InputSpecError
 from .figures import PeakOp, UncountedOp
 from .formulas import FormulaTable
 from .options import DEFAULT_CONVENTION, OPTIMIZER_STATES
 from .patching import replaced
 from .memory import Allocation, Lifetimes, LiveMemory, batch_independent, replay
-from .records import OpEvent, Trace, value_bytes
+from .records import OpEvent, Trace
 from .stand_ins import fresh_meta_stand_in, training_stand_in
 from .state import preserved_modes
 from .trace import Tracer
@@ -116,11 +116,9 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     gradient_bytes, optimizer_bytes = trainable * elsize, states * trainable * elsize
     shapes = {tuple(p.shape) for p in model.parameters()}
     if not accounting.plain:  # each tensor an allocation of its own, and one device's share of it
-        params = list(model.parameters())
-        sizes = [p.numel() * value_bytes(p.dtype, elsize) for p in params]
-        grads = [n for p, n in zip(params, sizes) if p.requires_grad]
-        buffers = [b.numel() * value_bytes(b.dtype, elsize) for b in model.buffers() if b.is_floating_point()]
-        param_bytes = accounting.share(accounting.tensors(sizes), 3) + accounting.tensors(buffers)
+        params, buffers = tensor_sizes(model, elsize)
+        grads = [n for n, trainable in params if trainable]
+        param_bytes = accounting.share(accounting.tensors(n for n, _ in params), 3) + accounting.tensors(buffers)
         gradient_bytes = accounting.share(accounting.tensors(grads), 2)
         optimizer_bytes = accounting.share(states * accounting.tensors(grads), 1)
     step = _record_step(model, args, kwargs or {}, meta, tuple(checkpoint), amp)
@@ -130,7 +128,7 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
 
     def size(allocation: Allocation) -> int:
         nbytes = allocation.nbytes(features)
-        if allocation.event >= forward_ops and allocation.shape in shapes:  # a parameter's gradient
+        if _is_gradient(allocation, forward_ops, shapes):
             nbytes = accounting.share(nbytes, 2)
         return accounting.allocation(nbytes)
 
@@ -161,6 +159,11 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     )
 
 
+def _is_gradient(allocation: Allocation, forward_ops: int, param_shapes: set[tuple[int, ...]]) -> bool:
+    """A parameter's gradient: parameter-shaped, and made in backward."""
+    return allocation.event >= forward_ops and allocation.shape in param_shapes
+
+
 def _peak_parts(step: "_Step", live: LiveMemory, param_shapes: set[tuple[int, ...]],
                 size: Callable[[Allocation], int]) -> tuple[tuple[str, int], ...]:
     """The allocations live at the peak op, by kind: parameter gradients (parameter-shaped,
@@ -173,7 +176,7 @@ def _peak_parts(step: "_Step", live: LiveMemory, param_shapes: set[tuple[int, ..
     for storage, allocation in step.allocations.items():
         if allocation.event > at or step.released.get(storage, len(step.events)) < at:
             continue
-        if allocation.event >= forward_ops and allocation.shape in param_shapes:
+        if _is_gradient(allocation, forward_ops, param_shapes):
             kind = "gradients"
         elif storage in step.saved:
             kind = "saved activations"
