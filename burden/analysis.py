@@ -32,7 +32,10 @@ from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .options import (DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES,
                       MODES)
+from .devices import DeviceProfile, load as load_profile
 from .records import Trace
+from .roofline import latency_figures
+from .traffic import trace_bytes
 from .state import preserved_modes, with_real_weights
 
 
@@ -72,6 +75,7 @@ class Request:
     progress: Callable[[str], None] | None = None  # told how a long real-device run is going
     amp: torch.dtype | None = None  # mixed precision's low precision (torch.autocast's CPU policy), or None
     accounting: Accounting = Accounting()  # the target allocator's rounding, ZeRO sharding
+    profile: DeviceProfile | None = None  # the device whose roofline predicts the forward's time
 
     @property
     def meta(self) -> bool:
@@ -92,7 +96,8 @@ class Request:
 def request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
              memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None,
              check_memory: bool = True, progress: Callable[[str], None] | None = None, amp: Any = None,
-             target: str = "cpu", world_size: int = 1, zero: int = 0) -> Request:
+             target: str = "cpu", world_size: int = 1, zero: int = 0,
+             device_profile: str | DeviceProfile | None = None) -> Request:
     rules = get_convention(convention).with_formulas(formulas or {})
     low = amp_dtype(amp)
     parsed = None if dtype is None else parse_dtype(dtype)
@@ -101,7 +106,8 @@ def request(input_size: Any, batch_size: Any, dtype: Any, convention: str, devic
     return Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                     memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
                     check_memory=check_memory, progress=progress, amp=low,
-                    accounting=accounting(target, world_size, zero))
+                    accounting=accounting(target, world_size, zero),
+                    profile=None if device_profile is None else load_profile(device_profile))
 
 
 def check_request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
@@ -151,7 +157,7 @@ def analyse(module: nn.Module, req: Request, inputs: Any = None, stop_after: str
         flops = req.convention.attribute(module, trace, args, kwargs)
     with paused_gc():  # counting frees no tensor
         memory = req.memory.rule(trace, features)
-        layers, uncounted, totals = count(module, trace, flops, memory, elsize)
+        layers, uncounted, totals = count(module, trace, flops, memory, elsize, trace_bytes(trace, features))
         live = inference_peak(trace, features, size=req.accounting.sizer(features))
         return Analysis(trace, args, kwargs, layers, uncounted, totals, live, _held_bytes(module, req, totals))
 
@@ -242,6 +248,9 @@ def check_mode(req: Request, mode: str, optimizer: str, checkpointing: bool) -> 
         from .training import optimizer_states
 
         optimizer_states(optimizer)
+        if req.profile is not None:
+            raise InputSpecError("a device profile predicts the time of an inference forward pass: leave out "
+                                 "mode='training' (--mode training) with device_profile= (--device-profile)")
         if req.convention.backward is None:
             raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
                                  f"analyse training under convnet-burden or torch")
@@ -322,16 +331,17 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
                      formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
                      progress: Callable[[str], None] | None = None, checkpoint: Sequence[str] | str | None = None,
                      checkpoint_depth: int | None = None, amp: Any = None, target: str = "cpu", world_size: int = 1,
-                     zero: int = 0) -> EstimateFigures:
+                     zero: int = 0, device_profile: str | DeviceProfile | None = None) -> EstimateFigures:
     """The figures of ``burden.estimate`` (which documents the arguments)."""
     req = request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress, amp,
-                   target, world_size, zero)
+                   target, world_size, zero, device_profile)
     check_mode(req, mode, optimizer, checkpoint or checkpoint_depth is not None)
     name, module = model_to_analyse(model, req.device)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     module, req, a, notes = _analyse_anywhere(model, module, req, inputs)
     training = _training(module, req, a.args, a.kwargs, optimizer, paths) if mode == "training" else None
     size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)
+    latency = None if req.profile is None else _latency(module, req, a, batch)
     t = a.totals
     return EstimateFigures(
         model=name, input=tuple(size), batch=batch, dtype=dtype_name(req.dtype or model_dtype(module)),
@@ -342,7 +352,17 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
         convention_summary=req.convention.summary, rules=req.convention.rules, memory_summary=req.memory.summary,
         device="meta" if req.meta else str(req.device), notes=notes, live_curve=a.live.curve,
         amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe(),
-        live_stages=_stages(a.trace), source=model if isinstance(model, str) else None)
+        bytes_moved=t.bytes_moved, latency=latency, live_stages=_stages(a.trace),
+        source=model if isinstance(model, str) else None)
+
+
+def _latency(module: nn.Module, req: Request, a: Analysis, batch: int) -> Any:
+    """The roofline of the analysed pass on the request's profile, with the CPU threads this process uses."""
+    assert req.profile is not None
+    forced = dtype_name(req.dtype) if req.dtype is not None and req.amp is None else None
+    threads = torch.get_num_threads() if req.profile.kind == "cpu" else None
+    return latency_figures(a.trace, req.profile, elsize=req.feature_elsize(module), dtype=forced, batch=batch,
+                           threads=threads, order=[layer.name for layer in a.layers])
 
 
 def default_trunk(model: nn.Module | str) -> str:

@@ -12,12 +12,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import analysis, planner
+from . import analysis, benchmark, calibration, devices, planner
+from .devices import DeviceProfile
 from .boundary import guarded
 from .errors import InputSpecError
 from .inputs import parse_memory
 from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
-from .results import Comparison, Estimate, Fit, ScaleTable, as_estimate
+from .results import Bench, Comparison, Estimate, Fit, ScaleTable, as_estimate
 
 @guarded
 def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
@@ -27,7 +28,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
              check_memory: bool = True, progress: Callable[[str], None] | None = None,
              checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
              amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1,
-             zero: int = 0) -> Estimate:
+             zero: int = 0, device_profile: str | DeviceProfile | None = None) -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -54,6 +55,10 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     ``target="cuda"`` counts the peaks as ``torch.cuda.max_memory_allocated`` does (every tensor an
     allocation rounded up to 512 bytes); ``world_size`` and ``zero`` (1, 2, 3) give one device's
     share of a training step under ZeRO sharding (``burden.accounting`` says what is not counted).
+    ``device_profile`` (a built-in name such as ``"a100"``, ``"local"`` after ``burden calibrate``,
+    or a profile's JSON path) adds ``Estimate.latency``: each op's roofline time on that device,
+    max(real FLOPs / peak, bytes moved / bandwidth), per layer and in total, with the samples/s it
+    allows. It is a lower bound on time, not a promise (``burden bench`` measures the real one).
 
     ``device`` is where the pass is traced: by default the meta device (nothing allocated, any size),
     except for a model whose forward needs real values (``.item()``, ``nonzero``, boolean masks),
@@ -67,7 +72,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
         model, input_size, batch_size=batch_size, dtype=dtype, convention=convention, memory=memory, inputs=inputs,
         device=device, mode=mode, optimizer=optimizer, formulas=formulas, check_memory=check_memory,
         progress=progress, checkpoint=checkpoint, checkpoint_depth=checkpoint_depth, amp=amp, target=target,
-        world_size=world_size, zero=zero))
+        world_size=world_size, zero=zero, device_profile=device_profile))
 
 
 @guarded
@@ -75,22 +80,67 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
             batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
             memory: str | None = None, device: str | None = None, inputs: Any = None,
             formulas: Mapping[Any, Callable[..., int]] | None = None,
-            fit_memory: str | int | None = None) -> Comparison:
+            fit_memory: str | int | None = None, device_profile: str | DeviceProfile | None = None,
+            bench_device: str | None = None) -> Comparison:
     """``estimate`` each model under the same settings, as one table (the reference table's shape).
 
     With ``fit_memory`` (a budget such as ``"24GiB"``), each model also gets ``burden.fit`` at that budget
     (a training step with Adam, the same input and dtype), and the table ranks the models by the
-    largest batch that fits."""
+    largest batch that fits. ``device_profile`` adds each model's predicted (roofline) time and
+    samples/s; ``bench_device`` ("cpu" or "cuda") runs each model there (``burden.bench``) and adds
+    the measured time, samples/s and efficiency."""
     models = list(models)
     if not models:
         raise InputSpecError("compare needs at least one model")
     analysis.check_request(input_size, batch_size, dtype, convention, device, memory, formulas)
     if fit_memory is not None:
         parse_memory(fit_memory)
+    if device_profile is not None:
+        analysis.request(input_size, batch_size, dtype, convention, "meta", device_profile=device_profile)
     estimates = tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
-                               memory=memory, device=device, inputs=inputs, formulas=formulas) for m in models)
+                               memory=memory, device=device, inputs=inputs, formulas=formulas,
+                               device_profile=device_profile) for m in models)
     fits = tuple(fit(m, fit_memory, input_size, inputs=inputs, dtype=dtype) for m in models) if fit_memory else ()
-    return Comparison(estimates, fits)
+    benches = tuple(bench(m, input_size, batch_size=batch_size, inputs=inputs, dtype=dtype, device=bench_device,
+                          device_profile=device_profile, per_module=False)
+                    for m in models) if bench_device else ()
+    return Comparison(estimates, fits, benches)
+
+
+@guarded
+def bench(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *, batch_size: int = 1,
+          inputs: Any = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
+          device_profile: str | DeviceProfile | None = None, min_run_time: float = 1.0,
+          per_module: bool = True) -> Bench:
+    """Run ``model`` for real, with random weights, and time its forward pass beside its roofline.
+
+    ``model``, ``input_size``, ``batch_size``, ``inputs`` and ``dtype`` are as in ``estimate``;
+    ``device`` is "cpu" or "cuda". After warm-up passes, ``torch.utils.benchmark`` times blocks of
+    passes for at least ``min_run_time`` seconds (CUDA synchronised, the process's thread count
+    kept): ``Bench`` has the median, the interquartile range, samples/s and, with a device profile
+    (``device_profile``; by default ``local`` on a CPU once ``burden calibrate`` has run, the data
+    sheet of the GPU at hand on CUDA), efficiency = predicted / measured, in total and, with
+    ``per_module``, per top-level module (timed with forward hooks). The run is refused before
+    anything is built when burden's peak says it would not fit in free memory. A module the user
+    passes is left as it was (a copy runs where it must move or change dtype).
+    """
+    return Bench(**vars(benchmark.bench_figures(model, input_size, batch_size=batch_size, inputs=inputs, dtype=dtype,
+                                                device=device, device_profile=device_profile,
+                                                min_run_time=min_run_time, per_module=per_module)))
+
+
+@guarded
+def calibrate(name: str = "local", *, device: str = "cpu", dtypes: Sequence[str] | None = None,
+              threads: Sequence[int] | None = None, quick: bool = False,
+              progress: Callable[[str], None] | None = None) -> DeviceProfile:
+    """Measure this machine's roofs and store them as the device profile ``name`` (default
+    ``local``), for ``device_profile=``. Peak FLOP/s per dtype from matrix products of growing size,
+    bandwidth from a large copy and a cache roof from small ones; on a CPU per thread count
+    (default 1 and all of this process's threads). Stored as JSON under ``$BURDEN_HOME/profiles``
+    or ``~/.config/burden/profiles``; ``quick`` measures small problems only (a rough profile)."""
+    profile = calibration.calibrate(name, device=device, dtypes=dtypes, threads=threads, quick=quick, say=progress)
+    devices.save(profile)
+    return profile
 
 
 @guarded

@@ -12,6 +12,9 @@ import sys
 from typing import Sequence
 
 from . import options
+from .devices import BUILT_IN as _BUILT_IN
+
+BUILT_IN_PROFILES = tuple(_BUILT_IN)
 from .errors import BurdenError, InputSpecError, InternalError
 
 EXIT_USAGE = 2
@@ -105,6 +108,32 @@ def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
                    help="with --mode training: checkpoint every module N levels down (1: the model's children)")
 
 
+def _add_profile_option(p: argparse.ArgumentParser, what: str = "the per-layer roofline time and bound") -> None:
+    p.add_argument("--device-profile", default=None, metavar="NAME",
+                   help=f"add {what} on a device: a data sheet ({', '.join(BUILT_IN_PROFILES)}), 'local' after "
+                        f"burden calibrate, or a profile's JSON file (see burden profiles); a lower bound on time")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"malformed time {text!r}; give seconds, such as 2 or 0.5") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the time must be positive, got {text}")
+    return value
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"malformed thread counts {text!r}; give 1,2,4") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"thread counts are whole numbers from 1, got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="burden", description="What will this network cost? Parameter memory, feature memory "
                                                "and FLOPs of PyTorch models, per layer, under named rules.")
@@ -128,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(default {options.DEFAULT_OPTIMIZER})")
     _add_checkpoint_options(est)
     _add_device_options(est)
+    _add_profile_option(est)
     est.set_defaults(run=_estimate)
 
     fit = sub.add_parser("fit", help="the largest batch whose peak fits a memory budget")
@@ -155,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(cmp_)
     cmp_.add_argument("--fit", default=None, metavar="SIZE",
                       help="rank the models by the largest batch whose training step (Adam) fits in SIZE (24GiB)")
+    _add_profile_option(cmp_, "each model's predicted time and samples/s")
+    cmp_.add_argument("--bench", default=None, choices=("cpu", "cuda"), metavar="DEVICE",
+                      help="also run each model on DEVICE (cpu or cuda) and add its measured time, samples/s and "
+                           "efficiency (as burden bench)")
     cmp_.add_argument("--format", default="github",
                       help="github or markdown (default), latex, html, csv, json or any tabulate format")
     cmp_.set_defaults(run=_compare)
@@ -194,7 +228,42 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add what fits in this much memory (24GiB, as burden fit --memory) to each page")
     rep.add_argument("--chart-depth", default=None, type=_positive_int, metavar="N",
                      help="module depth of the profile charts' bars (default: the deepest with at most 60 bars)")
+    _add_profile_option(rep, "a roofline chart and the per-layer time and bound")
     rep.set_defaults(run=_report)
+
+    ben = sub.add_parser("bench", help="time the real model (random weights) beside its roofline bound")
+    ben.add_argument("model", help="a registered name (burden list) or package.module:factory")
+    ben.add_argument("--input", default=None, metavar="SIZE", help="image input size, as in estimate")
+    ben.add_argument("--inputs", default=None, metavar="SPEC", help="the model's inputs, as in estimate")
+    ben.add_argument("--batch", default=None, type=_positive_int, metavar="N", help="batch size (default 1)")
+    ben.add_argument("--dtype", default=None, metavar="DTYPE",
+                     help=f"{', '.join(options.DTYPE_NAMES)}: the dtype the model runs in (default: its own)")
+    ben.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where it runs (default cpu)")
+    ben.add_argument("--device-profile", default=None, metavar="NAME",
+                     help="the profile whose roofline it is compared with (default: 'local' on a CPU once "
+                          "calibrated, the GPU's data sheet on cuda)")
+    ben.add_argument("--min-time", default=1.0, type=_seconds, metavar="SECONDS",
+                     help="time blocks of passes for at least this long (default 1)")
+    ben.add_argument("--no-modules", dest="per_module", action="store_false",
+                     help="leave out the per-module times (forward hooks)")
+    ben.add_argument("--format", choices=("text", "json"), default="text",
+                     help="text (default) or json (median_seconds, samples_per_second, efficiency, modules...)")
+    ben.set_defaults(run=_bench)
+
+    cal = sub.add_parser("calibrate", help="measure this machine's peak FLOP/s and bandwidth as a device profile")
+    cal.add_argument("--name", default="local", help="the profile's name (default local)")
+    cal.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="what to measure (default cpu)")
+    cal.add_argument("--dtype", default=None, metavar="DTYPE[,DTYPE...]",
+                     help="dtypes whose peaks to measure (default float32, bfloat16, float16; tf32 on cuda too)")
+    cal.add_argument("--threads", default=None, type=_counts, metavar="N[,N...]",
+                     help="CPU thread counts to measure with (default 1 and all of this process's)")
+    cal.add_argument("--quick", action="store_true", help="small problems only: a rough profile in seconds")
+    cal.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
+    cal.set_defaults(run=_calibrate)
+
+    prf = sub.add_parser("profiles", help="the device profiles: data sheets and measured ones")
+    prf.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
+    prf.set_defaults(run=_profiles)
 
     cnv = sub.add_parser("conventions", help="the counting conventions and their rules")
     cnv.set_defaults(run=_conventions)
@@ -235,7 +304,8 @@ def _compare(args: argparse.Namespace) -> int:
     from .render.text import comparison_csv
 
     c = compare(_model_names(args), **_input_options(args), dtype=args.dtype, convention=args.convention,
-                memory=args.memory, device=args.device, fit_memory=args.fit)
+                memory=args.memory, device=args.device, fit_memory=args.fit, device_profile=args.device_profile,
+                bench_device=args.bench)
     fmt = _table_format(args.format)
     if fmt == "json":
         print(c.to_json())
@@ -272,7 +342,8 @@ def _report(args: argparse.Namespace) -> int:
         raise InputSpecError("--optimizer sets the optimizer of a training step: add --mode training")
     written = write_reports(_model_names(args), args.out, input_size=args.input, convention=args.convention,
                             index=args.all, batch_size=args.batch, dtype=args.dtype, mode=args.mode,
-                            optimizer=args.optimizer, chart_depth=args.chart_depth, fit_memory=args.fit)
+                            optimizer=args.optimizer, chart_depth=args.chart_depth, fit_memory=args.fit,
+                            device_profile=args.device_profile)
     for path in written:
         print(path)
     return 0
@@ -289,7 +360,7 @@ def _estimate(args: argparse.Namespace) -> int:
                  optimizer=args.optimizer or options.DEFAULT_OPTIMIZER, check_memory=args.check_memory,
                  progress=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=args.checkpoint,
                  checkpoint_depth=args.checkpoint_depth, amp=args.amp, target=args.target,
-                 world_size=args.world_size, zero=args.zero)
+                 world_size=args.world_size, zero=args.zero, device_profile=args.device_profile)
     layers = args.layers or args.depth is not None or args.leaves
     if args.format == "json":
         print(e.to_json())
@@ -325,6 +396,45 @@ def _fit(args: argparse.Namespace) -> int:
             dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp,
             target=args.target, world_size=args.world_size, zero=args.zero)
     print(f.to_json() if args.format == "json" else f.summary())
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .api import bench
+
+    b = bench(args.model, **_input_options(args), dtype=args.dtype, device=args.device,
+              device_profile=args.device_profile, min_run_time=args.min_time, per_module=args.per_module)
+    print(b.to_json() if args.format == "json" else b.summary())
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from .api import calibrate
+    from .devices import profile_folder, to_dict
+    from .render.text import profiles_text
+
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else None
+    say = None if args.format == "json" else (lambda line: print(line, file=sys.stderr, flush=True))
+    profile = calibrate(args.name, device=args.device, dtypes=dtypes, threads=args.threads, quick=args.quick,
+                        progress=say)
+    if args.format == "json":
+        print(json.dumps(to_dict(profile), indent=2))
+    else:
+        print(profiles_text([profile]))
+        print(f"stored in {profile_folder() / (profile.name + '.json')}; use it with --device-profile {profile.name}")
+    return 0
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    import json
+
+    from .devices import all_profiles, to_dict
+    from .render.text import profiles_text
+
+    profiles = all_profiles()
+    print(json.dumps([to_dict(p) for p in profiles], indent=2) if args.format == "json" else profiles_text(profiles))
     return 0
 
 

@@ -21,6 +21,7 @@ class Totals:
     param_bytes: int
     feature_bytes: int
     flops: int
+    bytes_moved: int
 
 
 def _tensor_key(t: torch.Tensor) -> tuple:
@@ -128,25 +129,39 @@ def attribute_with_table(table: FormulaTable, model: nn.Module, trace: Trace) ->
     return result
 
 
-def count(model: nn.Module, trace: Trace, flops: FlopAttribution, memory: list[int], elsize: int
-          ) -> tuple[tuple[LayerFigures, ...], tuple[UncountedOp, ...], Totals]:
-    """Per-module figures from per-module FLOPs and per-event feature bytes."""
-    self_bytes: dict[str, int] = defaultdict(int)
-    for event, nbytes in zip(trace.events, memory):
-        self_bytes[event.module] += nbytes
+def per_module(trace: Trace, values: list[int]) -> dict[str, int]:
+    """Per module path, the sum of a per-event figure over the ops its own forward runs."""
+    sums: dict[str, int] = defaultdict(int)
+    for event, value in zip(trace.events, values):
+        sums[event.module] += value
+    return sums
+
+
+def roll_up(trace: Trace, rows: dict[str, list]) -> dict[str, list]:
+    """Add each module's row of figures into its parent's, in place: a module's own figures become
+    its submodules' included. ``rows`` has one list per module path of the trace."""
+    # deepest first, so each child is complete before it is added to its parent
+    for path in sorted(rows, key=lambda p: -trace.modules[p].depth):
+        parent = _parent(path)
+        if parent is not None and parent in rows:
+            for i, v in enumerate(rows[path]):
+                rows[parent][i] += v
+    return rows
+
+
+def count(model: nn.Module, trace: Trace, flops: FlopAttribution, memory: list[int], elsize: int,
+          moved: list[int]) -> tuple[tuple[LayerFigures, ...], tuple[UncountedOp, ...], Totals]:
+    """Per-module figures from per-module FLOPs, per-event feature bytes and per-event bytes moved."""
+    self_bytes, self_moved = per_module(trace, memory), per_module(trace, moved)
     self_flops = flops.self_flops
 
     owned = own_params(model, elsize)
     modules = dict(model.named_modules())
     paths = list(trace.modules)
     inclusive: dict[str, list[int]] = {
-        p: [owned[p].values, owned[p].bytes, self_bytes[p], self_flops.get(p, 0), owned[p].trainable] for p in paths}
-    # deepest first, so each child is complete before it is added to its parent
-    for path in sorted(paths, key=lambda p: -trace.modules[p].depth):
-        parent = _parent(path)
-        if parent is not None and parent in inclusive:
-            for i, v in enumerate(inclusive[path]):
-                inclusive[parent][i] += v
+        p: [owned[p].values, owned[p].bytes, self_bytes[p], self_flops.get(p, 0), owned[p].trainable, self_moved[p]]
+        for p in paths}
+    roll_up(trace, inclusive)
 
     layers = tuple(
         LayerFigures(
@@ -155,10 +170,11 @@ def count(model: nn.Module, trace: Trace, flops: FlopAttribution, memory: list[i
             flops=inclusive[p][3], self_params=owned[p].values, self_param_bytes=owned[p].bytes,
             self_feature_bytes=self_bytes[p], self_flops=self_flops.get(p, 0), details=describe(modules[p]),
             call_output_shapes=tuple(span[3] for span in info.spans), shared_params=owned[p].shared,
+            bytes_moved=inclusive[p][5], self_bytes_moved=self_moved[p],
         )
         for p, info in trace.modules.items()
     )
     root = inclusive[""]
     totals = Totals(params=root[0], param_bytes=root[1], feature_bytes=root[2], flops=root[3],
-                    trainable_params=root[4])
+                    trainable_params=root[4], bytes_moved=root[5])
     return layers, flops.uncounted(), totals

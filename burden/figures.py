@@ -37,6 +37,8 @@ class LayerFigures:
     details: str = ""  # kernel, stride, padding, dilation, groups, channels or features, as in "k3 s2 64->128"
     call_output_shapes: tuple = ()  # the output shapes of every call, in order (output_shape is the first's)
     shared_params: int = 0  # parameters this module holds that another module holds too (tied): counted there
+    bytes_moved: int = 0  # read and written by its ops (rulebook.TRAFFIC), its submodules' included
+    self_bytes_moved: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,109 @@ class UncountedOp:
     op: str
     calls: int
     layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """One module's roofline: its real FLOPs, the bytes its ops move, and the sum of their times
+    (rulebook.LATENCY); submodules included."""
+
+    name: str
+    flops: int
+    bytes_moved: int
+    predicted_seconds: float
+    bound: str  # "compute", "memory", or "" for a module whose ops do nothing
+
+    @property
+    def intensity(self) -> float | None:
+        """FLOPs per byte moved; None when it moves nothing."""
+        return self.flops / self.bytes_moved if self.bytes_moved else None
+
+    @property
+    def attained_flops(self) -> float | None:
+        """FLOP/s if it ran at its predicted time."""
+        return self.flops / self.predicted_seconds if self.predicted_seconds else None
+
+
+@dataclass(frozen=True)
+class LatencyFigures:
+    """A roofline prediction of one forward pass on a device profile: a lower bound on time."""
+
+    profile: str
+    device: str  # what the profile describes, with where its figures come from
+    dtype: str  # the dtype whose peak most FLOPs use
+    threads: int | None  # the CPU threads whose roofs were used; None for a GPU
+    peak_flops: float  # that dtype's peak, FLOP/s
+    bandwidth: float  # main memory, bytes/s
+    cache_bytes: int
+    cache_bandwidth: float
+    flops: int  # real FLOPs (the roofline convention)
+    bytes_moved: int
+    predicted_seconds: float
+    compute_seconds: float  # of which compute-bound ops
+    memory_seconds: float  # of which memory-bound ops
+    batch: int
+    layers: tuple[LayerTime, ...]  # in the order of EstimateFigures.layers
+    uncounted_ops: tuple[UncountedOp, ...] = ()  # no FLOP rule: their bytes still count
+    rules: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.batch / self.predicted_seconds if self.predicted_seconds else float("inf")
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_seconds >= self.memory_seconds else "memory"
+
+    def layer(self, name: str) -> LayerTime | None:
+        for record in self.layers:
+            if record.name == name:
+                return record
+        return None
+
+
+@dataclass(frozen=True)
+class ModuleTime:
+    """One top-level module's measured time per pass, beside its roofline bound."""
+
+    name: str
+    type: str
+    median_seconds: float
+    predicted_seconds: float | None
+    efficiency: float | None  # predicted / measured: the fraction of the bound the real kernels reach
+
+
+@dataclass(frozen=True)
+class BenchFigures:
+    """Measured forward passes of the real model (random weights), with the roofline beside them."""
+
+    model: str
+    input: tuple[int, ...]
+    batch: int
+    dtype: str
+    device: str  # "cpu" or "cuda"
+    device_name: str  # the processor and its threads, or the GPU
+    threads: int | None
+    median_seconds: float  # per forward pass
+    iqr_seconds: float  # the spread: interquartile range of the timed blocks
+    min_seconds: float
+    max_seconds: float
+    runs: int  # timed blocks
+    calls_per_run: int  # forward passes per block
+    predicted_seconds: float | None  # the roofline bound on the profile, None without one
+    profile: str | None  # the profile it came from
+    modules: tuple[ModuleTime, ...]  # the model's top-level modules, measured with forward hooks
+    peak_bytes: int  # what burden predicted the run holds: weights and peak features
+    notes: tuple[str, ...] = ()
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.batch / self.median_seconds
+
+    @property
+    def efficiency(self) -> float | None:
+        """predicted / measured: 1 would be a run at the roofline."""
+        return self.predicted_seconds / self.median_seconds if self.predicted_seconds is not None else None
 
 
 @dataclass(frozen=True)
@@ -126,6 +231,8 @@ class EstimateFigures:
     amp: str | None = None
     # how the peaks count bytes when not as the CPU allocator does: the CUDA allocator, a ZeRO device
     accounting: str = ""
+    bytes_moved: int = 0  # read and written by every op (rulebook.TRAFFIC)
+    latency: LatencyFigures | None = None  # with a device profile: the roofline prediction
     source: str | None = field(default=None, compare=False, repr=False)
 
     def layer(self, name: str) -> LayerFigures:
@@ -182,6 +289,7 @@ class ComparisonFigures:
 
     estimates: tuple[EstimateFigures, ...]
     fits: tuple["FitFigures", ...] = ()
+    benches: tuple[BenchFigures, ...] = ()  # with bench=True: each model's measured forward pass
 
 
 @dataclass(frozen=True)

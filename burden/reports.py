@@ -33,7 +33,8 @@ def _registered(name: str) -> bool:
 
 def _command(names: Sequence[str], size: tuple[int, ...], convention: str, out: Path, *, batch_size: int = 1,
              dtype: str | None = None, mode: str = "inference", optimizer: str | None = None,
-             chart_depth: int | None = None, fit_memory: str | int | None = None) -> str:
+             chart_depth: int | None = None, fit_memory: str | int | None = None,
+             device_profile: str | None = None) -> str:
     """The command line that writes the same set of files into a folder of the same name."""
     from .models import list_models
 
@@ -55,13 +56,16 @@ def _command(names: Sequence[str], size: tuple[int, ...], convention: str, out: 
         parts += ["--chart-depth", str(chart_depth)]
     if fit_memory is not None:
         parts += ["--fit", str(fit_memory)]
+    if device_profile is not None:
+        parts += ["--device-profile", str(device_profile)]
     return " ".join(parts + ["--out", f"{out.name}/" if out.name else "."])
 
 
 def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, input_size: Any = 224,
                   convention: str = DEFAULT_CONVENTION, index: bool = False, batch_size: int = 1,
                   dtype: str | None = None, mode: str = "inference", optimizer: str | None = None,
-                  chart_depth: int | None = None, fit_memory: str | int | None = None) -> list[Path]:
+                  chart_depth: int | None = None, fit_memory: str | int | None = None,
+                  device_profile: str | None = None) -> list[Path]:
     """Write ``<out_dir>/<model>.html`` for each model, and with ``index`` also ``index.html`` and
     ``README.md`` (the comparison table, linking the pages). Returns the paths written, in order.
 
@@ -72,7 +76,9 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
     page also has the feature-extraction table (``burden.scale`` with its own defaults: batch 128,
     scales 0.5 to 3 of 224 pixels, the registered trunk). Every argument is checked before the
     first file is written, and every file is written atomically. With ``fit_memory`` (a budget
-    such as ``"24GiB"``), each page adds what fits: ``burden.fit`` under the same settings.
+    such as ``"24GiB"``), each page adds what fits: ``burden.fit`` under the same settings. With
+    ``device_profile`` (inference only), each page adds the roofline: a chart of each layer's
+    arithmetic intensity against the FLOP/s it would attain, and each layer's time and bound.
     """
     from .api import estimate, fit, scale
     from .conventions import get_convention
@@ -96,6 +102,13 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
         from .inputs import parse_memory
 
         parse_memory(fit_memory)
+    if device_profile is not None:
+        from .devices import load
+
+        load(device_profile)
+        if mode != "inference":
+            raise InputSpecError("a device profile predicts the time of an inference forward pass: leave out "
+                                 "--mode training with --device-profile")
     if chart_depth is not None and (not isinstance(chart_depth, int) or chart_depth < 1):
         raise InputSpecError(f"chart depth must be 1 or more, got {chart_depth!r}")
     if optimizer is not None:
@@ -118,7 +131,8 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
     estimates = []
     for name, filename in zip(names, files):
         options: dict[str, Any] = {"optimizer": optimizer} if optimizer is not None else {}
-        e = estimate(name, size, batch_size=batch_size, dtype=dtype, convention=convention, mode=mode, **options)
+        e = estimate(name, size, batch_size=batch_size, dtype=dtype, convention=convention, mode=mode,
+                     device_profile=device_profile, **options)
         table = scale(name, convention=convention) if _registered(name) else None
         fits = fit(name, fit_memory, size, mode=mode, dtype=dtype, **options) if fit_memory is not None else None
         written.append(write_text_atomic(out / filename, estimate_page(e, scale=table, chart_depth=chart_depth,
@@ -126,7 +140,8 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
         estimates.append(e)
     if index:
         command = _command(names, size, convention, out.resolve(), batch_size=batch_size, dtype=dtype, mode=mode,
-                           optimizer=optimizer, chart_depth=chart_depth, fit_memory=fit_memory)
+                           optimizer=optimizer, chart_depth=chart_depth, fit_memory=fit_memory,
+                           device_profile=device_profile)
         written.append(write_text_atomic(out / "index.html", index_page(estimates, files, command=command)))
         written.append(write_text_atomic(out / "README.md", index_markdown(estimates, files, command=command)))
     return written

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from . import analysis
 from .boundary import guarded
 from .errors import InputSpecError
-from .figures import ComparisonFigures, EstimateFigures, FitFigures, ScaleFigures
+from .figures import BenchFigures, ComparisonFigures, EstimateFigures, FitFigures, ScaleFigures
 from .options import DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .render import html as html_view
 from .render import json as json_view
@@ -133,6 +133,27 @@ class Fit(FitFigures):
     def __repr__(self) -> str:
         return (f"<Fit {self.model}, {self.mode}, budget {fmt_bytes(self.budget_bytes)}: batch {self.max_batch:,} "
                 f"peaks at {fmt_bytes(self.peak_bytes)}; print() it for the breakdown>")
+
+
+class Bench(BenchFigures):
+    """Measured forward passes of a model beside its roofline bound (``burden.bench``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_view.bench_to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def summary(self) -> str:
+        return text_view.bench_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        eff = f", efficiency {self.efficiency:.2f}" if self.efficiency is not None else ""
+        return (f"<Bench {self.model}, batch {self.batch} on {self.device}: {self.median_seconds * 1e3:.3g} ms median, "
+                f"{self.samples_per_second:,.1f} samples/s{eff}; print() it for each module>")
 
 
 def as_estimate(figures: EstimateFigures) -> Estimate:

@@ -67,7 +67,51 @@ FLOPS: dict[str, Words] = {
             ("attention (fused)", "2 x the multiply-adds of Q K^T and A V, the fused CPU kernel included"),
             ("everything else", "0, as FlopCounterMode"),
         )),
+    "roofline": Words(
+        summary="Real floating-point operations, the FLOPs a roofline divides by a device's peak: 2 per "
+                "multiply-add as in the torch convention, with bias additions, element-wise ops, "
+                "normalisation, softmax, reductions and pooling counted too.",
+        rules=(
+            ("convolution, mm, addmm, bmm, attention", "as the torch convention (2 per multiply-add), plus 1 per "
+                                                       "output element for a bias"),
+            ("element-wise ops (PyTorch's pointwise tag: add, mul, ReLU, sigmoid, GELU, ...)",
+             "1 per output element, a transcendental (exp, tanh, erf) included"),
+            ("batch norm with running statistics", "2 per element (scale and shift)"),
+            ("batch norm with batch statistics, layer norm, group norm",
+             "5 per element (mean, variance as a multiply-add, normalise, scale and shift)"),
+            ("softmax, log-softmax", "5 per element (max, subtract, exp, sum, divide or log)"),
+            ("sum, mean, max, var, norm and other reductions", "1 per input element"),
+            ("max or average pooling with a window", "k_h x k_w per output element"),
+            ("adaptive pooling", "1 per input element"),
+            ("linear, bilinear, trilinear, bicubic upsampling", "4, 8, 16, 32 per output element (2 per "
+                                                                 "neighbour); nearest 0 (a copy)"),
+            ("views, copies, concat, padding, lookups, factories", "0 FLOPs; their bytes still move"),
+            ("anything else", "uncounted: 0 FLOPs, listed by name; its bytes still move"),
+        )),
 }
+
+# what each op moves to and from memory, the other half of a roofline (``bytes_moved``)
+TRAFFIC: tuple[tuple[str, str], ...] = (
+    ("an op", "reads each distinct tensor argument once (weights included) and writes each output, every "
+              "value at the analysis dtype's size (mixed precision: its own dtype's)"),
+    ("views (view, reshape as a view, permute, transpose, expand, slice...)", "0: nothing moves"),
+    ("in-place ops (relu_, add_)", "read their arguments and write the result over the first"),
+    ("ops that only overwrite (copy_, fill_, zero_)", "write their output; copy_ reads its source"),
+    ("a module", "the sum over the ops it runs, its submodules' included"),
+    ("arithmetic intensity", "roofline FLOPs / bytes moved"),
+)
+
+# how a device profile turns FLOPs and bytes into a time (``device_profile=``)
+LATENCY: tuple[tuple[str, str], ...] = (
+    ("an op", "max(FLOPs / peak FLOP/s at its dtype, bytes moved / bandwidth): compute-bound when the first "
+              "term is larger, memory-bound otherwise"),
+    ("bandwidth", "the cache roof when the op's bytes fit in the profile's cache size, main memory otherwise"),
+    ("a module", "the sum of its ops' times: ops run one after another, as in eager PyTorch; it is "
+                 "compute-bound when its compute-bound ops take most of that time"),
+    ("the model", "the sum over every op; samples/s = batch / that time"),
+    ("what it means", "a lower bound on time (an upper bound on throughput), not a promise: real kernels "
+                      "reach a fraction of the peaks, and launch and framework overheads come on top"),
+)
 
 # convnet-burden's rules for the ops autograd runs in a training step
 BACKWARD: tuple[tuple[str, str], ...] = (

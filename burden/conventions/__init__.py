@@ -13,11 +13,12 @@ from typing import Any, Callable
 from ..errors import InputSpecError
 from ..formulas import Formula, Target
 from ..suggest import did_you_mean
-from . import all_outputs, convnet_backward, convnet_burden, fvcore_flops, macs, torch_flops
+from . import all_outputs, convnet_backward, convnet_burden, fvcore_flops, macs, roofline_flops, torch_flops
 from .base import Convention, MemoryConvention
 
 _CONVENTIONS: dict[str, Convention] = {c.name: c for c in (
-    convnet_backward.CONVENTION, macs.CONVENTION, fvcore_flops.CONVENTION, torch_flops.CONVENTION)}
+    convnet_backward.CONVENTION, macs.CONVENTION, fvcore_flops.CONVENTION, torch_flops.CONVENTION,
+    roofline_flops.CONVENTION)}
 _MEMORY: dict[str, MemoryConvention] = {m.name: m for m in (convnet_burden.MEMORY, all_outputs.MEMORY)}
 
 __all__ = ["Convention", "MemoryConvention", "get_convention", "get_memory_convention", "list_conventions",

@@ -26,12 +26,17 @@ from .base import Convention
 class TorchTable(FormulaTable):
     """burden's own registrations first, then PyTorch's registry as it is at lookup time."""
 
-    def lookup(self, func: torch._ops.OpOverload) -> Formula | None:
+    def specific(self, func: torch._ops.OpOverload) -> Formula | None:
+        """The formula this table or PyTorch's registry has for ``func``; None for an op that counts
+        0 only because the convention counts nothing else."""
         own = self._formulas.get(func) or self._formulas.get(func.overloadpacket)
         if own is not None:
             return own
         theirs = flop_counter.flop_registry.get(func.overloadpacket)
-        return _adapt(theirs) if theirs is not None else super().lookup(func)
+        return _adapt(theirs) if theirs is not None else None
+
+    def lookup(self, func: torch._ops.OpOverload) -> Formula | None:
+        return self.specific(func) or super().lookup(func)
 
 
 def _meta(x: Any) -> Any:

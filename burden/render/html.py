@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from ..figures import EstimateFigures as Estimate, LayerFigures, ScaleFigures
 from ..version import __version__
 from .text import COMPARISON_COLUMNS, DEFAULT_COMPARISON, size_label
-from .units import BINARY_UNITS, FLOP_UNITS, fmt_bytes, fmt_count, fmt_flops, fmt_shape
+from .units import BINARY_UNITS, FLOP_UNITS, fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
 
 if TYPE_CHECKING:
     import jinja2
@@ -60,7 +60,8 @@ def _environment(directory: str) -> "jinja2.Environment":
     # "grouped" (digits in groups of three), not "count": Jinja has a builtin of that name.
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), autoescape=_is_html, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(bytes=fmt_bytes, flops=fmt_flops, grouped=fmt_count, shape=fmt_shape, md=_markdown_cell)
+    env.filters.update(bytes=fmt_bytes, flops=fmt_flops, grouped=fmt_count, shape=fmt_shape, md=_markdown_cell,
+                       seconds=fmt_seconds)
     return env
 
 
@@ -147,8 +148,17 @@ def _layer_rows(e: Estimate) -> list[dict[str, Any]]:
             "params": r.params, "param_bytes": r.param_bytes, "feature_bytes": r.feature_bytes, "flops": r.flops,
             "pct": _pct(r.flops, e.flops),
             "bar": _num(min(100.0, 100 * r.flops / e.flops)) if e.flops else "0",
+            "time": _time_cell(e, r.name),
         })
     return rows
+
+
+def _time_cell(e: Estimate, name: str) -> dict[str, Any] | None:
+    t = e.latency.layer(name) if e.latency is not None else None
+    if t is None:
+        return None
+    return {"seconds": t.predicted_seconds, "text": fmt_seconds(t.predicted_seconds), "bound": t.bound or "-",
+            "intensity": "-" if t.intensity is None else f"{t.intensity:.3g}"}
 
 
 _MAX_CALL_SHAPES = 8  # per-call shapes listed in a cell; the rest are counted
@@ -463,6 +473,65 @@ def fit_chart(f: Any) -> dict[str, Any] | None:
             "xticks": [{"x": _num(x(b)), "label": f"{b:,}"} for b in xticks], "height": _BOTTOM + 30}
 
 
+_RW, _RH = 1000, 420  # the roofline chart
+_RLEFT, _RRIGHT, _RTOP, _RBOTTOM = 84, 24, 16, 370
+
+
+def _decades(lo: float, hi: float) -> tuple[int, int]:
+    return math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+
+
+def roofline_chart(e: Estimate) -> dict[str, Any] | None:
+    """Each layer without submodules, at its arithmetic intensity (FLOPs per byte, x) and the
+    FLOP/s it attains at its predicted time (y), under the device's roofs (log-log)."""
+    lat = e.latency
+    if lat is None:
+        return None
+    parents = {r.name.rpartition(".")[0] for r in e.layers if r.name}
+    leaves = [t for t in lat.layers if t.name and t.name not in parents and t.flops and t.bytes_moved
+              and t.predicted_seconds]
+    if not leaves:
+        return None
+    ridge = lat.peak_flops / lat.bandwidth
+    xs = [t.flops / t.bytes_moved for t in leaves] + [ridge]
+    ys = [t.flops / t.predicted_seconds for t in leaves] + [lat.peak_flops]
+    x0, x1 = _decades(min(xs) / 1.5, max(xs) * 1.5)
+    y0, y1 = _decades(min(ys) / 1.5, lat.peak_flops * 1.5)
+    plot_w, plot_h = _RW - _RLEFT - _RRIGHT, _RBOTTOM - _RTOP
+
+    def x(v: float) -> float:
+        return _RLEFT + plot_w * (math.log10(v) - x0) / (x1 - x0)
+
+    def y(v: float) -> float:
+        return _RBOTTOM - plot_h * (math.log10(v) - y0) / (y1 - y0)
+
+    def roof(bandwidth: float) -> str:
+        # the bandwidth slope up to where it meets the peak, then the peak
+        knee = lat.peak_flops / bandwidth
+        start = 10 ** x0
+        if bandwidth * start > lat.peak_flops:
+            return f"M{_num(x(start))} {_num(y(lat.peak_flops))} L{_num(x(10 ** x1))} {_num(y(lat.peak_flops))}"
+        low = max(bandwidth * start, 10 ** y0)
+        return (f"M{_num(x(low / bandwidth))} {_num(y(low))} L{_num(x(knee))} {_num(y(lat.peak_flops))} "
+                f"L{_num(x(10 ** x1))} {_num(y(lat.peak_flops))}")
+
+    points = [{"x": _num(x(t.flops / t.bytes_moved)), "y": _num(y(t.flops / t.predicted_seconds)), "name": t.name,
+               "bound": t.bound, "intensity": f"{t.flops / t.bytes_moved:.3g}",
+               "attained": fmt_rate(t.flops / t.predicted_seconds, "FLOP/s"),
+               "time": fmt_seconds(t.predicted_seconds)} for t in leaves]
+    return {
+        "points": points, "memory_roof": roof(lat.bandwidth),
+        "cache_roof": roof(lat.cache_bandwidth) if lat.cache_bytes and lat.cache_bandwidth > lat.bandwidth else None,
+        "xticks": [{"x": _num(x(10.0 ** k)), "label": f"{10.0 ** k:g}"} for k in range(x0, x1 + 1)],
+        "yticks": [{"y": _num(y(10.0 ** k)), "label": fmt_rate(10.0 ** k, "FLOP/s")} for k in range(y0, y1 + 1)],
+        "peak_y": _num(y(lat.peak_flops)), "peak": fmt_rate(lat.peak_flops, "FLOP/s"),
+        "bandwidth": fmt_rate(lat.bandwidth, "B/s"), "cache_bandwidth": fmt_rate(lat.cache_bandwidth, "B/s"),
+        "cache_bytes": fmt_bytes(lat.cache_bytes), "ridge": f"{ridge:.3g}",
+        "W": _RW, "H": _RH, "LEFT": _RLEFT, "RIGHT": _RW - _RRIGHT, "TOP": _RTOP, "BOTTOM": _RBOTTOM,
+        "compute": sum(p["bound"] == "compute" for p in points), "memory": sum(p["bound"] == "memory" for p in points),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # tables
 
@@ -497,6 +566,8 @@ def _command(e: Estimate) -> str | None:
         parts += ["--memory", e.memory_convention]
     if e.training is not None:
         parts += ["--mode", "training", "--optimizer", e.training.optimizer]
+    if e.latency is not None:
+        parts += ["--device-profile", e.latency.profile]
     return " ".join(parts + ["--layers"])
 
 
@@ -579,6 +650,7 @@ def estimate_page(e: Estimate, *, scale: "ScaleFigures | None" = None, memory: A
         scale_rows=_scale_rows(scale) if scale is not None else [], memory=memory_chart(memory),
         command=_command(e), summary=_summary(e), peak=_peak(e), reference=reference_figures(e), W=_W, H=_H,
         LEFT=_LEFT, RIGHT=_RIGHT, TOP=_TOP, BOTTOM=_BOTTOM, max_bars=MAX_BARS, fit=fit, fit_chart=fit_chart(fit),
+        roofline=roofline_chart(e), latency=e.latency,
     )
 
 

@@ -6,18 +6,35 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
+from ..figures import BenchFigures, ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
 from ..figures import ScaleFigures as ScaleTable
 
 LAYER_KEYS = ("name", "type", "details", "depth", "output_shape", "call_output_shapes", "calls", "params",
               "shared_params", "param_bytes", "feature_bytes", "flops", "self_params", "self_param_bytes",
-              "self_feature_bytes", "self_flops")
+              "self_feature_bytes", "self_flops", "bytes_moved", "self_bytes_moved")
 
 
-def _layer(layer: Any) -> dict[str, Any]:
+def _layer(layer: Any, latency: Any) -> dict[str, Any]:
     fields = asdict(layer)
     fields["call_output_shapes"] = list(fields["call_output_shapes"])  # JSON has no tuples
-    return {k: fields[k] for k in LAYER_KEYS}
+    out = {k: fields[k] for k in LAYER_KEYS}
+    time = latency.layer(layer.name) if latency is not None else None
+    out.update(roofline_flops=time.flops if time else None, intensity=time.intensity if time else None,
+               predicted_seconds=time.predicted_seconds if time else None, bound=(time.bound or None) if time else None)
+    return out
+
+
+def latency_to_dict(lat: Any) -> dict[str, Any] | None:
+    """The roofline prediction's settings and totals (each layer's are in its own record)."""
+    if lat is None:
+        return None
+    return {"profile": lat.profile, "device": lat.device, "dtype": lat.dtype, "threads": lat.threads,
+            "peak_flops": lat.peak_flops, "bandwidth": lat.bandwidth, "cache_bytes": lat.cache_bytes,
+            "cache_bandwidth": lat.cache_bandwidth, "flops": lat.flops, "bytes_moved": lat.bytes_moved,
+            "predicted_seconds": lat.predicted_seconds, "samples_per_second": lat.samples_per_second,
+            "compute_seconds": lat.compute_seconds, "memory_seconds": lat.memory_seconds, "bound": lat.bound,
+            "uncounted_ops": _uncounted(lat.uncounted_ops),
+            "what_it_is": "a roofline lower bound on time, not a promise"}
 
 
 def estimate_to_dict(e: Estimate) -> dict[str, Any]:
@@ -42,7 +59,11 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "peak_bytes": e.peak_bytes,
         "peak_op": asdict(e.peak_op) if e.peak_op is not None else None,
         **_training_dict(e),
-        "layers": [_layer(layer) for layer in e.layers],
+        "bytes_moved": e.bytes_moved,
+        "predicted_seconds": e.latency.predicted_seconds if e.latency is not None else None,
+        "samples_per_second": e.latency.samples_per_second if e.latency is not None else None,
+        "latency": latency_to_dict(e.latency),
+        "layers": [_layer(layer, e.latency) for layer in e.layers],
         "uncounted_ops": _uncounted(e.uncounted_ops),
     }
 
@@ -90,6 +111,13 @@ def comparison_to_dict(c: Comparison) -> dict[str, Any]:
     rows = [{k: (list(v) if isinstance(v := getattr(e, k), tuple) else v) for k in COMPARISON_KEYS}
             for e in c.estimates]
     out: dict[str, Any] = {"convention": first.convention, "rows": rows}
+    for row, e in zip(rows, c.estimates):
+        if e.latency is not None:
+            row.update(device_profile=e.latency.profile, predicted_seconds=e.latency.predicted_seconds,
+                       predicted_samples_per_second=e.latency.samples_per_second)
+    for row, b in zip(rows, c.benches):
+        row.update(median_seconds=b.median_seconds, samples_per_second=b.samples_per_second,
+                   efficiency=b.efficiency)
     if c.fits:
         out["budget_bytes"] = c.fits[0].budget_bytes
         for row, f in zip(rows, c.fits):
@@ -105,4 +133,17 @@ def fit_to_dict(f: FitFigures) -> dict[str, Any]:
         "next_peak_bytes": f.next_peak_bytes, "breakdown": dict(f.breakdown),
         "around": [asdict(p) for p in f.around], "traces": f.traces, "notes": list(f.notes),
         "checkpointed": list(f.checkpointed), "amp": f.amp, "accounting": f.accounting,
+    }
+
+
+def bench_to_dict(b: BenchFigures) -> dict[str, Any]:
+    """Seconds per forward pass (median and spread), throughput, and the roofline beside them."""
+    return {
+        "model": b.model, "input": list(b.input), "batch": b.batch, "dtype": b.dtype, "device": b.device,
+        "device_name": b.device_name, "threads": b.threads, "median_seconds": b.median_seconds,
+        "iqr_seconds": b.iqr_seconds, "min_seconds": b.min_seconds, "max_seconds": b.max_seconds, "runs": b.runs,
+        "calls_per_run": b.calls_per_run, "samples_per_second": b.samples_per_second,
+        "predicted_seconds": b.predicted_seconds, "efficiency": b.efficiency, "profile": b.profile,
+        "peak_bytes": b.peak_bytes,
+        "modules": [asdict(m) for m in b.modules], "notes": list(b.notes),
     }

@@ -7,10 +7,12 @@ import textwrap
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .. import rulebook
+from ..devices import DeviceProfile
 from ..errors import InputSpecError
-from ..figures import ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures, LayerFigures
+from ..figures import BenchFigures, ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
+from ..figures import LayerFigures
 from ..figures import ScaleFigures as ScaleTable
-from .units import fmt_bytes, fmt_count, fmt_flops, fmt_shape
+from .units import fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
 
 if TYPE_CHECKING:
     from ..check import CheckReport
@@ -29,6 +31,7 @@ def summary(e: Estimate) -> str:
         ("param memory", fmt_bytes(e.param_bytes)),
         ("feature memory", fmt_bytes(e.feature_bytes)),
         ("FLOPs", fmt_flops(e.flops)),
+        ("bytes moved", f"{fmt_bytes(e.bytes_moved)} read and written by the ops"),
     ]
     if e.device != "meta":
         rows.insert(4, ("traced on", e.device))
@@ -41,6 +44,7 @@ def summary(e: Estimate) -> str:
         rows.append(("inference peak", f"{fmt_bytes(e.peak_bytes)} (parameters + peak features)"))
     if e.uncounted_ops:
         rows.append(("uncounted ops", ", ".join(f"{u.op} x{u.calls}" for u in e.uncounted_ops)))
+    rows += latency_rows(e)
     t = e.training
     if t is not None:
         rows += [
@@ -66,22 +70,64 @@ def summary(e: Estimate) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
+def latency_rows(e: Estimate) -> list[tuple[str, str]]:
+    """The roofline prediction's lines of the summary (none without a device profile)."""
+    lat = e.latency
+    if lat is None:
+        return []
+    threads = f", {lat.threads} CPU threads" if lat.threads else ""
+    cache = (f", {fmt_rate(lat.cache_bandwidth, 'B/s')} up to {fmt_bytes(lat.cache_bytes)} moved"
+             if lat.cache_bytes else "")
+    rows = [("device profile", lat.device),
+            ("roofs", f"{fmt_rate(lat.peak_flops, 'FLOP/s')} {lat.dtype}{threads}; {fmt_rate(lat.bandwidth, 'B/s')} "
+                      f"memory{cache}"),
+            ("predicted time", f"{fmt_seconds(lat.predicted_seconds)} for batch {lat.batch} "
+                               f"({lat.bound}-bound: {fmt_seconds(lat.compute_seconds)} in compute-bound ops, "
+                               f"{fmt_seconds(lat.memory_seconds)} in memory-bound ones)"),
+            ("throughput", f"{lat.samples_per_second:,.1f} samples/s at most"),
+            ("real FLOPs", f"{fmt_flops(lat.flops)} (roofline convention), {lat.flops / lat.bytes_moved:.1f} "
+                           f"FLOPs per byte moved" if lat.bytes_moved else fmt_flops(lat.flops)),
+            ("what it is", "a roofline lower bound on time, not a promise: each op at the device's peak or "
+                           "bandwidth, whichever binds; `burden bench` measures the real time")]
+    if lat.uncounted_ops:
+        rows.append(("no FLOP rule", ", ".join(f"{u.op} x{u.calls}" for u in lat.uncounted_ops)
+                     + " (their bytes count)"))
+    return rows
+
+
+def _time(r: LayerFigures, e: Estimate) -> object:
+    """The layer's roofline record, or None without a device profile."""
+    return e.latency.layer(r.name) if e.latency is not None else None
+
+
 # column key -> (header, value for display, value for sorting)
-COLUMNS: dict[str, tuple[str, Callable[[LayerFigures, Estimate], str], Callable[[LayerFigures], object]]] = {
-    "name": ("name", lambda r, e: r.name or "(model)", lambda r: r.name),
-    "type": ("type", lambda r, e: r.type, lambda r: r.type),
-    "depth": ("depth", lambda r, e: str(r.depth), lambda r: r.depth),
-    "details": ("details", lambda r, e: r.details, lambda r: r.details),
-    "output_shape": ("output shape", lambda r, e: _call_shapes(r), lambda r: fmt_shape(r.output_shape)),
-    "params": ("params", lambda r, e: _params(r), lambda r: r.params),
-    "param_bytes": ("param mem", lambda r, e: fmt_bytes(r.param_bytes), lambda r: r.param_bytes),
-    "feature_bytes": ("feature mem", lambda r, e: fmt_bytes(r.feature_bytes), lambda r: r.feature_bytes),
-    "flops": ("FLOPs", lambda r, e: fmt_flops(r.flops), lambda r: r.flops),
-    "flops_pct": ("% FLOPs", lambda r, e: f"{100 * r.flops / e.flops:.2f}" if e.flops else "-", lambda r: r.flops),
-    "self_flops": ("own FLOPs", lambda r, e: fmt_flops(r.self_flops), lambda r: r.self_flops),
+COLUMNS: dict[str, tuple[str, Callable[[LayerFigures, Estimate], str], Callable[[LayerFigures, Estimate], object]]] = {
+    "name": ("name", lambda r, e: r.name or "(model)", lambda r, e: r.name),
+    "type": ("type", lambda r, e: r.type, lambda r, e: r.type),
+    "depth": ("depth", lambda r, e: str(r.depth), lambda r, e: r.depth),
+    "details": ("details", lambda r, e: r.details, lambda r, e: r.details),
+    "output_shape": ("output shape", lambda r, e: _call_shapes(r), lambda r, e: fmt_shape(r.output_shape)),
+    "params": ("params", lambda r, e: _params(r), lambda r, e: r.params),
+    "param_bytes": ("param mem", lambda r, e: fmt_bytes(r.param_bytes), lambda r, e: r.param_bytes),
+    "feature_bytes": ("feature mem", lambda r, e: fmt_bytes(r.feature_bytes), lambda r, e: r.feature_bytes),
+    "flops": ("FLOPs", lambda r, e: fmt_flops(r.flops), lambda r, e: r.flops),
+    "flops_pct": ("% FLOPs", lambda r, e: f"{100 * r.flops / e.flops:.2f}" if e.flops else "-", lambda r, e: r.flops),
+    "self_flops": ("own FLOPs", lambda r, e: fmt_flops(r.self_flops), lambda r, e: r.self_flops),
     "self_feature_bytes": ("own feature mem", lambda r, e: fmt_bytes(r.self_feature_bytes),
-                           lambda r: r.self_feature_bytes),
+                           lambda r, e: r.self_feature_bytes),
+    "bytes_moved": ("bytes moved", lambda r, e: fmt_bytes(r.bytes_moved), lambda r, e: r.bytes_moved),
+    "predicted": ("predicted", lambda r, e: fmt_seconds(getattr(_time(r, e), "predicted_seconds", None)),
+                  lambda r, e: getattr(_time(r, e), "predicted_seconds", 0.0)),
+    "bound": ("bound", lambda r, e: getattr(_time(r, e), "bound", "") or "-", lambda r, e: getattr(_time(r, e), "bound", "")),
+    "intensity": ("FLOPs/byte", lambda r, e: _intensity(_time(r, e)),
+                  lambda r, e: getattr(_time(r, e), "intensity", None) or 0.0),
 }
+LATENCY_COLUMNS = ("predicted", "bound")
+
+
+def _intensity(t: object) -> str:
+    value = getattr(t, "intensity", None)
+    return "-" if value is None else f"{value:.1f}"
 DEFAULT_COLUMNS = ("name", "type", "details", "output_shape", "params", "param_bytes", "feature_bytes", "flops",
                    "flops_pct")
 
@@ -115,7 +161,7 @@ def select_layers(e: Estimate, depth: int | None = None, sort: str | None = None
         if sort not in COLUMNS:
             raise InputSpecError(f"unknown sort column {sort!r}; choose one of {', '.join(COLUMNS)}")
         key = COLUMNS[sort][2]
-        rows.sort(key=key, reverse=sort not in ("name", "type", "output_shape"))
+        rows.sort(key=lambda r: key(r, e), reverse=sort not in ("name", "type", "output_shape", "bound"))
     if top is not None:
         if top <= 0:
             raise InputSpecError(f"top must be positive, got {top}")
@@ -126,15 +172,20 @@ def select_layers(e: Estimate, depth: int | None = None, sort: str | None = None
 def layer_table(e: Estimate, fmt: str = "github", depth: int | None = None,
                 columns: Sequence[str] | None = None, sort: str | None = None, top: int | None = None,
                 leaves: bool = False) -> str:
-    keys = list(columns or DEFAULT_COLUMNS)
+    keys = list(columns or DEFAULT_COLUMNS + (LATENCY_COLUMNS if e.latency is not None else ()))
     unknown = [k for k in keys if k not in COLUMNS]
     if unknown:
         raise InputSpecError(f"unknown column {unknown[0]!r}; choose from {', '.join(COLUMNS)}")
     rows = [[COLUMNS[k][1](r, e) for k in keys] for r in select_layers(e, depth, sort, top, leaves)]
     total = {"name": "total", "params": fmt_count(e.params), "param_bytes": fmt_bytes(e.param_bytes),
-             "feature_bytes": fmt_bytes(e.feature_bytes), "flops": fmt_flops(e.flops), "flops_pct": "100.00"}
+             "feature_bytes": fmt_bytes(e.feature_bytes), "flops": fmt_flops(e.flops), "flops_pct": "100.00",
+             "bytes_moved": fmt_bytes(e.bytes_moved)}
+    if e.latency is not None:
+        total.update(predicted=fmt_seconds(e.latency.predicted_seconds), bound=e.latency.bound,
+                     intensity=_intensity(e.latency.layer("")))
     rows.append([total.get(k, "") for k in keys])
-    numeric = {"params", "param_bytes", "feature_bytes", "flops", "flops_pct", "self_flops", "self_feature_bytes"}
+    numeric = {"params", "param_bytes", "feature_bytes", "flops", "flops_pct", "self_flops", "self_feature_bytes",
+               "bytes_moved", "predicted", "intensity"}
     align = ["right" if k in numeric else "left" for k in keys]
     return _tabulate(rows, [COLUMNS[k][0] for k in keys], fmt, align)
 
@@ -161,18 +212,27 @@ COMPARISON_COLUMNS: dict[str, tuple[str, Callable[[Estimate], str]]] = {
     "param_bytes": ("param memory", lambda e: fmt_bytes(e.param_bytes)),
     "feature_bytes": ("feature memory", lambda e: fmt_bytes(e.feature_bytes)),
     "flops": ("FLOPs", lambda e: fmt_flops(e.flops)),
+    "predicted": ("predicted time", lambda e: fmt_seconds(e.latency.predicted_seconds) if e.latency else "-"),
+    "predicted_rate": ("bound samples/s", lambda e: f"{e.latency.samples_per_second:,.1f}" if e.latency else "-"),
 }
 DEFAULT_COMPARISON = ("model", "input", "params", "param_bytes", "feature_bytes", "flops")
 
 
 def comparison_table(c: Comparison, fmt: str = "github", columns: Sequence[str] | None = None) -> str:
-    keys = list(columns or DEFAULT_COMPARISON)
+    with_latency = any(e.latency is not None for e in c.estimates)
+    keys = list(columns or DEFAULT_COMPARISON + (("predicted", "predicted_rate") if with_latency else ()))
     unknown = [k for k in keys if k not in COMPARISON_COLUMNS]
     if unknown:
         raise InputSpecError(f"unknown column {unknown[0]!r}; choose from {', '.join(COMPARISON_COLUMNS)}")
     rows = [[COMPARISON_COLUMNS[k][1](e) for k in keys] for e in c.estimates]
     align = ["left" if k in ("model", "input") else "right" for k in keys]
     headers = [COMPARISON_COLUMNS[k][0] for k in keys]
+    if c.benches:  # measured on this machine
+        for row, b in zip(rows, c.benches):
+            row += [fmt_seconds(b.median_seconds), f"{b.samples_per_second:,.1f}",
+                    "-" if b.efficiency is None else f"{b.efficiency:.2f}"]
+        headers += ["measured time", "measured samples/s", "efficiency"]
+        align += ["right", "right", "right"]
     if c.fits:  # ranked by the largest batch that fits the budget
         budget = fmt_bytes(c.fits[0].budget_bytes)
         order = sorted(range(len(rows)), key=lambda i: -c.fits[i].max_batch)
@@ -280,6 +340,14 @@ def conventions_text(width: int | None = None) -> str:
     memory = [textwrap.fill(f"{n}: {summary}", width, initial_indent="  ", subsequent_indent="    ")
               for n, summary in rulebook.MEMORY.items()]
     blocks.append("memory conventions (--memory):\n" + "\n".join(memory))
+
+    def words_table(rules: tuple[tuple[str, str], ...], how: str) -> str:
+        rows = [[textwrap.fill(what, what_width), textwrap.fill(text, width - what_width - 2)] for what, text in rules]
+        return _tabulate(rows, ["what", how], "simple", ["left", "left"])
+
+    blocks.append("bytes moved (every estimate; the roofline's other half):\n" + words_table(rulebook.TRAFFIC, "bytes"))
+    blocks.append("predicted time (--device-profile; roofline FLOPs as the roofline convention above):\n"
+                  + words_table(rulebook.LATENCY, "time"))
     return "\n\n".join(blocks)
 
 
@@ -308,3 +376,42 @@ def fit_summary(f: FitFigures) -> str:
               "traced" if p.traced else "predicted"] for p in f.around]
     return "\n".join(lines) + "\n\n" + _tabulate(table, ["batch", "peak", "fits", "from"], "simple",
                                                   ["right", "right", "left", "left"])
+
+
+def bench_summary(b: BenchFigures) -> str:
+    """The measured time, its spread and throughput, beside the roofline bound, in total and per
+    top-level module."""
+    rows = [("model", b.model), ("input", " x ".join(str(d) for d in b.input) or "as given"),
+            ("batch", str(b.batch)), ("dtype", b.dtype), ("device", b.device_name),
+            ("measured", f"{fmt_seconds(b.median_seconds)} median per forward pass (interquartile range "
+                         f"{fmt_seconds(b.iqr_seconds)}; {fmt_seconds(b.min_seconds)} to {fmt_seconds(b.max_seconds)} "
+                         f"over {b.runs} blocks of {b.calls_per_run})"),
+            ("throughput", f"{b.samples_per_second:,.1f} samples/s")]
+    if b.predicted_seconds is not None:
+        rows += [("profile", b.profile or ""),
+                 ("roofline bound", f"{fmt_seconds(b.predicted_seconds)}"),
+                 ("efficiency", f"{b.efficiency:.2f} (bound / measured: the fraction of the roofline reached)")]
+    rows += [("note", note) for note in b.notes]
+    width = max(len(k) for k, _ in rows)
+    text = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    if not b.modules:
+        return text
+    table = [[m.name, m.type, fmt_seconds(m.median_seconds), fmt_seconds(m.predicted_seconds),
+              "-" if m.efficiency is None else f"{m.efficiency:.2f}"] for m in b.modules]
+    return text + "\n\n" + _tabulate(table, ["module", "type", "measured", "bound", "efficiency"], "simple",
+                                       ["left", "left", "right", "right", "right"])
+
+
+def profiles_text(profiles: Sequence[DeviceProfile]) -> str:
+    """One row per profile and thread count: peaks per dtype, bandwidth, cache roof; then sources."""
+    rows = []
+    for p in profiles:
+        for roof in p.roofs:
+            peaks = ", ".join(f"{k} {fmt_rate(v, 'FLOP/s')}" for k, v in roof.peak_flops)
+            cache = f"{fmt_rate(roof.cache_bandwidth, 'B/s')} to {fmt_bytes(roof.cache_bytes)}" if roof.cache_bytes else "-"
+            rows.append([p.name, p.device, str(roof.threads or "-"), peaks, fmt_rate(roof.bandwidth, "B/s"), cache])
+    table = _tabulate(rows, ["profile", "device", "threads", "peak", "memory", "cache roof"], "simple",
+                      ["left", "left", "right", "left", "right", "left"])
+    sources = sorted({f"{p.name}: {source}" + (f" ({p.measured})" if p.measured else "")
+                      for p in profiles for _, source in p.sources})
+    return table + "\n\nsources:\n" + "\n".join(f"  {line}" for line in sources)

@@ -40,3 +40,24 @@ def fmt_shape(shape: object) -> str:
             return "x".join(str(d) for d in shape) if shape else "scalar"
         return "(" + ", ".join(fmt_shape(s) for s in shape) + ")"
     return "-"
+
+
+def fmt_seconds(s: float | None) -> str:
+    """``12.3 ms``: seconds in the unit that keeps three significant digits readable."""
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(s) >= scale or unit == "µs":
+            value = s / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def fmt_rate(n: float | None, unit: str) -> str:
+    """``1.23 T<unit>``: a rate in decimal prefixes (FLOP/s, B/s)."""
+    if n is None:
+        return "-"
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {prefix}{unit}"
+    return f"{n:.3g} {unit}"

@@ -1,0 +1,211 @@
+"""``burden bench``: run the real model with random weights and time it, beside the roofline.
+
+``torch.utils.benchmark`` times whole forward passes (warm-up first, CUDA synchronised, the
+process's thread count kept); forward hooks on the model's top-level modules time each of them in
+a few more passes. Efficiency is predicted / measured: the fraction of the roofline bound the real
+kernels reach. The run is refused up front when burden's own peak says it would not fit.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import analysis, devices
+from .containers import iter_tensors
+from .errors import ForwardError, InputSpecError
+from .figures import BenchFigures, EstimateFigures, ModuleTime
+from .inputs import dtype_name, materialize_inputs, parse_dtype
+from .machine import available_bytes
+from .models.resolve import resolve_model
+from .state import preserved_modes
+
+_WARMUP = 3
+
+
+def _device(device: str) -> str:
+    if device not in ("cpu", "cuda"):
+        raise InputSpecError(f"bench runs on 'cpu' or 'cuda', not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputSpecError("device 'cuda' asked for, but no CUDA device is available")
+    return device
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    from .calibration import _cpu_model
+
+    return f"{_cpu_model()}, {torch.get_num_threads()} threads"
+
+
+def default_profile(device: str) -> str | None:
+    """The profile to compare with when none is named: ``local`` on a CPU once calibrated, the
+    data sheet of the GPU at hand on CUDA."""
+    if device == "cuda":
+        return devices.matching(torch.cuda.get_device_name())
+    return devices.DEFAULT_PROFILE if devices.DEFAULT_PROFILE in devices.stored_names() else None
+
+
+def _free_bytes(device: str) -> int | None:
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    return available_bytes()
+
+
+def _real_model(model: nn.Module | str, device: str, dtype: torch.dtype | None) -> tuple[str, nn.Module]:
+    """A model to run: built on ``device`` with its factory's random weights, or a copy of the
+    user's module where it must move or change dtype (the user's module is never changed)."""
+    if isinstance(model, str):
+        name, module = resolve_model(model, device=device)
+    else:
+        name, module = analysis.model_to_analyse(model, device)
+        first = next((t for t in list(module.parameters()) + list(module.buffers())), None)
+        if first is not None and first.device.type != device:
+            module = copy.deepcopy(module).to(device)
+    if dtype is not None and analysis.model_dtype(module) != dtype:
+        module = (module if module is not model else copy.deepcopy(module)).to(dtype)
+    return name, module
+
+
+def _inputs(req: analysis.Request, inputs: Any, device: str, dtype: torch.dtype) -> tuple[tuple, dict]:
+    if inputs is None:
+        return (torch.randn((req.batch, *req.size), device=device).to(dtype),), {}
+    return materialize_inputs(inputs, device=device, dtype=dtype)
+
+
+class _ModuleClock:
+    """Forward hooks that add up the time each top-level module takes per pass."""
+
+    def __init__(self, module: nn.Module, device: str) -> None:
+        self.device = device
+        self.children = [(name, child) for name, child in module.named_children()]
+        self.handles: list[Any] = []
+        self.marks: dict[str, list] = {}
+
+    def __enter__(self) -> "_ModuleClock":
+        for name, child in self.children:
+            self.handles.append(child.register_forward_pre_hook(self._start(name)))
+            self.handles.append(child.register_forward_hook(self._stop(name)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def _now(self) -> Any:
+        if self.device == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _start(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any) -> None:
+            self.marks.setdefault(name, []).append([self._now(), None])
+        return hook
+
+    def _stop(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            self.marks[name][-1][1] = self._now()
+        return hook
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per module over the pass just run, then forget it."""
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            spans = {n: sum(a.elapsed_time(b) / 1e3 for a, b in marks) for n, marks in self.marks.items()}
+        else:
+            spans = {n: sum(b - a for a, b in marks) for n, marks in self.marks.items()}
+        self.marks = {}
+        return spans
+
+
+def _per_module(module: nn.Module, run: Callable[[], Any], device: str, passes: int) -> dict[str, float]:
+    """Median seconds per top-level module over ``passes`` passes."""
+    per_pass: dict[str, list[float]] = {}
+    with _ModuleClock(module, device) as clock:
+        for _ in range(passes):
+            run()
+            for name, seconds in clock.seconds().items():
+                per_pass.setdefault(name, []).append(seconds)
+    return {name: statistics.median(values) for name, values in per_pass.items()}
+
+
+def _check_fits(figures: EstimateFigures, args: tuple, kwargs: dict, device: str, model: str) -> None:
+    """Refuse before anything is built: weights, inputs and peak features must fit in free memory."""
+    inputs = sum(t.numel() * t.element_size() for t in iter_tensors((args, kwargs)))
+    need = figures.peak_bytes + inputs
+    free = _free_bytes(device)
+    if free is not None and need > free:
+        raise InputSpecError(f"a forward pass of {model} at batch {figures.batch} holds about {need / 2**30:.2f} "
+                             f"GiB (weights, input and peak features), more than the {free / 2**30:.2f} GiB free "
+                             f"on {device}; use a smaller --batch")
+
+
+def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, batch_size: int = 1,
+                  inputs: Any = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
+                  device_profile: str | devices.DeviceProfile | None = None, min_run_time: float = 1.0,
+                  per_module: bool = True) -> BenchFigures:
+    """The figures of ``burden.bench`` (which documents the arguments)."""
+    device = _device(device)
+    if not isinstance(min_run_time, (int, float)) or isinstance(min_run_time, bool) or min_run_time <= 0:
+        raise InputSpecError(f"min_run_time is a positive number of seconds, got {min_run_time!r}")
+    profile = device_profile or default_profile(device)
+    req = analysis.request(input_size, batch_size, dtype, "torch", "meta", device_profile=profile)
+    forced = None if dtype is None else parse_dtype(dtype)
+    # the prediction, and what the run will hold, from a meta trace that costs nothing to run
+    figures = analysis.estimate_figures(model, input_size, batch_size=batch_size, inputs=inputs, dtype=dtype,
+                                        device="meta", device_profile=req.profile,
+                                        target="cuda" if device == "cuda" else "cpu")
+    run_dtype = forced or parse_dtype(figures.dtype)
+    _check_fits(figures, *_inputs(req, inputs, "meta", run_dtype), device, figures.model)
+    name, module = _real_model(model, device, forced)
+    args, kwargs = _inputs(req, inputs, device, run_dtype)
+
+    def run() -> Any:
+        return module(*args, **kwargs)
+
+    with preserved_modes(module), torch.no_grad():
+        try:
+            start = time.perf_counter()
+            for done in range(_WARMUP):  # the first passes build kernels and caches; a slow model gets two
+                run()
+                if done and time.perf_counter() - start >= min_run_time:
+                    break
+        except Exception as exc:
+            raise ForwardError(f"the real forward pass of {name} failed: {type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        from torch.utils.benchmark import Timer
+
+        timer = Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads(),
+                      label=name, description=f"batch {figures.batch}")
+        measured = timer.blocked_autorange(min_run_time=min_run_time)
+        times = sorted(measured.times)
+        passes = max(3, min(20, int(min_run_time / max(measured.median, 1e-6))))
+        modules = _per_module(module, run, device, passes) if per_module else {}
+    lat = figures.latency
+    predicted = lat.predicted_seconds if lat is not None else None
+    records = []
+    for child, seconds in modules.items():
+        layer = lat.layer(child) if lat is not None else None
+        guess = layer.predicted_seconds if layer is not None else None
+        records.append(ModuleTime(name=child, type=type(getattr(module, child)).__name__, median_seconds=seconds,
+                                  predicted_seconds=guess,
+                                  efficiency=guess / seconds if guess is not None and seconds > 0 else None))
+    notes = []
+    if lat is None:
+        notes.append("no efficiency: no device profile to compare with; run `burden calibrate` (CPU) or name "
+                     "one with --device-profile")
+    return BenchFigures(
+        model=name, input=figures.input, batch=figures.batch, dtype=dtype_name(run_dtype), device=device,
+        device_name=device_name(device), threads=torch.get_num_threads() if device == "cpu" else None,
+        median_seconds=measured.median, iqr_seconds=measured.iqr, min_seconds=times[0], max_seconds=times[-1],
+        runs=len(times), calls_per_run=measured.number_per_run,
+        predicted_seconds=predicted, profile=lat.device if lat is not None else None, modules=tuple(records),
+        peak_bytes=figures.peak_bytes, notes=tuple(notes))
