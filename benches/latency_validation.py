@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import burden  # noqa: E402
 from burden import devices  # noqa: E402
+from burden.benchmark import device_name  # noqa: E402
 
 SE_NETS = ("se_bn_inception", "se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50_32x4d",
            "se_resnext101_32x4d", "senet154")
@@ -87,37 +88,49 @@ def order_holds(rows: list[dict]) -> tuple[bool, list[str]]:
     return not broken, broken
 
 
-def measure(models: tuple[str, ...], batches: list[int], device: str, profile: str, min_time: float,
+def measure(models: tuple[str, ...], batches: list[int], device: str, profile: str, min_time: float, rounds: int,
             log: list[dict]) -> list[dict]:
+    """Each model's median over ``rounds`` rounds, every model timed once per round: a shared
+    machine's speed drifts, and interleaving spreads the drift over every model alike."""
     rows = []
     for batch in batches:
+        seen: dict[str, list[float]] = {}
+        predicted = {}
+        for round_ in range(rounds):
+            for name in models:
+                start = time.time()
+                try:
+                    if name not in predicted:
+                        predicted[name] = burden.estimate(name, batch_size=batch, device_profile=profile).latency
+                    b = burden.bench(name, batch_size=batch, device=device, device_profile=profile, per_module=False,
+                                     min_run_time=min_time)
+                except burden.BurdenError as exc:
+                    print(f"{name} batch {batch}: skipped: {exc}", flush=True)
+                    continue
+                seen.setdefault(name, []).append(b.median_seconds)
+                print(f"round {round_ + 1}: {name:32s} batch {batch:3d}: predicted "
+                      f"{predicted[name].predicted_seconds * 1e3:9.2f} ms, measured {b.median_seconds * 1e3:9.2f} ms "
+                      f"[{time.time() - start:.0f} s]", flush=True)
         for name in models:
-            start = time.time()
-            try:
-                e = burden.estimate(name, batch_size=batch, device_profile=profile)
-                b = burden.bench(name, batch_size=batch, device=device, device_profile=profile, per_module=False,
-                                 min_run_time=min_time)
-            except burden.BurdenError as exc:
-                print(f"{name} batch {batch}: skipped: {exc}", flush=True)
+            if name not in seen:
                 continue
-            lat = e.latency
-            row = {"model": name, "batch": batch, "predicted": lat.predicted_seconds, "measured": b.median_seconds,
-                   "iqr": b.iqr_seconds, "ratio": lat.predicted_seconds / b.median_seconds, "bound": lat.bound,
-                   "flops": lat.flops, "bytes": lat.bytes_moved, "ops_uncounted": [u.op for u in lat.uncounted_ops]}
+            times, lat = sorted(seen[name]), predicted[name]
+            median = statistics.median(times)
+            row = {"model": name, "batch": batch, "predicted": lat.predicted_seconds, "measured": median,
+                   "spread": times[-1] - times[0], "rounds": times, "ratio": lat.predicted_seconds / median,
+                   "bound": lat.bound, "flops": lat.flops, "bytes": lat.bytes_moved,
+                   "ops_uncounted": [u.op for u in lat.uncounted_ops]}
             rows.append(row)
             log.append(row)
-            print(f"{name:32s} batch {batch:3d}: predicted {row['predicted'] * 1e3:9.2f} ms, measured "
-                  f"{row['measured'] * 1e3:9.2f} ms (iqr {row['iqr'] * 1e3:.2f}), ratio {row['ratio']:.3f} "
-                  f"[{time.time() - start:.0f} s]", flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| model | batch | predicted | measured (median) | spread (IQR) | predicted / measured | bound |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| model | batch | predicted | measured (median of rounds) | spread (max - min) | predicted / measured "
+             "| bound |", "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['batch']} | {r['predicted'] * 1e3:.2f} ms | {r['measured'] * 1e3:.2f} ms | "
-                     f"{r['iqr'] * 1e3:.2f} ms | {r['ratio']:.3f} | {r['bound']} |")
+                     f"{r['spread'] * 1e3:.2f} ms | {r['ratio']:.3f} | {r['bound']} |")
     return lines
 
 
@@ -128,10 +141,13 @@ def main() -> int:
     parser.add_argument("--calibrate", action="store_true", help="run burden calibrate (cpu) first")
     parser.add_argument("--zoo", action="store_true", help="add the torchvision and timm sample")
     parser.add_argument("--batches", default="1,16")
-    parser.add_argument("--min-time", type=float, default=2.0)
+    parser.add_argument("--min-time", type=float, default=1.0, help="per burden.bench call")
+    parser.add_argument("--rounds", type=int, default=3, help="each model timed once per round; the median")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--only", default=None, help="only models whose name holds this text (a quick check)")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    se_nets, zoo_models = (tuple(m for m in group if args.only is None or args.only in m) for group in (SE_NETS, ZOO))
     if args.device == "cpu":
         profile = args.profile or "local"
         if args.calibrate or (profile == "local" and "local" not in devices.stored_names()):
@@ -141,15 +157,15 @@ def main() -> int:
         if profile is None:
             raise SystemExit(f"no data sheet for {torch.cuda.get_device_name()}: give --profile")
     p = devices.load(profile)
-    where = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-             if args.device == "cpu" else torch.cuda.get_device_name())
+    where = device_name(args.device)
     log: list[dict] = []
     out = [f"# Predicted (roofline) against measured forward time: {args.device}", "",
            f"Device: {where}; torch {torch.__version__}; profile {p.summary}.",
            f"Command: `python benches/latency_validation.py --device {args.device}"
-           f"{' --zoo' if args.zoo else ''} --batches {args.batches} --min-time {args.min_time:g}`", ""]
+           f"{' --zoo' if args.zoo else ''} --batches {args.batches} --min-time {args.min_time:g} --rounds {args.rounds}`",
+           ""]
     ok = True
-    se = measure(SE_NETS, batches, args.device, profile, args.min_time, log)
+    se = measure(se_nets, batches, args.device, profile, args.min_time, args.rounds, log)
     out += ["## The seven SE networks", ""] + table(se) + [""]
     at16 = [r for r in se if r["batch"] == 16]
     if at16:
@@ -165,7 +181,7 @@ def main() -> int:
         if len(rows) > 2:
             out.append(f"- batch {batch}: Spearman rank correlation {spearman([r['predicted'] for r in rows], [r['measured'] for r in rows]):.3f}")
     if args.zoo:
-        zoo = measure(ZOO, batches, args.device, profile, args.min_time, log)
+        zoo = measure(zoo_models, batches, args.device, profile, args.min_time, args.rounds, log)
         out += ["", f"## Zoo sample ({len({r['model'] for r in zoo})} models)", ""] + table(zoo) + [""]
         for batch in batches:
             rows = [r for r in zoo if r["batch"] == batch]

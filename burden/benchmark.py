@@ -26,6 +26,7 @@ from .models.resolve import resolve_model
 from .state import preserved_modes
 
 _WARMUP = 3
+_MIN_BLOCKS = 3
 
 
 def _device(device: str) -> str:
@@ -173,10 +174,11 @@ def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, ba
 
     with preserved_modes(module), torch.no_grad():
         try:
-            start = time.perf_counter()
             for done in range(_WARMUP):  # the first passes build kernels and caches; a slow model gets two
+                start = time.perf_counter()
                 run()
-                if done and time.perf_counter() - start >= min_run_time:
+                once = time.perf_counter() - start
+                if done and once * (done + 1) >= min_run_time:
                     break
         except Exception as exc:
             raise ForwardError(f"the real forward pass of {name} failed: {type(exc).__name__}: "
@@ -185,7 +187,8 @@ def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, ba
 
         timer = Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads(),
                       label=name, description=f"batch {figures.batch}")
-        measured = timer.blocked_autorange(min_run_time=min_run_time)
+        # a median needs several blocks, however slow one pass is
+        measured = timer.blocked_autorange(min_run_time=max(min_run_time, _MIN_BLOCKS * once))
         times = sorted(measured.times)
         passes = max(3, min(20, int(min_run_time / max(measured.median, 1e-6))))
         modules = _per_module(module, run, device, passes) if per_module else {}
