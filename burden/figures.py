@@ -78,7 +78,7 @@ class LatencyFigures:
 
     profile: str
     device: str  # what the profile describes, with where its figures come from
-    dtype: str  # the dtype whose peak most FLOPs use
+    dtype: str  # the dtype (or tfloat32, the tensor-core mode) whose peak most FLOPs use
     threads: int | None  # the CPU threads whose roofs were used; None for a GPU
     peak_flops: float  # that dtype's peak, FLOP/s
     bandwidth: float  # main memory, bytes/s

@@ -37,8 +37,9 @@ def _dtype(event: OpEvent, forced: str | None) -> str:
     return "float32"
 
 
-def _peak(roof: Roof, dtype: str, event: OpEvent, profile: DeviceProfile) -> float:
-    # float32 convolutions and products run on TF32 tensor cores where PyTorch's flags allow it
+def _peak(roof: Roof, dtype: str, event: OpEvent, profile: DeviceProfile) -> tuple[str, float]:
+    """(the mode the op computes in, its peak): float32 convolutions and products run on TF32
+    tensor cores where the profile has them and PyTorch's flags allow it."""
     if dtype == "float32" and roof.peak(TF32) is not None and (
             (event.packet in _CONVOLUTIONS and torch.backends.cudnn.allow_tf32)
             or (event.packet in _PRODUCTS and torch.get_float32_matmul_precision() != "highest")):
@@ -48,7 +49,7 @@ def _peak(roof: Roof, dtype: str, event: OpEvent, profile: DeviceProfile) -> flo
         has = ", ".join(k for k, _ in roof.peak_flops)
         raise InputSpecError(f"the {profile.name} profile has no {dtype} peak (it has {has}); choose another "
                              f"--dtype or profile")
-    return peak
+    return dtype, peak
 
 
 def latency_figures(trace: Trace, profile: DeviceProfile, *, elsize: int | None, dtype: str | None, batch: int,
@@ -70,8 +71,8 @@ def latency_figures(trace: Trace, profile: DeviceProfile, *, elsize: int | None,
         nbytes = sum(op_bytes(event, elsize))
         compute = memory = 0.0
         if flops:
-            kind = _dtype(event, dtype)
-            compute = flops / _peak(roof, kind, event, profile)
+            kind, peak = _peak(roof, _dtype(event, dtype), event, profile)
+            compute = flops / peak
             flops_by_dtype[kind] += flops
         if nbytes:
             memory = nbytes / roof.bandwidth_for(nbytes)

@@ -199,14 +199,27 @@ def test_timm_and_torchvision_names_when_installed(monkeypatch):
     calls = []
     timm = types.ModuleType("timm")
     timm.create_model = lambda name, pretrained: calls.append((name, pretrained)) or nn.Linear(3, 2)
+    timm.list_models = lambda: ["seresnext50_32x4d"]
+
+    def get_model(name, weights):
+        calls.append((name, weights))
+        layer = nn.Linear(3, 4)
+        if name == "reads_its_weights":  # as torchvision's RegNets do: impossible on meta
+            float(layer.weight.abs().sum())
+        return layer
+
     torchvision = types.ModuleType("torchvision")
-    torchvision.models = types.SimpleNamespace(
-        get_model=lambda name, weights: calls.append((name, weights)) or nn.Linear(3, 4))
+    torchvision.models = types.SimpleNamespace(get_model=get_model,
+                                               list_models=lambda: ["resnet50", "reads_its_weights"])
     monkeypatch.setitem(sys.modules, "timm", timm)
     monkeypatch.setitem(sys.modules, "torchvision", torchvision)
     assert burden.estimate("timm:seresnext50_32x4d", (3,)).params == 8
     assert burden.estimate("torchvision:resnet50", (3,)).params == 16
     assert calls == [("seresnext50_32x4d", False), ("resnet50", None)]
+    # built on the CPU and moved to meta when its constructor reads values; the figures are the same
+    assert burden.estimate("torchvision:reads_its_weights", (3,)).params == 16
+    with pytest.raises(FactoryImportError, match="has no model 'resnet5'; did you mean resnet50"):
+        burden.estimate("torchvision:resnet5")
 
 
 def test_torchvision_that_does_not_import(monkeypatch):

@@ -21,9 +21,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from torch import nn
 
 import burden
+import burden.devices
 from burden.api import scale
 from burden.render.html import chart_units, estimate_page, index_page, write_text_atomic
 from test_report import Cumulative, natural_compare, parse
@@ -47,6 +49,14 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (ap
 # Runs first, in <head>: collects any script error the page raises.
 ERROR_CATCHER = """<script>window.__errors = [];
 window.addEventListener("error", function (ev) { window.__errors.push(String(ev.message)); });</script>"""
+
+# The end of every driver: what it saw, as JSON in a <pre> that --dump-dom hands back.
+RECORD = r"""  var pre = document.createElement("pre");
+  pre.id = "burden-test-results";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"""
 
 # Runs last, after the page's own script: clicks like a reader and records what is shown.
 DRIVER = r"""<script>
@@ -135,12 +145,7 @@ DRIVER = r"""<script>
   } catch (err) {
     out.driver_error = String(err && err.stack || err);
   }
-  var pre = document.createElement("pre");
-  pre.id = "burden-test-results";
-  pre.textContent = JSON.stringify(out);
-  document.body.appendChild(pre);
-})();
-</script>"""
+""" + RECORD
 
 
 def chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -153,10 +158,10 @@ def chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def driven(page: str, path: Path) -> dict:
+def driven(page: str, path: Path, driver: str = DRIVER) -> dict:
     """Load ``page`` with the catcher and the driver added; return what the driver recorded."""
     assert page.count("<head>") == 1 and page.count("</body>") == 1
-    page = page.replace("<head>", "<head>\n" + ERROR_CATCHER, 1).replace("</body>", DRIVER + "\n</body>", 1)
+    page = page.replace("<head>", "<head>\n" + ERROR_CATCHER, 1).replace("</body>", driver + "\n</body>", 1)
     write_text_atomic(path, page)
     proc = chromium("--virtual-time-budget=10000", "--dump-dom", path.as_uri())
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -321,6 +326,72 @@ def test_senet154_grouped_charts_and_training_section_in_chromium(tmp_path):
         assert got["min_bar_px"][metric] >= 6  # in an 800-pixel window; one bar per module gave hairlines
     assert got["training_rows"] == 9 and got["training_height"] > 200
     screenshot(written[0].as_uri(), ARTIFACTS / "senet154_training.png", height=2400)
+
+
+# Reads the roofline chart as drawn, then sorts the layer table by predicted time.
+ROOFLINE_DRIVER = r"""<script>
+(function () {
+  var out = { errors: window.__errors };
+  try {
+    var svg = document.querySelector('svg[data-metric="roofline"]');
+    var box = svg.getBoundingClientRect();
+    var centre = function (el) { var b = el.getBoundingClientRect(); return [b.left + b.width / 2, b.top + b.height / 2, b]; };
+    var points = Array.prototype.slice.call(svg.querySelectorAll("circle.roof-point"));
+    out.svg_width = box.width;
+    out.points = points.map(function (c) {
+      var p = centre(c);
+      return { layer: c.getAttribute("data-layer"), bound: c.getAttribute("data-bound"), x: p[0], y: p[1],
+               drawn: p[2].width > 0 && p[2].left >= box.left - 1 && p[2].right <= box.right + 1 &&
+                      p[2].top >= box.top - 1 && p[2].bottom <= box.bottom + 1 };
+    });
+    var roof = svg.querySelector("path.memory-roof").getBoundingClientRect();
+    out.roof = [roof.width, roof.height];
+    var table = document.getElementById("layer-table");
+    document.querySelector('button[data-show-depth="all"]').click();
+    var header = Array.prototype.filter.call(table.tHead.rows[0].cells, function (th) {
+      return th.textContent.trim() === "predicted time"; })[0];
+    header.querySelector("button").click();
+    out.sorted = Array.prototype.slice.call(table.tBodies[0].rows)
+      .filter(function (r) { return !r.hidden && r.getClientRects().length > 0; })
+      .map(function (r) { return r.cells[0].getAttribute("data-v"); });
+    out.bound_cells = Array.prototype.filter.call(table.querySelectorAll("td.bound"), function (td) {
+      return td.textContent === "compute" || td.textContent === "memory"; }).length;
+  } catch (err) {
+    out.driver_error = String(err && err.stack || err);
+  }
+""" + RECORD
+
+
+def test_roofline_chart_in_chromium(tmp_path):
+    """The roofline chart of SE-ResNet-50 on the A100 data sheet: one point per layer without
+    submodules, placed by intensity and attained FLOP/s (worked out here from the Estimate), and
+    the layer table sorted by predicted time."""
+    e = burden.estimate("se_resnet50", batch_size=16, device_profile="a100")
+    lat = e.latency
+    got = driven(estimate_page(e), tmp_path / "roofline.html", ROOFLINE_DRIVER)
+    parents = {r.name.rpartition(".")[0] for r in e.layers if r.name}
+    leaves = {t.name: t for t in lat.layers if t.name and t.name not in parents and t.flops and t.bytes_moved}
+    points = got["points"]
+    assert sorted(p["layer"] for p in points) == sorted(leaves) and len(points) > 100
+    assert all(p["drawn"] for p in points) and got["svg_width"] > 500
+    assert got["roof"][0] > 300 and got["roof"][1] > 50  # the slope and the flat peak are drawn
+    for p in points:
+        assert p["bound"] == leaves[p["layer"]].bound
+    # higher intensity is further right; more FLOP/s attained is higher up (screen y grows downwards)
+    by_intensity = sorted(points, key=lambda p: leaves[p["layer"]].intensity)
+    assert all(a["x"] <= b["x"] + 0.5 for a, b in zip(by_intensity, by_intensity[1:]))
+    by_rate = sorted(points, key=lambda p: leaves[p["layer"]].attained_flops)
+    assert all(a["y"] >= b["y"] - 0.5 for a, b in zip(by_rate, by_rate[1:]))
+    # no layer attains more than the roofs allow: the highest peak, and the bandwidth times its intensity
+    top = max(v for _, v in burden.devices.load("a100").roof().peak_flops)
+    for t in leaves.values():
+        assert t.attained_flops <= top * 1.000001 and t.attained_flops <= lat.bandwidth * t.intensity * 1.000001
+    # the drawn peak is the one most FLOPs use: TF32, which cuDNN convolutions use for float32 by default
+    assert lat.dtype == ("tfloat32" if torch.backends.cudnn.allow_tf32 else "float32")
+    x = Expected(e)
+    assert got["sorted"] == x.shown(set(), x.order(lambda r: lat.layer(r.name).predicted_seconds, True))
+    assert got["bound_cells"] == sum(1 for t in lat.layers if t.bound)
+    screenshot((tmp_path / "roofline.html").as_uri() + "#roofline", ARTIFACTS / "roofline.png", height=1400)
 
 
 def test_screenshots(se50, tmp_path):

@@ -25,12 +25,17 @@ def _external(prefix: str, name: str) -> nn.Module:
     except Exception as exc:  # torchvision can fail to import beside a mismatched torch build
         raise FactoryImportError(f"{prefix}:{name} needs {prefix}, which does not import here: "
                                  f"{type(exc).__name__}: {exc}") from None
+    known = package.list_models() if prefix == "timm" else package.models.list_models()
+    if name not in known:
+        from ..suggest import did_you_mean
+
+        raise FactoryImportError(f"{prefix} has no model {name!r}{did_you_mean(name, known)}")
     try:
         if prefix == "timm":
             return package.create_model(name, pretrained=False)
         return package.models.get_model(name, weights=None)
     except Exception as exc:
-        raise FactoryImportError(f"{prefix} has no model {name!r}: {exc}") from None
+        raise FactoryImportError(f"{prefix}'s {name} failed to build: {type(exc).__name__}: {exc}") from None
 
 
 @contextmanager
@@ -100,7 +105,15 @@ def resolve_model(spec: str, device: str = "meta") -> tuple[str, nn.Module]:
             return spec, _registered_on_meta(spec)
         with torch.device(device):
             return spec, entry.factory()
+    def build() -> nn.Module:
+        return _external(prefix, rest) if prefix in ("torchvision", "timm") else _factory(spec)
+
     with torch.device(device):
-        if prefix in ("torchvision", "timm"):
-            return spec, _external(prefix, rest)
-        return spec, _factory(spec)
+        try:
+            return spec, build()
+        except FactoryImportError as exc:
+            if torch.device(device).type != "meta" or "meta" not in str(exc):
+                raise
+    # a constructor that reads its own weights' values (torchvision's RegNets) cannot run on meta:
+    # build it on the CPU and move it there, which frees the weights
+    return spec, build().to("meta")

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 from ..figures import EstimateFigures as Estimate, LayerFigures, ScaleFigures
 from ..version import __version__
+from .json import latency_to_dict
 from .text import COMPARISON_COLUMNS, DEFAULT_COMPARISON, size_label
 from .units import BINARY_UNITS, FLOP_UNITS, fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
 
@@ -157,7 +158,9 @@ def _time_cell(e: Estimate, name: str) -> dict[str, Any] | None:
     t = e.latency.layer(name) if e.latency is not None else None
     if t is None:
         return None
-    return {"seconds": t.predicted_seconds, "text": fmt_seconds(t.predicted_seconds), "bound": t.bound or "-",
+    # the table sorts numbers as exact integers: picoseconds keep every time apart
+    return {"seconds": round(t.predicted_seconds * 1e12), "text": fmt_seconds(t.predicted_seconds),
+            "bound": t.bound or "-",
             "intensity": "-" if t.intensity is None else f"{t.intensity:.3g}"}
 
 
@@ -575,7 +578,8 @@ def _summary(e: Estimate) -> dict[str, Any]:
     out = {"model": e.model, "input": list(e.input), "batch": e.batch, "dtype": e.dtype,
            "convention": e.convention, "memory_convention": getattr(e, "memory_convention", None),
            "params": e.params, "param_bytes": e.param_bytes, "feature_bytes": e.feature_bytes, "flops": e.flops,
-           "peak_feature_bytes": e.peak_feature_bytes, "peak_bytes": e.peak_bytes, "mode": e.mode}
+           "peak_feature_bytes": e.peak_feature_bytes, "peak_bytes": e.peak_bytes, "mode": e.mode,
+           "bytes_moved": e.bytes_moved, "latency": latency_to_dict(e.latency)}
     t = e.training
     if t is not None:
         out["training"] = {"optimizer": t.optimizer, "gradient_bytes": t.gradient_bytes,

@@ -278,9 +278,14 @@ def comparison_csv(c: Comparison) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     fitted = ("budget_bytes", "max_batch", "fit_peak_bytes") if c.fits else ()
-    writer.writerow(COMPARISON_KEYS + ("convention",) + fitted)
+    timed = ("predicted_seconds",) if any(e.latency is not None for e in c.estimates) else ()
+    measured = ("median_seconds", "samples_per_second", "efficiency") if c.benches else ()
+    writer.writerow(COMPARISON_KEYS + ("convention",) + fitted + timed + measured)
     for i, e in enumerate(c.estimates):
         extra = [c.fits[i].budget_bytes, c.fits[i].max_batch, c.fits[i].peak_bytes] if c.fits else []
+        extra += [e.latency.predicted_seconds if e.latency else None] if timed else []
+        extra += [c.benches[i].median_seconds, c.benches[i].samples_per_second, c.benches[i].efficiency] if measured \
+            else []
         writer.writerow(["x".join(map(str, v)) if isinstance(v := getattr(e, k), tuple) else v
                          for k in COMPARISON_KEYS] + [e.convention] + extra)
     return buf.getvalue()
@@ -345,9 +350,10 @@ def conventions_text(width: int | None = None) -> str:
         rows = [[textwrap.fill(what, what_width), textwrap.fill(text, width - what_width - 2)] for what, text in rules]
         return _tabulate(rows, ["what", how], "simple", ["left", "left"])
 
-    blocks.append("bytes moved (every estimate; the roofline's other half):\n" + words_table(rulebook.TRAFFIC, "bytes"))
-    blocks.append("predicted time (--device-profile; roofline FLOPs as the roofline convention above):\n"
-                  + words_table(rulebook.LATENCY, "time"))
+    blocks.append(textwrap.fill("bytes moved (every estimate; the roofline's other half):", width) + "\n"
+                  + words_table(rulebook.TRAFFIC, "bytes"))
+    blocks.append(textwrap.fill("predicted time (--device-profile; the FLOPs of the roofline convention above):",
+                                width) + "\n" + words_table(rulebook.LATENCY, "time"))
     return "\n\n".join(blocks)
 
 
