@@ -89,7 +89,7 @@ def order_holds(rows: list[dict]) -> tuple[bool, list[str]]:
 
 
 def measure(models: tuple[str, ...], batches: list[int], device: str, profile: str, min_time: float, rounds: int,
-            log: list[dict]) -> list[dict]:
+            log: list[dict], dtype: str | None = None) -> list[dict]:
     """Each model's median over ``rounds`` rounds, every model timed once per round: a shared
     machine's speed drifts, and interleaving spreads the drift over every model alike."""
     rows = []
@@ -101,9 +101,10 @@ def measure(models: tuple[str, ...], batches: list[int], device: str, profile: s
                 start = time.time()
                 try:
                     if name not in predicted:
-                        predicted[name] = burden.estimate(name, batch_size=batch, device_profile=profile).latency
-                    b = burden.bench(name, batch_size=batch, device=device, device_profile=profile, per_module=False,
-                                     min_run_time=min_time)
+                        predicted[name] = burden.estimate(name, batch_size=batch, dtype=dtype,
+                                                          device_profile=profile).latency
+                    b = burden.bench(name, batch_size=batch, dtype=dtype, device=device, device_profile=profile,
+                                     per_module=False, min_run_time=min_time)
                 except burden.BurdenError as exc:
                     print(f"{name} batch {batch}: skipped: {exc}", flush=True)
                     continue
@@ -144,6 +145,7 @@ def main() -> int:
     parser.add_argument("--min-time", type=float, default=1.0, help="per burden.bench call")
     parser.add_argument("--rounds", type=int, default=3, help="each model timed once per round; the median")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--dtype", default=None, help="the dtype the models run in (default: their own)")
     parser.add_argument("--only", default=None, help="only models whose name holds this text (a quick check)")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -162,10 +164,11 @@ def main() -> int:
     out = [f"# Predicted (roofline) against measured forward time: {args.device}", "",
            f"Device: {where}; torch {torch.__version__}; profile {p.summary}.",
            f"Command: `python benches/latency_validation.py --device {args.device}"
-           f"{' --zoo' if args.zoo else ''} --batches {args.batches} --min-time {args.min_time:g} --rounds {args.rounds}`",
+           f"{' --zoo' if args.zoo else ''}{f' --dtype {args.dtype}' if args.dtype else ''} --batches {args.batches} "
+           f"--min-time {args.min_time:g} --rounds {args.rounds}`",
            ""]
     ok = True
-    se = measure(se_nets, batches, args.device, profile, args.min_time, args.rounds, log)
+    se = measure(se_nets, batches, args.device, profile, args.min_time, args.rounds, log, args.dtype)
     out += ["## The seven SE networks", ""] + table(se) + [""]
     at16 = [r for r in se if r["batch"] == 16]
     if at16:
@@ -181,7 +184,7 @@ def main() -> int:
         if len(rows) > 2:
             out.append(f"- batch {batch}: Spearman rank correlation {spearman([r['predicted'] for r in rows], [r['measured'] for r in rows]):.3f}")
     if args.zoo:
-        zoo = measure(zoo_models, batches, args.device, profile, args.min_time, args.rounds, log)
+        zoo = measure(zoo_models, batches, args.device, profile, args.min_time, args.rounds, log, args.dtype)
         out += ["", f"## Zoo sample ({len({r['model'] for r in zoo})} models)", ""] + table(zoo) + [""]
         for batch in batches:
             rows = [r for r in zoo if r["batch"] == batch]
