@@ -21,8 +21,7 @@ from .containers import iter_tensors
 from .errors import ForwardError, InputSpecError
 from .figures import BenchFigures, EstimateFigures, ModuleTime
 from .inputs import dtype_name, materialize_inputs, parse_dtype
-from .machine import available_bytes
-from .models.resolve import resolve_model
+from .machine import available_bytes, processor_name
 from .state import preserved_modes
 
 _WARMUP = 3
@@ -40,9 +39,7 @@ def _device(device: str) -> str:
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    from .calibration import _cpu_model
-
-    return f"{_cpu_model()}, {torch.get_num_threads()} threads"
+    return f"{processor_name()}, {torch.get_num_threads()} threads"
 
 
 def default_profile(device: str) -> str | None:
@@ -62,13 +59,10 @@ def _free_bytes(device: str) -> int | None:
 def _real_model(model: nn.Module | str, device: str, dtype: torch.dtype | None) -> tuple[str, nn.Module]:
     """A model to run: built on ``device`` with its factory's random weights, or a copy of the
     user's module where it must move or change dtype (the user's module is never changed)."""
-    if isinstance(model, str):
-        name, module = resolve_model(model, device=device)
-    else:
-        name, module = analysis.model_to_analyse(model, device)
-        first = next((t for t in list(module.parameters()) + list(module.buffers())), None)
-        if first is not None and first.device.type != device:
-            module = copy.deepcopy(module).to(device)
+    name, module = analysis.model_to_analyse(model, device)
+    first = next((t for t in list(module.parameters()) + list(module.buffers())), None)
+    if first is not None and first.device.type != device:
+        module = copy.deepcopy(module).to(device)
     if dtype is not None and analysis.model_dtype(module) != dtype:
         module = (module if module is not model else copy.deepcopy(module)).to(dtype)
     return name, module

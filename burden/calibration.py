@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import platform
 import time
 from typing import Callable, Sequence
 
@@ -20,6 +19,7 @@ import torch
 from .devices import DEFAULT_PROFILE, TF32, DeviceProfile, Roof, check_name
 from .errors import InputSpecError
 from .inputs import dtype_name, parse_dtype
+from .machine import processor_name
 
 CPU_DTYPES = ("float32", "bfloat16", "float16")
 CUDA_DTYPES = ("float32", TF32, "bfloat16", "float16")
@@ -141,20 +141,10 @@ def calibrate(name: str = DEFAULT_PROFILE, *, device: str = "cpu", dtypes: Seque
     finally:
         torch.set_num_threads(was_threads)
         torch.backends.cuda.matmul.allow_tf32 = tf32
-    processor = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or _cpu_model())
+    processor = torch.cuda.get_device_name() if device == "cuda" else (processor_name())
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     how = "matrix products for FLOP/s, copies for bandwidth" + (" (quick: small problems)" if quick else "")
     return DeviceProfile(name=name, device=processor, kind=device, roofs=tuple(roofs),
                          sources=(("every figure", f"burden calibrate on this machine: {how}"),),
                          measured=f"{stamp}, torch {torch.__version__}")
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine() or "this CPU"
