@@ -90,7 +90,8 @@ HF_MODELS = ("bert", "gpt2", "t5", "vit", "whisper")
 NO_IMPORT = "burden did not import"  # others edit the working tree while the zoo runs: retried
 IMPORT_RETRIES, IMPORT_RETRY_WAIT_S = 5, 30
 CRASHES = ("raw", "internal")  # a refusal must be a BurdenError that says what is wrong with the model
-KNOWN = ("meta vs cpu, fused",)  # checks whose differences are by design, listed apart
+KNOWN = ("meta vs cpu, fused",)
+MOVED_TOLERANCE = 1e-3  # bytes moved on meta and on the CPU, as a fraction of the model's total  # checks whose differences are by design, listed apart
 
 
 # --- the models --------------------------------------------------------------------------------
@@ -486,7 +487,16 @@ class Worker:
             # the peak's bytes, op and module are compared.
             if d.get("peak_op"):
                 d["peak_op"] = {k: v for k, v in d["peak_op"].items() if k != "index"}
+            # Those paths move different bytes too (meta copies an expanded scalar, the CPU fills):
+            # bytes moved are compared apart, within MOVED_TOLERANCE of the model's total.
+            d.pop("bytes_moved", None)
+            for layer in d.get("layers", []):
+                layer.pop("bytes_moved", None)
+                layer.pop("self_bytes_moved", None)
             return d
+
+        def moved(e: Any) -> dict[str, int]:
+            return {"(total)": e.bytes_moved, **{r.name or "(model)": r.bytes_moved for r in e.layers}}
 
         on_cpu = self.call("estimate device=cpu", lambda: burden.estimate(model, device="cpu",
                                                                           **case.burden_kwargs()))
@@ -498,7 +508,11 @@ class Worker:
             if torch_count is not None:
                 self.rec["burden_flops"], self.rec["burden_flops_device"] = torch_count.flops, "cpu"
         if on_meta is not None and on_cpu is not None:
-            self.rec["cpu"] = {"status": "checked", "diffs": diff(strip(on_meta), strip(on_cpu))[:DIFF_LIMIT],
+            a, b = moved(on_meta), moved(on_cpu)
+            slack = MOVED_TOLERANCE * max(on_meta.bytes_moved, 1)
+            far = [f"bytes_moved of {k}: {a[k]} != {b.get(k)}" for k in a if abs(a[k] - b.get(k, 0)) > slack]
+            self.rec["cpu"] = {"status": "checked",
+                               "diffs": (diff(strip(on_meta), strip(on_cpu)) + far)[:DIFF_LIMIT],
                                "fused": sorted({u.op for u in on_cpu.uncounted_ops} & CPU_FUSED_KERNELS)}
         else:
             self.rec["cpu"] = {"status": "not compared: an estimate failed"}

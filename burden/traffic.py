@@ -6,9 +6,10 @@ Counted from the trace's records alone, at the analysis dtype's size per floatin
 
 from __future__ import annotations
 
-from .op_groups import existing_ops
+from .op_groups import ALIAS_OPS, existing_ops
 from .records import OpEvent, Trace
 
+_METADATA = frozenset(ALIAS_OPS)  # views, and in-place changes of shape or strides (as_strided_)
 # ops that write their output without reading what it held (copy_ reads its source, not its target)
 _OVERWRITE = frozenset(existing_ops("copy_", "fill_", "zero_", "normal_", "uniform_", "bernoulli_", "random_",
                                     "exponential_", "set_"))
@@ -16,8 +17,8 @@ _OVERWRITE = frozenset(existing_ops("copy_", "fill_", "zero_", "normal_", "unifo
 
 def op_bytes(event: OpEvent, elsize: int | None) -> tuple[int, int]:
     """(bytes read, bytes written) by one op."""
-    if event.outputs and not event.inplace and not any(event.fresh):
-        return 0, 0  # a view: its outputs share an input's storage and nothing was computed
+    if event.packet in _METADATA or (event.outputs and not event.inplace and not any(event.fresh)):
+        return 0, 0  # a view or a change of strides: nothing is read or written
     written = sum(t.nbytes(elsize) for t in event.outputs)
     inputs = event.inputs
     if event.packet in _OVERWRITE and inputs:

@@ -74,6 +74,17 @@ def test_an_argument_read_twice_moves_once():
     assert e.bytes_moved == x + x  # reads x once, writes x * x
 
 
+def test_a_change_of_strides_moves_nothing():
+    class Restride(nn.Module):
+        def forward(self, x):
+            y = x.clone()  # reads and writes 768 bytes
+            y.as_strided_((3, 64), (64, 1))  # in place, but metadata only (the CPU's mean does this)
+            return y
+
+    e = burden.estimate(Restride(), (3, 8, 8))
+    assert e.bytes_moved == 2 * 3 * 8 * 8 * 4
+
+
 def test_roofline_flops_by_hand():
     e = burden.estimate(Tiny(), (3, 8, 8), batch_size=2, convention="roofline")
     assert e.layer("conv").flops == CONV_FLOPS
