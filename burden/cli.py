@@ -317,7 +317,9 @@ def _compare(args: argparse.Namespace) -> int:
         print(_note(fmt, f"burden {e.convention} convention (memory: {e.memory_convention}), "
                                  f"batch {e.batch}, {e.dtype}"
                          + (f"; ranked by the largest batch whose training step (Adam, input batch included) "
-                            f"fits in {args.fit}" if args.fit else "")))
+                            f"fits in {args.fit}" if args.fit else "")
+                         + (f"; predicted time: a roofline lower bound on {e.latency.device}" if e.latency else "")
+                         + (f"; measured on {c.benches[0].device_name}" if c.benches else "")))
     return 0
 
 

@@ -312,7 +312,7 @@ def test_bench_json_from_the_command_line(tmp_path):
 def test_compare_adds_predicted_and_measured_columns():
     c = burden.compare([Tiny(), Tiny()], (3, 8, 8), device_profile=profile(), bench_device="cpu")
     table = c.table()
-    for header in ("predicted time", "bound samples/s", "measured time", "measured samples/s", "efficiency"):
+    for header in ("predicted time", "samples/s at most", "measured time", "measured samples/s", "efficiency"):
         assert header in table
     rows = c.to_dict()["rows"]
     assert all(r["predicted_seconds"] > 0 and r["samples_per_second"] > 0 and r["efficiency"] > 0 for r in rows)

@@ -688,6 +688,8 @@ _INDEX_EXTRAS: tuple[tuple[str, str, Callable[[Estimate], str | None]], ...] = (
     ("optimizer", "optimizer", lambda e: e.training.optimizer if e.training is not None else None),
     ("step_flops", "step FLOPs",
      lambda e: fmt_flops(e.training.forward_flops + e.training.backward_flops) if e.training is not None else None),
+    ("predicted", "predicted time",
+     lambda e: f"{fmt_seconds(e.latency.predicted_seconds)} ({e.latency.profile})" if e.latency is not None else None),
 )
 
 

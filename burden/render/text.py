@@ -213,7 +213,7 @@ COMPARISON_COLUMNS: dict[str, tuple[str, Callable[[Estimate], str]]] = {
     "feature_bytes": ("feature memory", lambda e: fmt_bytes(e.feature_bytes)),
     "flops": ("FLOPs", lambda e: fmt_flops(e.flops)),
     "predicted": ("predicted time", lambda e: fmt_seconds(e.latency.predicted_seconds) if e.latency else "-"),
-    "predicted_rate": ("bound samples/s", lambda e: f"{e.latency.samples_per_second:,.1f}" if e.latency else "-"),
+    "predicted_rate": ("samples/s at most", lambda e: f"{e.latency.samples_per_second:,.1f}" if e.latency else "-"),
 }
 DEFAULT_COMPARISON = ("model", "input", "params", "param_bytes", "feature_bytes", "flops")
 
