@@ -21,14 +21,15 @@ from .containers import iter_tensors
 from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
 from .counting import Totals, count, own_bytes, tensor_sizes
 from .errors import BurdenError, DataDependentError, ForwardError, InputSpecError, ShapeError
-from .figures import EstimateFigures, LayerFigures, ScaleFigures, ScaleRow, TrainingFigures, UncountedOp
+from .figures import (EstimateFigures, LatencyFigures, LayerFigures, ScaleFigures, ScaleRow, TrainingFigures,
+                      UncountedOp)
 from .inputs import (dtype_name, materialize_inputs, parse_batch, parse_dtype, parse_input_size,
                      parse_scales)
 from .models import model_entry
 from .suggest import did_you_mean
 from .models.resolve import resolve_model
 from .heap import paused_gc
-from .machine import available_bytes, fits_in_half
+from .machine import available_bytes, fits_in_half, require_cuda
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .options import (DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES,
                       MODES)
@@ -56,8 +57,8 @@ def _check_device(device: str | torch.device | None) -> str | None:
     except (RuntimeError, TypeError):
         raise InputSpecError(f"unknown device {device!r}; use 'meta' (default) or a real device such as "
                              f"'cpu'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputSpecError("device 'cuda' asked for, but no CUDA device is available")
+    if dev.type == "cuda":
+        require_cuda()
     return str(dev)
 
 
@@ -140,6 +141,7 @@ class Analysis:
     totals: Totals
     live: LiveMemory
     held_bytes: int  # parameters and buffers as the target's allocator holds them (the peak's base)
+    moved: list[int]  # bytes each op of the trace moves (read + written)
 
 
 def analyse(module: nn.Module, req: Request, inputs: Any = None, stop_after: str | None = None) -> Analysis:
@@ -157,9 +159,10 @@ def analyse(module: nn.Module, req: Request, inputs: Any = None, stop_after: str
         flops = req.convention.attribute(module, trace, args, kwargs)
     with paused_gc():  # counting frees no tensor
         memory = req.memory.rule(trace, features)
-        layers, uncounted, totals = count(module, trace, flops, memory, elsize, trace_bytes(trace, features))
+        moved = trace_bytes(trace, features)
+        layers, uncounted, totals = count(module, trace, flops, memory, elsize, moved)
         live = inference_peak(trace, features, size=req.accounting.sizer(features))
-        return Analysis(trace, args, kwargs, layers, uncounted, totals, live, _held_bytes(module, req, totals))
+        return Analysis(trace, args, kwargs, layers, uncounted, totals, live, _held_bytes(module, req, totals), moved)
 
 
 def _held_bytes(module: nn.Module, req: Request, totals: Totals) -> int:
@@ -356,13 +359,13 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
         source=model if isinstance(model, str) else None)
 
 
-def _latency(module: nn.Module, req: Request, a: Analysis, batch: int) -> Any:
+def _latency(module: nn.Module, req: Request, a: Analysis, batch: int) -> LatencyFigures:
     """The roofline of the analysed pass on the request's profile, with the CPU threads this process uses."""
     assert req.profile is not None
     forced = dtype_name(req.dtype) if req.dtype is not None and req.amp is None else None
     threads = torch.get_num_threads() if req.profile.kind == "cpu" else None
-    return latency_figures(a.trace, req.profile, elsize=req.feature_elsize(module), dtype=forced, batch=batch,
-                           threads=threads, order=[layer.name for layer in a.layers])
+    return latency_figures(a.trace, a.moved, req.profile, dtype=forced, batch=batch, threads=threads,
+                           order=[layer.name for layer in a.layers])
 
 
 def default_trunk(model: nn.Module | str) -> str:

@@ -21,19 +21,11 @@ from .containers import iter_tensors
 from .errors import ForwardError, InputSpecError
 from .figures import BenchFigures, EstimateFigures, ModuleTime
 from .inputs import dtype_name, materialize_inputs, parse_dtype
-from .machine import available_bytes, processor_name
+from .machine import available_bytes, processor_name, run_device
 from .state import preserved_modes
 
 _WARMUP = 3
 _MIN_BLOCKS = 3
-
-
-def _device(device: str) -> str:
-    if device not in ("cpu", "cuda"):
-        raise InputSpecError(f"bench runs on 'cpu' or 'cuda', not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputSpecError("device 'cuda' asked for, but no CUDA device is available")
-    return device
 
 
 def device_name(device: str) -> str:
@@ -148,7 +140,7 @@ def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, ba
                   device_profile: str | devices.DeviceProfile | None = None, min_run_time: float = 1.0,
                   per_module: bool = True) -> BenchFigures:
     """The figures of ``burden.bench`` (which documents the arguments)."""
-    device = _device(device)
+    device = run_device(device, "bench")
     if not isinstance(min_run_time, (int, float)) or isinstance(min_run_time, bool) or min_run_time <= 0:
         raise InputSpecError(f"min_run_time is a positive number of seconds, got {min_run_time!r}")
     profile = device_profile or default_profile(device)

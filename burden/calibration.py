@@ -19,7 +19,7 @@ import torch
 from .devices import DEFAULT_PROFILE, TF32, DeviceProfile, Roof, check_name
 from .errors import InputSpecError
 from .inputs import dtype_name, parse_dtype
-from .machine import processor_name
+from .machine import processor_name, run_device
 
 CPU_DTYPES = ("float32", "bfloat16", "float16")
 CUDA_DTYPES = ("float32", TF32, "bfloat16", "float16")
@@ -100,10 +100,7 @@ def calibrate(name: str = DEFAULT_PROFILE, *, device: str = "cpu", dtypes: Seque
     ``name``; ``quick`` measures smaller problems (a rough profile, for tests). Nothing is stored
     here: ``devices.save`` stores it."""
     check_name(name)
-    if device not in ("cpu", "cuda"):
-        raise InputSpecError(f"calibrate measures 'cpu' or 'cuda', not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputSpecError("device 'cuda' asked for, but no CUDA device is available")
+    run_device(device, "calibrate")
     wanted = _dtypes(dtypes, device)
     was_threads = torch.get_num_threads()
     counts = sorted(set(threads or (1, was_threads))) if device == "cpu" else [None]

@@ -9,6 +9,7 @@ counting fills these records, ``burden.render`` turns them into text, JSON and H
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .errors import UnknownLayerError
@@ -102,11 +103,13 @@ class LatencyFigures:
     def bound(self) -> str:
         return "compute" if self.compute_seconds >= self.memory_seconds else "memory"
 
+    @cached_property
+    def _by_name(self) -> dict[str, LayerTime]:
+        # the views look a layer up once per row: a scan each time would be quadratic in the layers
+        return {record.name: record for record in self.layers}
+
     def layer(self, name: str) -> LayerTime | None:
-        for record in self.layers:
-            if record.name == name:
-                return record
-        return None
+        return self._by_name.get(name)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import platform
 
+import torch
+
+from .errors import InputSpecError
+
 
 def available_bytes() -> int | None:
     """The kernel's estimate of memory available without swapping, or None where it says nothing."""
@@ -34,3 +38,18 @@ def processor_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "this CPU"
+
+
+def require_cuda() -> None:
+    """Refuse a CUDA run where no CUDA device is available."""
+    if not torch.cuda.is_available():
+        raise InputSpecError("device 'cuda' asked for, but no CUDA device is available")
+
+
+def run_device(device: str, command: str) -> str:
+    """A device ``command`` runs real kernels on: 'cpu', or 'cuda' where there is one."""
+    if device not in ("cpu", "cuda"):
+        raise InputSpecError(f"{command} runs on 'cpu' or 'cuda', not {device!r}")
+    if device == "cuda":
+        require_cuda()
+    return device

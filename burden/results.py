@@ -21,14 +21,31 @@ from .render import text as text_view
 from .render.units import fmt_bytes, fmt_count, fmt_flops
 
 
-class ScaleTable(ScaleFigures):
+class _Json:
+    """``to_json``: the record's ``to_dict``, as JSON (exact integers)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+class _Summarised(_Json):
+    """``print()`` shows the record's ``summary``."""
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+class ScaleTable(_Json, ScaleFigures):
     """The feature-extraction table (``burden.scale``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return json_view.scale_to_dict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
 
     def table(self, fmt: str = "github") -> str:
         return text_view.scale_table(self, fmt=fmt)
@@ -42,14 +59,11 @@ class ScaleTable(ScaleFigures):
                 f"fit; .table() shows it>")
 
 
-class Estimate(EstimateFigures):
+class Estimate(_Summarised, EstimateFigures):
     """The burden of one model (``burden.estimate``): figures, and the ways to see them."""
 
     def to_dict(self) -> dict[str, Any]:
         return json_view.estimate_to_dict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json_view.estimate_to_json(self, indent=indent)
 
     def summary(self) -> str:
         return text_view.summary(self)
@@ -85,9 +99,6 @@ class Estimate(EstimateFigures):
     def _repr_html_(self) -> str:
         return html_view.estimate_fragment(self)
 
-    def __str__(self) -> str:
-        return self.summary()
-
     def __repr__(self) -> str:
         size = "x".join(str(d) for d in self.input)
         return (f"<Estimate {self.model} {size}, batch {self.batch}, {self.dtype}, {self.convention}: "
@@ -95,14 +106,11 @@ class Estimate(EstimateFigures):
                 f"{fmt_bytes(self.feature_bytes)}, {fmt_flops(self.flops)}; print() or .table() for more>")
 
 
-class Comparison(ComparisonFigures):
+class Comparison(_Json, ComparisonFigures):
     """Several estimates under the same settings (``burden.compare``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return json_view.comparison_to_dict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
 
     def table(self, fmt: str = "github", columns: Sequence[str] | None = None) -> str:
         return text_view.comparison_table(self, fmt=fmt, columns=columns)
@@ -115,40 +123,28 @@ class Comparison(ComparisonFigures):
         return f"<Comparison of {len(self.estimates)} models ({names}); .table() shows it>"
 
 
-class Fit(FitFigures):
+class Fit(_Summarised, FitFigures):
     """The largest batch that fits a memory budget (``burden.fit``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return json_view.fit_to_dict(self)
 
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
     def summary(self) -> str:
         return text_view.fit_summary(self)
-
-    def __str__(self) -> str:
-        return self.summary()
 
     def __repr__(self) -> str:
         return (f"<Fit {self.model}, {self.mode}, budget {fmt_bytes(self.budget_bytes)}: batch {self.max_batch:,} "
                 f"peaks at {fmt_bytes(self.peak_bytes)}; print() it for the breakdown>")
 
 
-class Bench(BenchFigures):
+class Bench(_Summarised, BenchFigures):
     """Measured forward passes of a model beside its roofline bound (``burden.bench``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return json_view.bench_to_dict(self)
 
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
     def summary(self) -> str:
         return text_view.bench_summary(self)
-
-    def __str__(self) -> str:
-        return self.summary()
 
     def __repr__(self) -> str:
         eff = f", efficiency {self.efficiency:.2f}" if self.efficiency is not None else ""

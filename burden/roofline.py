@@ -20,7 +20,6 @@ from .figures import LatencyFigures, LayerTime
 from .inputs import dtype_name
 from .op_groups import existing_ops
 from .records import OpEvent, Trace
-from .traffic import op_bytes
 
 _CONVOLUTIONS = frozenset(existing_ops("convolution", "_convolution", "cudnn_convolution"))
 _PRODUCTS = frozenset(existing_ops("mm", "addmm", "bmm", "baddbmm"))
@@ -52,23 +51,22 @@ def _peak(roof: Roof, dtype: str, event: OpEvent, profile: DeviceProfile) -> tup
     return dtype, peak
 
 
-def latency_figures(trace: Trace, profile: DeviceProfile, *, elsize: int | None, dtype: str | None, batch: int,
+def latency_figures(trace: Trace, moved: list[int], profile: DeviceProfile, *, dtype: str | None, batch: int,
                     threads: int | None, order: list[str]) -> LatencyFigures:
     """The roofline of every op of ``trace``, summed per module (listed in ``order``).
 
-    ``elsize`` is the bytes per floating value (None: each tensor's own), ``dtype`` the dtype
-    every op computes in (None: each op's own, as under mixed precision)."""
+    ``moved`` is the bytes each op moves (``traffic.trace_bytes``), ``dtype`` the dtype every op
+    computes in (None: each op's own, as under mixed precision)."""
     roof = profile.roof(threads)
     uncounted = FlopAttribution()
     # per module: FLOPs, bytes, seconds, seconds of compute-bound ops, seconds of memory-bound ops
     rows: dict[str, list] = {path: [0, 0, 0.0, 0.0, 0.0] for path in trace.modules}
     flops_by_dtype: dict[str, int] = defaultdict(int)
-    for event in trace.events:
+    for event, nbytes in zip(trace.events, moved):
         flops = real_flops.flops(event)
         if flops is None:
             uncounted.add_uncounted(event.name, event.module)
             flops = 0
-        nbytes = sum(op_bytes(event, elsize))
         compute = memory = 0.0
         if flops:
             kind, peak = _peak(roof, _dtype(event, dtype), event, profile)

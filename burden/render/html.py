@@ -490,8 +490,8 @@ def roofline_chart(e: Estimate) -> dict[str, Any] | None:
     lat = e.latency
     if lat is None:
         return None
-    parents = {r.name.rpartition(".")[0] for r in e.layers if r.name}
-    leaves = [t for t in lat.layers if t.name and t.name not in parents and t.flops and t.bytes_moved
+    inner = set(_parents(e.layers))  # every module some other module sits in
+    leaves = [t for i, t in enumerate(lat.layers) if i not in inner and t.name and t.flops and t.bytes_moved
               and t.predicted_seconds]
     if not leaves:
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
@@ -85,10 +84,6 @@ def _training_dict(e: Estimate) -> dict[str, Any]:
     out["checkpointed"] = list(t.checkpointed) if t is not None else None
     out["backward_uncounted_ops"] = _uncounted(t.backward_uncounted_ops) if t is not None else None
     return out
-
-
-def estimate_to_json(e: Estimate, indent: int | None = 2) -> str:
-    return json.dumps(estimate_to_dict(e), indent=indent)
 
 
 def scale_to_dict(t: ScaleTable) -> dict[str, Any]:

@@ -118,7 +118,8 @@ COLUMNS: dict[str, tuple[str, Callable[[LayerFigures, Estimate], str], Callable[
     "bytes_moved": ("bytes moved", lambda r, e: fmt_bytes(r.bytes_moved), lambda r, e: r.bytes_moved),
     "predicted": ("predicted", lambda r, e: fmt_seconds(getattr(_time(r, e), "predicted_seconds", None)),
                   lambda r, e: getattr(_time(r, e), "predicted_seconds", 0.0)),
-    "bound": ("bound", lambda r, e: getattr(_time(r, e), "bound", "") or "-", lambda r, e: getattr(_time(r, e), "bound", "")),
+    "bound": ("bound", lambda r, e: getattr(_time(r, e), "bound", "") or "-",
+              lambda r, e: getattr(_time(r, e), "bound", "")),
     "intensity": ("FLOPs/byte", lambda r, e: _intensity(_time(r, e)),
                   lambda r, e: getattr(_time(r, e), "intensity", None) or 0.0),
 }
@@ -331,9 +332,9 @@ def conventions_text(width: int | None = None) -> str:
     what_width = 28
     blocks = []
 
-    def rules_table(rules: tuple[tuple[str, str], ...]) -> str:
+    def rules_table(rules: tuple[tuple[str, str], ...], headers: tuple[str, str] = ("op", "FLOPs")) -> str:
         rows = [[textwrap.fill(what, what_width), textwrap.fill(how, width - what_width - 2)] for what, how in rules]
-        return _tabulate(rows, ["op", "FLOPs"], "simple", ["left", "left"])
+        return _tabulate(rows, list(headers), "simple", ["left", "left"])
 
     for i, (name, words) in enumerate(rulebook.FLOPS.items()):
         head = textwrap.fill(f"{name}{' (default)' if i == 0 else ''}: {words.summary}", width)
@@ -346,14 +347,10 @@ def conventions_text(width: int | None = None) -> str:
               for n, summary in rulebook.MEMORY.items()]
     blocks.append("memory conventions (--memory):\n" + "\n".join(memory))
 
-    def words_table(rules: tuple[tuple[str, str], ...], how: str) -> str:
-        rows = [[textwrap.fill(what, what_width), textwrap.fill(text, width - what_width - 2)] for what, text in rules]
-        return _tabulate(rows, ["what", how], "simple", ["left", "left"])
-
     blocks.append(textwrap.fill("bytes moved (every estimate; the roofline's other half):", width) + "\n"
-                  + words_table(rulebook.TRAFFIC, "bytes"))
+                  + rules_table(rulebook.TRAFFIC, ("what", "bytes")))
     blocks.append(textwrap.fill("predicted time (--device-profile; the FLOPs of the roofline convention above):",
-                                width) + "\n" + words_table(rulebook.LATENCY, "time"))
+                                width) + "\n" + rules_table(rulebook.LATENCY, ("what", "time")))
     return "\n\n".join(blocks)
 
 
