@@ -47,7 +47,12 @@ class Accounting:
     def sizer(self, elsize: int | None) -> Callable[[Any], int]:
         """A replay's size for each allocation (``memory.Allocation``): its bytes under ``elsize``,
         as this target's allocator counts them."""
-        return lambda allocation: self.allocation(allocation.nbytes(elsize))
+        def size(allocation: Any) -> int:
+            if allocation.host and self.target != "cpu":
+                return 0  # burden's own host tensors (an optimizer's CPU step counters): not the device's
+            return self.allocation(allocation.nbytes(elsize))
+
+        return size
 
     def tensors(self, sizes: Iterable[int]) -> int:
         return sum(self.allocation(n) for n in sizes)

@@ -7,7 +7,6 @@ returns in the result types users see.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -15,106 +14,30 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .accounting import Accounting, accounting
-from .autocast import amp_dtype
-from .containers import iter_tensors
-from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
-from .counting import Totals, count, own_bytes, tensor_sizes
+from .counting import Totals, count, held_bytes, own_bytes
 from .errors import BurdenError, DataDependentError, ForwardError, InputSpecError, ShapeError
-from .figures import (EstimateFigures, LatencyFigures, LayerFigures, ScaleFigures, ScaleRow, TrainingFigures,
-                      UncountedOp)
-from .inputs import (dtype_name, materialize_inputs, parse_batch, parse_dtype, parse_input_size,
-                     parse_scales)
+from .figures import EstimateFigures, LatencyFigures, LayerFigures, ScaleFigures, ScaleRow, TrainingFigures, UncountedOp
+from .inputs import dtype_name, parse_input_size, parse_scales
 from .models import model_entry
 from .suggest import did_you_mean
 from .models.resolve import resolve_model
 from .heap import paused_gc
-from .machine import available_bytes, fits_in_half, require_cuda
+from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
-from .options import (DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES,
-                      MODES)
-from .devices import DeviceProfile, load as load_profile
+from .options import DEFAULT_CONVENTION, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .records import Trace
+from .request import Request, describe_inputs, input_bytes, model_dtype, model_inputs, request
 from .roofline import latency_figures
 from .traffic import trace_bytes
+from .training import training_step
 from .state import preserved_modes, with_real_weights
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The model's own floating dtype: that of its first floating parameter or buffer."""
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.float32
-
-
-def _check_device(device: str | torch.device | None) -> str | None:
-    """The device to trace on: None (meta, or the CPU where the model needs values), or one named."""
-    if device is None:
-        return None
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputSpecError(f"unknown device {device!r}; use 'meta' (default) or a real device such as "
-                             f"'cpu'") from None
-    if dev.type == "cuda":
-        require_cuda()
-    return str(dev)
-
-
-@dataclass(frozen=True)
-class Request:
-    """A validated analysis request."""
-
-    size: tuple[int, ...]
-    batch: int
-    dtype: torch.dtype | None  # None: the model's own
-    convention: Convention
-    memory: MemoryConvention
-    device: str | None  # None: meta, with the CPU as fallback for models that need values
-    check_memory: bool = True  # refuse a real-device run that would take more than half the free memory
-    progress: Callable[[str], None] | None = None  # told how a long real-device run is going
-    amp: torch.dtype | None = None  # mixed precision's low precision (torch.autocast's CPU policy), or None
-    accounting: Accounting = Accounting()  # the target allocator's rounding, ZeRO sharding
-    profile: DeviceProfile | None = None  # the device whose roofline predicts the forward's time
-
-    @property
-    def meta(self) -> bool:
-        return self.device is None or self.device == "meta"
-
-    def on(self, device: str) -> "Request":
-        return replace(self, device=device)
-
-    def elsize(self, module: nn.Module) -> int:
-        return torch.empty((), dtype=self.dtype or model_dtype(module)).element_size()
-
-    def feature_elsize(self, module: nn.Module) -> int | None:
-        """Bytes per floating feature value; None (each at its own dtype's size) under mixed
-        precision, where features are of several dtypes."""
-        return None if self.amp is not None else self.elsize(module)
-
-
-def request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
-             memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None,
-             check_memory: bool = True, progress: Callable[[str], None] | None = None, amp: Any = None,
-             target: str = "cpu", world_size: int = 1, zero: int = 0,
-             device_profile: str | DeviceProfile | None = None) -> Request:
-    rules = get_convention(convention).with_formulas(formulas or {})
-    low = amp_dtype(amp)
-    parsed = None if dtype is None else parse_dtype(dtype)
-    if low is not None and parsed not in (None, torch.float32):
-        raise InputSpecError("mixed precision keeps float32 weights: leave out --dtype (dtype=) with --amp (amp=)")
-    return Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
-                    memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
-                    check_memory=check_memory, progress=progress, amp=low,
-                    accounting=accounting(target, world_size, zero),
-                    profile=None if device_profile is None else load_profile(device_profile))
 
 
 def check_request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
                   memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None) -> None:
     """Fail on bad arguments before the first model is built (``compare``)."""
-    request(input_size, batch_size, dtype, convention, device, memory, formulas)
+    request(input_size, batch_size, dtype=dtype, convention=convention, device=device, memory=memory,
+            formulas=formulas)
 
 
 def model_to_analyse(model: nn.Module | str, device: str | None = None) -> tuple[str, nn.Module]:
@@ -140,17 +63,19 @@ class Analysis:
     uncounted: tuple[UncountedOp, ...]
     totals: Totals
     live: LiveMemory
-    held_bytes: int  # parameters and buffers as the target's allocator holds them (the peak's base)
+    held_bytes: int  # parameters and buffers as the target's allocator holds them
+    input_bytes: int  # the input batch, as the target holds it
     moved: list[int]  # bytes each op of the trace moves (read + written)
+
+    @property
+    def peak_bytes(self) -> int:
+        """The inference peak: the model's state, the input batch and the most features live at once."""
+        return self.held_bytes + self.input_bytes + self.live.peak_feature_bytes
 
 
 def analyse(module: nn.Module, req: Request, inputs: Any = None, stop_after: str | None = None) -> Analysis:
     """Trace one forward pass and count it under the request's conventions."""
-    target = "meta" if req.meta else req.device
-    if inputs is None:
-        args, kwargs = (torch.zeros((req.batch, *req.size), dtype=model_dtype(module), device=target),), {}
-    else:
-        args, kwargs = materialize_inputs(inputs, device=target, dtype=model_dtype(module))
+    args, kwargs = model_inputs(module, req, inputs)
     elsize, features = req.elsize(module), req.feature_elsize(module)
     observers = (Progress(req.progress, str(req.device)),) if req.progress is not None and not req.meta else ()
     with preserved_modes(module), torch.no_grad():
@@ -162,15 +87,9 @@ def analyse(module: nn.Module, req: Request, inputs: Any = None, stop_after: str
         moved = trace_bytes(trace, features)
         layers, uncounted, totals = count(module, trace, flops, memory, elsize, moved)
         live = inference_peak(trace, features, size=req.accounting.sizer(features))
-        return Analysis(trace, args, kwargs, layers, uncounted, totals, live, _held_bytes(module, req, totals), moved)
-
-
-def _held_bytes(module: nn.Module, req: Request, totals: Totals) -> int:
-    """The parameters and buffers as the target's allocator holds them: one allocation each."""
-    if req.accounting.target == "cpu":
-        return totals.param_bytes
-    params, buffers = tensor_sizes(module, req.elsize(module))
-    return req.accounting.tensors([n for n, _ in params] + buffers)
+        return Analysis(trace, args, kwargs, layers, uncounted, totals, live,
+                        held_bytes(module, elsize, req.accounting), input_bytes(args, kwargs, elsize, req.accounting),
+                        moved)
 
 
 class Progress:
@@ -193,18 +112,20 @@ class Progress:
 
 def _cpu_need(module: nn.Module, req: Request, exc: DataDependentError) -> int:
     """What a CPU run of a model that stopped on meta would hold: its weights and twice what the
-    pass had allocated when it stopped (the rest of the pass is unknown)."""
-    return own_bytes(module, req.elsize(module)) + 2 * exc.feature_bytes_so_far
+    pass had allocated when it stopped (the rest of the pass is unknown); a training step also
+    holds burden's copy of the weights, their gradients and (Adam's) two moments."""
+    weights = own_bytes(module, req.elsize(module))
+    return weights * (5 if req.mode == "training" else 1) + 2 * exc.feature_bytes_so_far
 
 
-def _check_memory(module: nn.Module, req: Request, inputs: Any) -> None:
+def _check_memory(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str, ...]) -> None:
     """A real-device run holds the weights and every live feature at once: refuse one that would
     take more than half of the free memory, from a meta trace that costs nothing to run."""
     if req.meta or not req.check_memory or torch.device(req.device).type != "cpu":
         return
     try:
-        a = analyse(module, req.on("meta"), inputs)
-        need = a.totals.param_bytes + a.live.peak_feature_bytes
+        a, training = _run(module, req.on("meta"), inputs, checkpoint)
+        need = max(a.peak_bytes, training.training_peak_bytes if training is not None else 0)
     except DataDependentError as exc:
         need = _cpu_need(module, req, exc)
     except BurdenError:
@@ -216,13 +137,21 @@ def _check_memory(module: nn.Module, req: Request, inputs: Any) -> None:
                              f"--no-memory-check (check_memory=False)")
 
 
-def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: Request, inputs: Any
-                      ) -> tuple[nn.Module, Request, Analysis, tuple[str, ...]]:
-    """Trace on meta; where the model needs real values and no device was named, trace again on
-    the CPU when that fits in half of the free memory, and say so."""
-    _check_memory(module, req, inputs)
+def _run(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str, ...]
+         ) -> tuple[Analysis, TrainingFigures | None]:
+    """The forward's analysis and, in training mode, the training step."""
+    a = analyse(module, req, inputs)
+    return a, (_training(module, req, a.args, a.kwargs, checkpoint) if req.mode == "training" else None)
+
+
+def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: Request, inputs: Any,
+                      checkpoint: tuple[str, ...] = ()
+                      ) -> tuple[nn.Module, Request, Analysis, TrainingFigures | None, tuple[str, ...]]:
+    """Trace on meta; where the model (or its training step) needs real values and no device was
+    named, trace again on the CPU when that fits in half of the free memory, and say so."""
+    _check_memory(module, req, inputs, checkpoint)
     try:
-        return module, req, analyse(module, req, inputs), ()
+        return (module, req, *_run(module, req, inputs, checkpoint), ())
     except DataDependentError as exc:
         if req.device is not None:
             raise
@@ -233,7 +162,7 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: Request, i
         cpu = req.on("cpu")
         _, real = model_to_analyse(model, "cpu")  # the check above stands for _check_memory: a meta trace fails alike
         note = f"traced on the CPU: {str(exc).split(': ', 1)[1].split('; analyse it')[0]}"
-        return real, cpu, analyse(real, cpu, inputs), (note,)
+        return (real, cpu, *_run(real, cpu, inputs, checkpoint), (note,))
     except (ShapeError, ForwardError) as exc:
         if inputs is not None or (isinstance(model, str) and ":" not in model):
             raise  # the registered models take images
@@ -242,15 +171,11 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: Request, i
                         f"--inputs (inputs= in Python), such as --inputs 2x128:int64") from None
 
 
-def check_mode(req: Request, mode: str, optimizer: str, checkpointing: bool) -> None:
+def check_mode(req: Request, checkpointing: bool) -> None:
     """What a mode asks of the other options, checked before anything is traced: training wants a
-    known optimizer and a convention with backward rules; checkpointing and ZeRO want training."""
-    if mode not in MODES:
-        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
-    if mode == "training":
-        from .training import optimizer_states
-
-        optimizer_states(optimizer)
+    convention with backward rules; checkpointing, accumulation, ZeRO and an optimizer
+    implementation want training."""
+    if req.mode == "training":
         if req.profile is not None:
             raise InputSpecError("a device profile predicts the time of an inference forward pass: leave out "
                                  "mode='training' (--mode training) with device_profile= (--device-profile)")
@@ -258,10 +183,12 @@ def check_mode(req: Request, mode: str, optimizer: str, checkpointing: bool) -> 
             raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
                                  f"analyse training under convnet-burden or torch")
         return
-    if checkpointing:
-        raise InputSpecError("activation checkpointing changes a training step: use mode='training' (--mode training)")
-    if req.accounting.zero:
-        raise InputSpecError("ZeRO shards a training step's state: use mode='training' (--mode training)")
+    for given, what in ((checkpointing, "activation checkpointing changes"),
+                        (req.accounting.zero, "ZeRO shards the state of"),
+                        (req.training.grad_accum > 1, "gradient accumulation is part of"),
+                        (req.training.optimizer_impl is not None, "the optimizer's implementation is part of")):
+        if given:
+            raise InputSpecError(f"{what} a training step: use mode='training' (--mode training)")
 
 
 def checkpoint_paths(module: nn.Module, checkpoint: Sequence[str] | str | None, depth: int | None) -> tuple[str, ...]:
@@ -287,26 +214,13 @@ def checkpoint_paths(module: nn.Module, checkpoint: Sequence[str] | str | None, 
     return tuple(chosen)
 
 
-def _training(module: nn.Module, req: Request, args: tuple, kwargs: dict, optimizer: str,
+def _training(module: nn.Module, req: Request, args: tuple, kwargs: dict,
               checkpoint: tuple[str, ...] = ()) -> TrainingFigures:
-    from .training import training_step
-
-    def step_with(paths: tuple[str, ...]) -> Any:
-        return training_step(module, args, kwargs, optimizer=optimizer, elsize=req.elsize(module), meta=req.meta,
-                             convention=req.convention, checkpoint=paths, amp=req.amp, accounting=req.accounting)
-
-    step = step_with(checkpoint)
-    unchecked = step_with(()).training_peak_bytes if checkpoint else step.training_peak_bytes
-    return TrainingFigures(optimizer=optimizer, gradient_bytes=step.gradient_bytes,
-                           optimizer_bytes=step.optimizer_bytes, saved_activation_bytes=step.saved_activation_bytes,
-                           backward_peak_bytes=step.backward_peak_bytes, training_peak_bytes=step.training_peak_bytes,
-                           forward_flops=step.forward_flops, backward_flops=step.backward_flops,
-                           backward_uncounted_ops=step.backward_uncounted, checkpointed=step.checkpointed,
-                           recompute_flops=step.recompute_flops,
-                           recompute_peak_bytes=step.recompute_peak_bytes,
-                           unchecked_peak_bytes=unchecked)
-
-
+    """The training step, and with checkpointing the peak the same step has without it."""
+    step = training_step(module, args, kwargs, req, checkpoint).figures
+    if not checkpoint:
+        return step
+    return replace(step, unchecked_peak_bytes=training_step(module, args, kwargs, req).figures.training_peak_bytes)
 
 
 def _stages(trace: Trace) -> tuple[tuple[int, str], ...]:
@@ -319,31 +233,15 @@ def _stages(trace: Trace) -> tuple[tuple[int, str], ...]:
     return tuple(stages)
 
 
-def _describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
-    """The per-sample shape and batch of the first tensor input, as the summary shows them."""
-    for leaf in iter_tensors((args, kwargs)):
-        if leaf.dim() > 0:
-            return tuple(leaf.shape[1:]), int(leaf.shape[0])
-    return (), 1
-
-
-def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
-                     batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
-                     memory: str | None = None, inputs: Any = None, device: str | None = None,
-                     mode: str = "inference", optimizer: str = DEFAULT_OPTIMIZER,
-                     formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
-                     progress: Callable[[str], None] | None = None, checkpoint: Sequence[str] | str | None = None,
-                     checkpoint_depth: int | None = None, amp: Any = None, target: str = "cpu", world_size: int = 1,
-                     zero: int = 0, device_profile: str | DeviceProfile | None = None) -> EstimateFigures:
-    """The figures of ``burden.estimate`` (which documents the arguments)."""
-    req = request(input_size, batch_size, dtype, convention, device, memory, formulas, check_memory, progress, amp,
-                   target, world_size, zero, device_profile)
-    check_mode(req, mode, optimizer, checkpoint or checkpoint_depth is not None)
+def estimate_figures(model: nn.Module | str, req: Request, inputs: Any = None,
+                     checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None
+                     ) -> EstimateFigures:
+    """The figures of ``burden.estimate`` (which documents the options) for a checked request."""
+    check_mode(req, checkpoint is not None or checkpoint_depth is not None)
     name, module = model_to_analyse(model, req.device)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
-    module, req, a, notes = _analyse_anywhere(model, module, req, inputs)
-    training = _training(module, req, a.args, a.kwargs, optimizer, paths) if mode == "training" else None
-    size, batch = (req.size, req.batch) if inputs is None else _describe_inputs(a.args, a.kwargs)
+    module, req, a, training, notes = _analyse_anywhere(model, module, req, inputs, paths)
+    size, batch = (req.size, req.batch) if inputs is None else describe_inputs(a.args, a.kwargs)
     latency = None if req.profile is None else _latency(module, req, a, batch)
     t = a.totals
     return EstimateFigures(
@@ -351,12 +249,21 @@ def estimate_figures(model: nn.Module | str, input_size: int | str | Sequence[in
         convention=req.convention.name, memory_convention=req.memory.name, params=t.params,
         trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
         flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted, peak_feature_bytes=a.live.peak_feature_bytes,
-        peak_op=a.live.peak_op, peak_bytes=a.held_bytes + a.live.peak_feature_bytes, mode=mode, training=training,
+        peak_op=a.live.peak_op, peak_bytes=a.peak_bytes, held_bytes=a.held_bytes, input_bytes=a.input_bytes,
+        mode=req.mode, training=training,
         convention_summary=req.convention.summary, rules=req.convention.rules, memory_summary=req.memory.summary,
-        device="meta" if req.meta else str(req.device), notes=notes, live_curve=a.live.curve,
+        device="meta" if req.meta else str(req.device), notes=notes + _mode_note(req), live_curve=a.live.curve,
         amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe(),
         bytes_moved=t.bytes_moved, latency=latency, live_stages=_stages(a.trace),
         source=model if isinstance(model, str) else None)
+
+
+def _mode_note(req: Request) -> tuple[str, ...]:
+    """Which mode the model ran in: batch norm and dropout count differently in each."""
+    if req.mode == "training":
+        return ("the forward ran in eval mode (no_grad) for the inference figures, and the training step in "
+                "train mode (batch statistics, dropout on)",)
+    return ("the model ran in eval mode under no_grad (batch norm with running statistics, dropout off)",)
 
 
 def _latency(module: nn.Module, req: Request, a: Analysis, batch: int) -> LatencyFigures:
@@ -381,7 +288,7 @@ def scale_figures(model: nn.Module | str, scales: str | Sequence[float] = DEFAUL
                   dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION) -> ScaleFigures:
     """The figures of ``burden.scale`` (which documents the arguments)."""
     factors = parse_scales(scales)
-    req = request((channels, base, base), batch_size, dtype, convention, "meta")
+    req = request((channels, base, base), batch_size, dtype=dtype, convention=convention, device="meta")
     trunk = trunk or default_trunk(model)
     name, module = model_to_analyse(model)
     if trunk not in dict(module.named_modules()):
@@ -390,7 +297,7 @@ def scale_figures(model: nn.Module | str, scales: str | Sequence[float] = DEFAUL
     rows = []
     for factor in factors:
         side = round(base * factor)
-        row_req = request((channels, side, side), batch_size, dtype, convention, "meta")
+        row_req = replace(req, size=parse_input_size((channels, side, side)))
         try:
             a = analyse(module, row_req, stop_after=trunk)
         except BurdenError as exc:

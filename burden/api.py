@@ -18,6 +18,7 @@ from .boundary import guarded
 from .errors import InputSpecError
 from .inputs import parse_memory
 from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
+from .request import request
 from .results import Bench, Comparison, Estimate, Fit, ScaleTable, as_estimate
 
 @guarded
@@ -28,7 +29,8 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
              check_memory: bool = True, progress: Callable[[str], None] | None = None,
              checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
              amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1,
-             zero: int = 0, device_profile: str | DeviceProfile | None = None) -> Estimate:
+             zero: int = 0, device_profile: str | DeviceProfile | None = None, optimizer_impl: str | None = None,
+             grad_accum: int = 1) -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -68,11 +70,11 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     ``check_memory=False``; ``progress`` (a function taking a line) hears how a long one is going.
     The model comes back as it was: same device, dtype, mode, flags, hooks and tensors.
     """
-    return as_estimate(analysis.estimate_figures(
-        model, input_size, batch_size=batch_size, dtype=dtype, convention=convention, memory=memory, inputs=inputs,
-        device=device, mode=mode, optimizer=optimizer, formulas=formulas, check_memory=check_memory,
-        progress=progress, checkpoint=checkpoint, checkpoint_depth=checkpoint_depth, amp=amp, target=target,
-        world_size=world_size, zero=zero, device_profile=device_profile))
+    req = request(input_size, batch_size, dtype=dtype, convention=convention, device=device, memory=memory,
+                  formulas=formulas, check_memory=check_memory, progress=progress, amp=amp, target=target,
+                  world_size=world_size, zero=zero, device_profile=device_profile, mode=mode, optimizer=optimizer,
+                  optimizer_impl=optimizer_impl, grad_accum=grad_accum)
+    return as_estimate(analysis.estimate_figures(model, req, inputs, checkpoint, checkpoint_depth))
 
 
 @guarded
@@ -96,7 +98,8 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
     if fit_memory is not None:
         parse_memory(fit_memory)
     if device_profile is not None:
-        analysis.request(input_size, batch_size, dtype, convention, "meta", device_profile=device_profile)
+        request(input_size, batch_size, dtype=dtype, convention=convention, device="meta",
+                device_profile=device_profile)
     estimates = tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
                                memory=memory, device=device, inputs=inputs, formulas=formulas,
                                device_profile=device_profile) for m in models)
@@ -163,7 +166,8 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
         inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
         dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
         checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
-        amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1, zero: int = 0) -> Fit:
+        amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1, zero: int = 0,
+        optimizer_impl: str | None = None, grad_accum: int = 1) -> Fit:
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
@@ -175,7 +179,8 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
     what the peak holds, and the peaks around it. ``checkpoint``, ``checkpoint_depth``, ``amp``,
     ``target``, ``world_size`` and ``zero`` are as in ``estimate``; with ZeRO the batch is per device.
     """
-    return Fit(**vars(planner.fit_figures(model, memory, input_size, inputs=inputs, mode=mode, optimizer=optimizer,
-                                          dtype=dtype, convention=convention, checkpoint=checkpoint,
-                                          checkpoint_depth=checkpoint_depth, amp=amp, target=target,
-                                          world_size=world_size, zero=zero)))
+    budget = parse_memory(memory)
+    req = request(input_size, 1, dtype=dtype, convention=convention, device="meta", amp=amp, target=target,
+                  world_size=world_size, zero=zero, mode=mode, optimizer=optimizer, optimizer_impl=optimizer_impl,
+                  grad_accum=grad_accum)
+    return Fit(**vars(planner.fit_figures(model, budget, req, inputs, checkpoint, checkpoint_depth)))

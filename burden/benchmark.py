@@ -20,8 +20,9 @@ from . import analysis, devices
 from .containers import iter_tensors
 from .errors import ForwardError, InputSpecError
 from .figures import BenchFigures, EstimateFigures, ModuleTime
-from .inputs import dtype_name, materialize_inputs, parse_dtype
+from .inputs import dtype_name, parse_dtype
 from .machine import available_bytes, processor_name, run_device
+from .request import Request, model_dtype, model_inputs, request
 from .state import preserved_modes
 
 _WARMUP = 3
@@ -55,15 +56,19 @@ def _real_model(model: nn.Module | str, device: str, dtype: torch.dtype | None) 
     first = next((t for t in list(module.parameters()) + list(module.buffers())), None)
     if first is not None and first.device.type != device:
         module = copy.deepcopy(module).to(device)
-    if dtype is not None and analysis.model_dtype(module) != dtype:
+    if dtype is not None and model_dtype(module) != dtype:
         module = (module if module is not model else copy.deepcopy(module)).to(dtype)
     return name, module
 
 
-def _inputs(req: analysis.Request, inputs: Any, device: str, dtype: torch.dtype) -> tuple[tuple, dict]:
-    if inputs is None:
-        return (torch.randn((req.batch, *req.size), device=device).to(dtype),), {}
-    return materialize_inputs(inputs, device=device, dtype=dtype)
+def _inputs(module: nn.Module, req: Request, inputs: Any, device: str) -> tuple[tuple, dict]:
+    """The model's inputs on ``device``, floating ones filled with random values (zeros can take
+    kernels' fast paths)."""
+    args, kwargs = model_inputs(module, req, inputs, device)
+    for t in iter_tensors((args, kwargs)):
+        if t.is_floating_point():
+            t.normal_()
+    return args, kwargs
 
 
 class _ModuleClock:
@@ -124,10 +129,9 @@ def _per_module(module: nn.Module, run: Callable[[], Any], device: str, passes: 
     return {name: statistics.median(values) for name, values in per_pass.items()}
 
 
-def _check_fits(figures: EstimateFigures, args: tuple, kwargs: dict, device: str, model: str) -> None:
+def _check_fits(figures: EstimateFigures, device: str, model: str) -> None:
     """Refuse before anything is built: weights, inputs and peak features must fit in free memory."""
-    inputs = sum(t.numel() * t.element_size() for t in iter_tensors((args, kwargs)))
-    need = figures.peak_bytes + inputs
+    need = figures.peak_bytes
     free = _free_bytes(device)
     if free is not None and need > free:
         raise InputSpecError(f"a forward pass of {model} at batch {figures.batch} holds about {need / 2**30:.2f} "
@@ -144,16 +148,14 @@ def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, ba
     if not isinstance(min_run_time, (int, float)) or isinstance(min_run_time, bool) or min_run_time <= 0:
         raise InputSpecError(f"min_run_time is a positive number of seconds, got {min_run_time!r}")
     profile = device_profile or default_profile(device)
-    req = analysis.request(input_size, batch_size, dtype, "torch", "meta", device_profile=profile)
+    req = request(input_size, batch_size, dtype=dtype, convention="torch", device="meta", device_profile=profile,
+                  target="cuda" if device == "cuda" else "cpu")
     forced = None if dtype is None else parse_dtype(dtype)
     # the prediction, and what the run will hold, from a meta trace that costs nothing to run
-    figures = analysis.estimate_figures(model, input_size, batch_size=batch_size, inputs=inputs, dtype=dtype,
-                                        device="meta", device_profile=req.profile,
-                                        target="cuda" if device == "cuda" else "cpu")
-    run_dtype = forced or parse_dtype(figures.dtype)
-    _check_fits(figures, *_inputs(req, inputs, "meta", run_dtype), device, figures.model)
+    figures = analysis.estimate_figures(model, req, inputs)
+    _check_fits(figures, device, figures.model)
     name, module = _real_model(model, device, forced)
-    args, kwargs = _inputs(req, inputs, device, run_dtype)
+    args, kwargs = _inputs(module, req, inputs, device)
 
     def run() -> Any:
         return module(*args, **kwargs)
@@ -192,7 +194,7 @@ def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, ba
         notes.append("no efficiency: no device profile to compare with; run `burden calibrate` (CPU) or name "
                      "one with --device-profile")
     return BenchFigures(
-        model=name, input=figures.input, batch=figures.batch, dtype=dtype_name(run_dtype), device=device,
+        model=name, input=figures.input, batch=figures.batch, dtype=dtype_name(model_dtype(module)), device=device,
         device_name=device_name(device), threads=torch.get_num_threads() if device == "cpu" else None,
         median_seconds=measured.median, iqr_seconds=measured.iqr, min_seconds=times[0], max_seconds=times[-1],
         runs=len(times), calls_per_run=measured.number_per_run,

@@ -97,6 +97,27 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
                         "the figures are one device's")
 
 
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--optimizer", default=None, metavar="NAME",
+                   help=f"with --mode training: any torch.optim optimizer by name ({', '.join(options.OPTIMIZERS)}; "
+                        f"momentum is SGD with momentum 0.9) or package.module:Class; its own code runs, state and "
+                        f"step temporaries included (default {options.DEFAULT_OPTIMIZER})")
+    p.add_argument("--optimizer-impl", default=None, choices=options.OPTIMIZER_IMPLS,
+                   help="with --mode training: the optimizer's implementation (default: as PyTorch picks it on the "
+                        "target: single-tensor on cpu, foreach on cuda)")
+    p.add_argument("--grad-accum", default=1, type=_positive_int, metavar="N",
+                   help="with --mode training: accumulate the gradients of N micro-batches before each optimizer "
+                        "step (the batch is the micro-batch)")
+
+
+def _training_options(args: argparse.Namespace) -> dict:
+    """The training step's options, refused outside training as the library refuses them."""
+    if args.optimizer is not None and args.mode != "training":
+        raise InputSpecError("--optimizer sets the optimizer of a training step: use --mode training")
+    return {"optimizer": args.optimizer or options.DEFAULT_OPTIMIZER, "optimizer_impl": args.optimizer_impl,
+            "grad_accum": args.grad_accum}
+
+
 def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default=None, choices=("bf16", "fp16"),
                    help="mixed precision as torch.autocast runs it on the CPU: matrix products and convolutions in "
@@ -151,10 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "integers); markdown or github (the summary and, with --layers, the layer table)")
     est.add_argument("--mode", choices=options.MODES, default=options.MODES[0],
                      help="inference (default) or training: adds one training step's memory and backward FLOPs")
-    est.add_argument("--optimizer", choices=tuple(options.OPTIMIZER_STATES), default=None,
-                     help=f"with --mode training: the optimizer, whose state per parameter is "
-                          f"{', '.join(f'{k} {v}' for k, v in options.OPTIMIZER_STATES.items())} tensors "
-                          f"(default {options.DEFAULT_OPTIMIZER})")
+    _add_training_options(est)
     _add_checkpoint_options(est)
     _add_device_options(est)
     _add_profile_option(est)
@@ -171,8 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"{', '.join(options.DTYPE_NAMES)}: bytes per value (default: the model's own)")
     fit.add_argument("--mode", choices=options.MODES, default="training",
                      help="training (default: one step, forward, backward and optimizer state) or inference")
-    fit.add_argument("--optimizer", choices=tuple(options.OPTIMIZER_STATES), default=None,
-                     help=f"with --mode training: the optimizer (default {options.DEFAULT_OPTIMIZER})")
+    _add_training_options(fit)
     _add_checkpoint_options(fit)
     _add_device_options(fit)
     fit.add_argument("--format", choices=("text", "json"), default="text",
@@ -222,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"{', '.join(options.DTYPE_NAMES)} (default: the model's own)")
     rep.add_argument("--mode", default=options.MODES[0], choices=options.MODES,
                      help="training adds a training step to each page (default inference)")
-    rep.add_argument("--optimizer", default=None, choices=tuple(options.OPTIMIZER_STATES),
+    rep.add_argument("--optimizer", default=None, metavar="NAME",
                      help=f"the training step's optimizer, with --mode training (default {options.DEFAULT_OPTIMIZER})")
     rep.add_argument("--fit", default=None, metavar="SIZE",
                      help="add what fits in this much memory (24GiB, as burden fit --memory) to each page")
@@ -355,11 +372,9 @@ def _estimate(args: argparse.Namespace) -> int:
     from .api import estimate
     from .render.text import summary_table as text_summary_table
 
-    if args.optimizer is not None and args.mode != "training":
-        raise InputSpecError("--optimizer sets the optimizer of a training step: add --mode training")
     e = estimate(args.model, **_input_options(args), dtype=args.dtype, convention=args.convention,
-                 memory=args.memory, device=args.device, mode=args.mode,
-                 optimizer=args.optimizer or options.DEFAULT_OPTIMIZER, check_memory=args.check_memory,
+                 memory=args.memory, device=args.device, mode=args.mode, **_training_options(args),
+                 check_memory=args.check_memory,
                  progress=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=args.checkpoint,
                  checkpoint_depth=args.checkpoint_depth, amp=args.amp, target=args.target,
                  world_size=args.world_size, zero=args.zero, device_profile=args.device_profile)
@@ -384,8 +399,6 @@ def _estimate(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     from .api import fit
 
-    if args.optimizer is not None and args.mode != "training":
-        raise InputSpecError("--optimizer sets the optimizer of a training step: leave out --mode inference")
     if args.inputs is not None and args.input is not None:
         raise InputSpecError("--inputs gives every input's shape: leave out --input")
     if args.inputs is not None:
@@ -394,8 +407,7 @@ def _fit(args: argparse.Namespace) -> int:
         sizes = {"inputs": parse_inputs_spec(args.inputs)}
     else:
         sizes = {"input_size": args.input or options.DEFAULT_INPUT}
-    f = fit(args.model, args.memory, **sizes, mode=args.mode, optimizer=args.optimizer or options.DEFAULT_OPTIMIZER,
-            dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp,
+    f = fit(args.model, args.memory, **sizes, mode=args.mode, **_training_options(args), dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp,
             target=args.target, world_size=args.world_size, zero=args.zero)
     print(f.to_json() if args.format == "json" else f.summary())
     return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import torch
 from torch import nn
 
+from .accounting import Accounting
 from .figures import LayerFigures, UncountedOp
 from .layer_details import describe
 from .formulas import FormulaTable
@@ -68,12 +70,24 @@ def own_params(model: nn.Module, elsize: int) -> dict[str, OwnState]:
     return out
 
 
-def tensor_sizes(model: nn.Module, elsize: int) -> tuple[list[tuple[int, bool]], list[int]]:
-    """Each parameter's bytes with whether it is trainable, and each floating-point buffer's bytes:
-    the tensors a device allocator holds one by one (``own_params`` sums them per module)."""
-    params = [(p.numel() * value_bytes(p.dtype, elsize), p.requires_grad) for p in model.parameters()]
-    buffers = [b.numel() * value_bytes(b.dtype, elsize) for b in model.buffers() if b.is_floating_point()]
-    return params, buffers
+def held_bytes(model: nn.Module, elsize: int, accounts: Accounting) -> int:
+    """What a device holds for the model's state while it runs: every parameter and buffer (integer
+    counters such as ``num_batches_tracked`` included: the allocator holds them, whatever the
+    parameter-memory convention counts), each tensor once and as an allocation of its own, the
+    parameters as one device's share under ZeRO stage 3."""
+    seen: set[tuple] = set()
+
+    def sizes(tensors: Iterable[torch.Tensor]) -> list[int]:
+        found = []
+        for t in tensors:
+            key = _tensor_key(t)
+            if key not in seen:
+                seen.add(key)
+                found.append(t.numel() * value_bytes(t.dtype, elsize))
+        return found
+
+    params, buffers = sizes(model.parameters()), sizes(model.buffers())
+    return accounts.share(accounts.tensors(params), 3) + accounts.tensors(buffers)
 
 
 def own_bytes(model: nn.Module, elsize: int) -> int:

@@ -158,25 +158,42 @@ class BenchFigures:
 
 @dataclass(frozen=True)
 class TrainingFigures:
-    """One training step: what it holds (bytes) and what its backward pass costs (FLOPs).
+    """One whole training step, in the steady state: what it holds (bytes) and what it costs (FLOPs).
 
-    ``training_peak_bytes`` = parameters + optimizer state + the most live memory at any op of
-    the forward and backward (activations autograd saved, gradients as they appear, temporaries),
-    with gradients starting from ``zero_grad(set_to_none=True)``.
+    The step is ``grad_accum`` micro-batches of forward and backward (from ``loss``), then
+    ``optimizer.step()`` and ``zero_grad(set_to_none=True)``; the optimizer's state exists from the
+    step before. Held throughout: ``param_bytes``, ``optimizer_bytes`` (the optimizer's own state
+    tensors, as its code made them) and ``input_bytes`` (the batch). On top of them come the
+    gradients, saved activations and temporaries as eager PyTorch allocates and frees them.
+    ``forward_peak_bytes``, ``backward_peak_bytes`` and ``optimizer_step_peak_bytes`` are the
+    most held during each phase, everything included; ``training_peak_bytes`` is the highest of
+    them, reached in ``peak_phase`` at ``peak_op``, and ``peak_parts`` says what it holds.
     """
 
-    optimizer: str
+    optimizer: str  # the optimizer's class, as built
+    optimizer_impl: str  # single, foreach or fused; "" where the optimizer has one implementation
+    grad_accum: int  # micro-batches per optimizer step
+    loss: str  # where the backward starts: the model's loss, its scalar output, or the sum of its outputs
+    param_bytes: int
     gradient_bytes: int
     optimizer_bytes: int
-    saved_activation_bytes: int
+    input_bytes: int
+    saved_activation_bytes: int  # what autograd holds for backward when the (first) forward ends
+    forward_peak_bytes: int
     backward_peak_bytes: int
+    optimizer_step_peak_bytes: int
     training_peak_bytes: int
-    forward_flops: int  # the forward in training mode (batch statistics, dropout on)
-    backward_flops: int  # the recomputation of checkpointed modules included
+    peak_phase: str  # "forward", "backward" or "optimizer step" (with its micro-batch under accumulation)
+    peak_op: PeakOp | None
+    peak_parts: tuple[tuple[str, int], ...]  # (what, bytes) at the peak, summing to training_peak_bytes
+    forward_flops: int  # the forwards of the step, in training mode (batch statistics, dropout on)
+    backward_flops: int  # the backwards of the step, the recomputation of checkpointed modules included
     backward_uncounted_ops: tuple[UncountedOp, ...]
+    forward_uncounted_ops: tuple[UncountedOp, ...] = ()
+    backward_flops_by_module: tuple[tuple[str, int], ...] = ()  # (module path, its own backward FLOPs), nonzero
     # activation checkpointing (``checkpoint=``): the modules run again in backward, the FLOPs of
-    # that recomputation, the most live memory while it runs (as ``backward_peak_bytes``) and the
-    # training peak the same step has without checkpointing
+    # that recomputation, the most held while it runs and the training peak the same step has
+    # without checkpointing
     checkpointed: tuple[str, ...] = ()
     recompute_flops: int = 0
     recompute_peak_bytes: int = 0
@@ -214,7 +231,9 @@ class EstimateFigures:
     # PyTorch frees them, the op where it is reached, and parameters + that peak
     peak_feature_bytes: int = 0
     peak_op: PeakOp | None = None
-    peak_bytes: int = 0
+    peak_bytes: int = 0  # held_bytes + input_bytes + peak_feature_bytes
+    held_bytes: int = 0  # parameters and buffers (integer ones too) as the target holds them
+    input_bytes: int = 0  # the input batch, which lives on the device through the pass
     mode: str = "inference"
     training: TrainingFigures | None = None  # with mode="training"
     # the rules in words, as every view shows them; not part of equality, which compares figures
@@ -261,8 +280,8 @@ class FitFigures:
     """The largest batch whose predicted peak fits a memory budget (``burden.fit``).
 
     ``peak_bytes`` is the peak at ``max_batch`` and ``next_peak_bytes`` that at ``max_batch + 1``,
-    both from traces: the estimate's peak (the training step's for ``mode="training"``) plus the
-    input batch itself, which lives on the device too. ``breakdown`` says what the peak at
+    both from traces: the estimate's peak at that batch (the training step's for ``mode="training"``),
+    the input batch included, to the byte. ``breakdown`` says what the peak at
     ``max_batch`` holds. ``max_batch`` is 0 when even batch 1 does not fit (``notes`` says why).
     """
 
@@ -272,7 +291,7 @@ class FitFigures:
     mode: str
     optimizer: str | None  # None in inference
     budget_bytes: int
-    max_batch: int
+    max_batch: int  # per device and per micro-batch
     peak_bytes: int
     next_peak_bytes: int
     breakdown: tuple[tuple[str, int], ...]  # (what, bytes) at max_batch, summing to peak_bytes
@@ -282,6 +301,10 @@ class FitFigures:
     checkpointed: tuple[str, ...] = ()  # modules under activation checkpointing
     amp: str | None = None  # mixed precision's low precision, or None
     accounting: str = ""  # how bytes are counted when not as the CPU allocator does
+    optimizer_impl: str = ""  # single, foreach or fused
+    grad_accum: int = 1  # micro-batches per optimizer step
+    effective_batch: int = 0  # max_batch x grad_accum x world_size: the samples each optimizer step sees
+    peak_phase: str = ""  # where the step at max_batch peaks
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .figures import PeakOp
-from .op_groups import ALIAS_OPS
+from .op_groups import ALIAS_OPS, INPUT_SIZED_LOSSES
 from .records import OpEvent, Trace, value_bytes
 from .trace import Tracer, trace_forward
 
@@ -45,6 +45,10 @@ class Allocation:
     elements: int
     dtype: torch.dtype
     shape: tuple[int, ...] = ()  # of the tensor that made it (the planner reads whether it leads with the batch)
+    # host memory in a trace on meta: a real CPU tensor of burden's own (an optimizer's step counter),
+    # which the CPU target holds and a GPU target does not
+    host: bool = False
+    gradient: bool = False  # it became a parameter's .grad (set by the training step)
 
     def nbytes(self, elsize: int | None) -> int:
         """Bytes under an analysis element size (floating storages), native size otherwise.
@@ -92,19 +96,22 @@ class Lifetimes:
     def op_recorded(self, tracer: Tracer, event: OpEvent, outputs: tuple[torch.Tensor, ...]) -> None:
         if not any(event.fresh):
             return
+        # on meta, a loss kernel's input-sized storage is the meta kernel's reduced one
+        at_least = max(t.numel for t in event.inputs[:2]) if tracer.meta and event.packet in INPUT_SIZED_LOSSES else 0
         for tensor, info, fresh in zip(outputs, event.outputs, event.fresh):
             if fresh:
-                self._allocated(tensor, info.storage, len(tracer.events) - 1)
+                self._allocated(tensor, info.storage, len(tracer.events) - 1, tracer.meta and not tensor.is_meta,
+                                at_least)
 
-    def _allocated(self, tensor: torch.Tensor, number: int, event: int) -> None:
+    def _allocated(self, tensor: torch.Tensor, number: int, event: int, host: bool, at_least: int = 0) -> None:
         storage = tensor.untyped_storage()
         key = storage._cdata
         if key in self._alive:  # two outputs of one op in one storage
             return
         self._alive[key] = number
         self._numbers[number] = key
-        self.allocations[number] = Allocation(event, storage.nbytes() // tensor.element_size(), tensor.dtype,
-                                              tuple(tensor.shape))
+        elements = max(storage.nbytes() // tensor.element_size(), at_least)
+        self.allocations[number] = Allocation(event, elements, tensor.dtype, tuple(tensor.shape), host)
 
     def storage_freed(self, tracer: Tracer, storage: int) -> None:
         key = self._numbers.pop(storage, None)

@@ -188,8 +188,8 @@ def choose_attention(args: tuple, kwargs: dict) -> Any:
         return None
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
     given = dict(zip(names, args), **kwargs)
-    if given.get("enable_gqa"):
-        return None
+    # grouped-query attention needs nothing more: the CPU's flash kernel reads key and value heads
+    # in groups itself (the chooser refuses it where a release's kernel cannot)
     mask = _bool_mask_to_float(given.get("attn_mask"), query.dtype)
     out = _FLASH_CPU(given["query"], given["key"], given["value"], float(given.get("dropout_p", 0.0)),
                      bool(given.get("is_causal", False)), attn_mask=mask, scale=given.get("scale"))

@@ -56,6 +56,10 @@ DATA_DEPENDENT_OPS = existing_ops(
     "_local_scalar_dense", "nonzero", "_unique2", "unique_dim", "unique_consecutive", "masked_select",
     "repeat_interleave", "equal", "is_nonzero", "allclose", "bincount", "histc",
 )
+# Losses whose kernel makes the output the input's size and then shrinks it to the reduced shape
+# (``resize_`` keeps the storage): the 0-d loss holds a storage as large as its input, on the CPU as
+# on any device these structured kernels serve. Meta kernels give the small one.
+INPUT_SIZED_LOSSES = existing_ops("mse_loss", "smooth_l1_loss", "soft_margin_loss", "binary_cross_entropy")
 # fused attention kernels: (query, key, value, ...) -> (output, statistics saved for backward, ...)
 ATTENTION_OPS = existing_ops(
     "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",

@@ -9,9 +9,13 @@ CONVENTIONS = tuple(FLOPS)  # in the order they are listed
 DEFAULT_CONVENTION = CONVENTIONS[0]
 MEMORY_CONVENTIONS = tuple(MEMORY)
 MODES = ("inference", "training")
-# Tensors each optimizer keeps per trainable parameter, each the parameter's size.
-OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+# The optimizers the command line offers by name: torch.optim's own (any of them is accepted, and
+# package.module:Class), and "momentum" for SGD with momentum 0.9. Listed here without torch.
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "adadelta", "adamax", "asgd", "nadam", "radam",
+              "rmsprop", "rprop", "adafactor", "muon")
 DEFAULT_OPTIMIZER = "adam"
+# single-tensor loop, foreach (multi-tensor) kernels, or fused kernels: as torch.optim's foreach=/fused=
+OPTIMIZER_IMPLS = ("single", "foreach", "fused")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "int8", "float64")
 DEFAULT_INPUT = "224"
 DEFAULT_SCALES = "0.5:3:0.5"

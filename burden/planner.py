@@ -11,19 +11,16 @@ batches) and, failing that, bisect, so the answer is always confirmed by traces 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 
-from .analysis import analyse, check_mode, checkpoint_paths, model_dtype, model_to_analyse, request
-from .containers import iter_tensors
-from .figures import BatchPeak, FitFigures
-from .inputs import dtype_name, materialize_inputs, parse_memory, rebatch
+from .analysis import analyse, check_mode, checkpoint_paths, model_to_analyse
+from .figures import BatchPeak, FitFigures, TrainingFigures
+from .inputs import dtype_name, rebatch
 from .memory import batch_independent, replay
-from .records import value_bytes
-from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER
+from .request import Request, model_dtype, model_inputs
 from .training import training_step
 
 MAX_BATCH = 1 << 24  # where a model whose memory does not grow with the batch stops
@@ -32,49 +29,37 @@ MAX_TRACES = 12
 
 @dataclass(frozen=True)
 class _Probe:
-    """One traced batch: its peak, the live bytes at each op, and the part of those that does
+    """One traced batch: its peak, the bytes held at each op, and the part of those that does
     not grow with the batch (by the shapes of this trace's allocations)."""
 
     batch: int
     peak_bytes: int
-    curve: tuple[int, ...]  # live bytes at each op, including what is held throughout
+    curve: tuple[int, ...]  # bytes held at each op, everything included
     fixed_curve: tuple[int, ...]
     parts: tuple[tuple[str, int], ...]  # what the peak holds
+    training: TrainingFigures | None = None  # the step's figures, in training
 
 
-def _prober(module: nn.Module, input_size: Any, inputs: Any, dtype: Any, mode: str, optimizer: str,
-            convention: str, checkpoint: tuple[str, ...], amp: Any, target: str, world_size: int,
-            zero: int) -> Callable[[int], _Probe]:
+def _prober(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str, ...]) -> Callable[[int], _Probe]:
     def probe(batch: int) -> _Probe:
-        req = request(input_size, batch, dtype, convention, "meta", amp=amp, target=target, world_size=world_size,
-                       zero=zero)
-        elsize, features = req.elsize(module), req.feature_elsize(module)
-        if inputs is None:
-            args, kwargs = (torch.zeros((batch, *req.size), dtype=model_dtype(module), device="meta"),), {}
-            spec = None
-        else:
-            spec = rebatch(inputs, batch)
-            args, kwargs = materialize_inputs(spec, device="meta", dtype=model_dtype(module))
-        held = req.accounting.tensors(t.numel() * value_bytes(t.dtype, elsize) for t in iter_tensors((args, kwargs)))
-        if mode == "training":
-            step = training_step(module, args, kwargs, optimizer=optimizer, elsize=elsize, meta=True,
-                                 convention=req.convention, batch=batch, checkpoint=checkpoint, amp=req.amp,
-                                 accounting=req.accounting)
-            base = step.param_bytes + step.optimizer_bytes + held
-            parts = (("parameters", step.param_bytes), ("optimizer state", step.optimizer_bytes),
-                     ("input batch", held), *step.peak_parts)
-            return _Probe(batch, step.training_peak_bytes + held, tuple(base + v for v in step.live.curve),
-                          tuple(base - held + v for v in step.fixed_curve), parts)
-        a = analyse(module, req, spec)
-        base = a.held_bytes + held
+        at = req.at_batch(batch)
+        spec = None if inputs is None else rebatch(inputs, batch)
+        if req.mode == "training":
+            args, kwargs = model_inputs(module, at, spec)
+            step = training_step(module, args, kwargs, at, checkpoint, batch=batch)
+            figures = step.figures
+            return _Probe(batch, figures.training_peak_bytes, step.curve, step.fixed_curve, figures.peak_parts, figures)
+        a = analyse(module, at, spec)
+        features = at.feature_elsize(module)
         shapes = {tuple(p.shape) for p in module.parameters()}
         fixed = batch_independent(a.trace.allocations, batch, shapes)
         fixed_curve = replay(a.trace.events, fixed, a.trace.released, features,
-                             size=req.accounting.sizer(features)).curve
-        parts = (("parameters", a.held_bytes), ("input batch", held),
+                             size=at.accounting.sizer(features)).curve
+        base = a.held_bytes + a.input_bytes
+        parts = (("parameters and buffers", a.held_bytes), ("input batch", a.input_bytes),
                  ("activations and temporaries", a.live.peak_feature_bytes))
-        return _Probe(batch, base + a.live.peak_feature_bytes, tuple(base + v for v in a.live.curve),
-                      tuple(base - held + v for v in fixed_curve), parts)
+        return _Probe(batch, a.peak_bytes, tuple(base + v for v in a.live.curve),
+                      tuple(a.held_bytes + v for v in fixed_curve), parts)
 
     return probe
 
@@ -111,19 +96,13 @@ def _predicted(lines: list[tuple[float, float]], batch: int) -> int:
     return int(max(c + s * batch for c, s in lines)) if lines else 0
 
 
-def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3, 224, 224), *,
-                inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
-                dtype: Any = None, convention: str = DEFAULT_CONVENTION, checkpoint: Any = None,
-                checkpoint_depth: int | None = None, amp: Any = None, target: str = "cpu", world_size: int = 1,
-                zero: int = 0) -> FitFigures:
-    """The figures of ``burden.fit`` (which documents the arguments)."""
-    budget = parse_memory(memory)
-    req = request(input_size, 1, dtype, convention, "meta", amp=amp, target=target, world_size=world_size, zero=zero)
-    check_mode(req, mode, optimizer, checkpoint or checkpoint_depth is not None)
+def fit_figures(model: nn.Module | str, budget: int, req: Request, inputs: Any = None,
+                checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None) -> FitFigures:
+    """The figures of ``burden.fit`` (which documents the options) for a checked request."""
+    check_mode(req, checkpoint is not None or checkpoint_depth is not None)
     name, module = model_to_analyse(model)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
-    probe = _prober(module, input_size, inputs, dtype, mode, optimizer, convention, paths, amp, target, world_size,
-                    zero)
+    probe = _prober(module, req, inputs, paths)
     known: dict[int, _Probe] = {1: probe(1)}
     notes: list[str] = []
     if known[1].peak_bytes > budget:
@@ -153,10 +132,15 @@ def fit_figures(model: nn.Module | str, memory: int | str, input_size: Any = (3,
     lines = _lines(known)
     around = sorted({b for b in (lo // 2, lo - 1, lo, lo + 1, 2 * lo) if b >= 1})
     at = known.get(lo)
+    step = (at or known[1]).training
+    accum = req.training.grad_accum
     return FitFigures(
         model=name, input=req.size if inputs is None else (), dtype=dtype_name(req.dtype or model_dtype(module)),
-        mode=mode, optimizer=optimizer if mode == "training" else None, budget_bytes=budget, max_batch=lo,
+        mode=req.mode, optimizer=step.optimizer if step is not None else None,
+        optimizer_impl=step.optimizer_impl if step is not None else "", budget_bytes=budget, max_batch=lo,
+        grad_accum=accum, effective_batch=lo * accum * req.accounting.world_size,
         peak_bytes=known[lo].peak_bytes if lo in known else 0, next_peak_bytes=known[lo + 1].peak_bytes,
+        peak_phase=at.training.peak_phase if at is not None and at.training is not None else "",
         breakdown=at.parts if lo in known else (),
         around=tuple(BatchPeak(b, known[b].peak_bytes if b in known else _predicted(lines, b), b in known)
                      for b in around),

@@ -44,10 +44,10 @@ def fresh_meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
 
 
 def training_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
-    """For a real training step: parameters are only read, so an alias whose gradient goes
-    elsewhere will do; buffers (batch-norm statistics) are written to, so they are copied."""
+    """For a real training step: a copy, for the step writes to it (the optimizer to parameters,
+    batch norm to its statistics), and a parameter's gradient must land on burden's copy."""
     if parameter:
-        return nn.Parameter(t.detach(), requires_grad=t.requires_grad)
+        return nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
     return t.detach().clone()
 
 

@@ -33,6 +33,7 @@ from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OP
 from .records import ModuleInfo, OpEvent, TensorInfo, Trace, schema_facts
 from .stand_ins import Make, StandIns, meta_stand_in
 from .trace_errors import describe_shapes, forward_failure, internal_failure, op_failure, where
+from .values import NOTHING, KnownValues
 
 aten = torch.ops.aten
 
@@ -104,6 +105,11 @@ class Tracer:
         self.meta = meta
         self.stop_after = stop_after
         self.forward_done = False  # set by ``trace``: module calls from then on are not recorded
+        self.phase = "forward"  # forward, backward or optimizer step: what the recorded ops belong to
+        # Set while burden's own optimizer runs: the real tensors it touches (its CPU step counters)
+        # are its own, never the user's, so ops on real tensors alone run as they are and give
+        # their values (``.item()``) where converting them to meta would lose them.
+        self.own_real_tensors = False
         self.observers = observers
         self.events: list[OpEvent] = []
         self.modules: dict[str, ModuleInfo] = {}
@@ -118,6 +124,7 @@ class Tracer:
         # numbers thousands of storages)
         self._watched: dict[weakref.ref, tuple[int, int]] = {}
         self._order = itertools.count()
+        self.values = KnownValues() if meta else None  # small values computed from constants alone
         self.stand_ins = StandIns(make or (meta_stand_in if meta else _unchanged), on_new=self._same_storage)
         never = 10**9
         for path, module in model.named_modules():
@@ -176,30 +183,38 @@ class Tracer:
             inputs: list[TensorInfo] = []
             keys: set[int] = set()
             real: list[bool] = []
+            on_meta: list[bool] = []
             known = self._storage_ids
 
             def describe(t: torch.Tensor) -> TensorInfo:
                 storage = t.untyped_storage()
                 key = storage._cdata
                 keys.add(key)
-                if not t.is_meta:
-                    real.append(True)
+                (on_meta if t.is_meta else real).append(True)
                 number = known.get(key)
                 info = TensorInfo(t.shape, t.dtype, self._number(storage) if number is None else number)
                 inputs.append(info)
                 return info
 
             in_args, in_kwargs = map_tensors(describe, args), map_tensors(describe, kwargs)
+            as_is = not self.meta or (self.own_real_tensors and real and not on_meta)
+            given = args, kwargs  # before any real tensor becomes meta: real tensors are their own values
             # On meta, a real tensor (a constant made in forward) or device gets its meta stand-in, which
             # is numbered as the same storage; the storages the kernel sees decide what its outputs alias.
-            if self.meta and (real or kwargs and any(isinstance(v, torch.device) for v in kwargs.values())):
+            if not as_is and (real or kwargs and any(isinstance(v, torch.device) for v in kwargs.values())):
                 args = tuple(self._to_meta_args(a) for a in args)
                 kwargs = {k: self._to_meta_args(v) for k, v in kwargs.items()}
                 keys = {t.untyped_storage()._cdata for t in iter_tensors((args, kwargs))}
         except Exception as exc:
             raise internal_failure(func, module, self.modules, args, exc) from None
         try:
-            out = META_KERNELS(func, args, kwargs) if self.meta else func(*args, **kwargs)
+            if as_is:
+                out = func(*args, **kwargs)
+            else:
+                out = self.values.read(func, *given) if func.overloadpacket in DATA_DEPENDENT_OPS else NOTHING
+                if out is NOTHING:
+                    out = META_KERNELS(func, args, kwargs)
+                    self.values.after(func, *given, out)
         except BurdenError:
             raise
         except Exception as exc:  # the op itself refused: shapes that do not fit, or values it needs

@@ -1,187 +1,188 @@
-"""Memory and FLOPs of one training step: forward, backward, and what the optimizer keeps.
+"""Memory and FLOPs of one whole training step: forward, backward, ``optimizer.step()`` and
+``zero_grad``, in the steady state.
 
-The step runs for real through autograd, on the meta device by default, with stand-ins for the
-model's parameters and buffers, so that nothing of the user's model is written to and no real
-memory is used. A ``Tracer`` records every forward and backward op, its ``Lifetimes`` observer
-when each storage is freed; ``saved_tensors_hooks`` sees what autograd saves for backward. The backward FLOPs are
-those of the ops autograd really runs, under the convention's formulas (``convnet_backward``
-adds the backward rules of convnet-burden).
+The step runs for real through autograd and ``torch.optim``, on the meta device by default, with
+stand-ins for the model's parameters and buffers, so that nothing of the user's model is written
+to and no real memory is used. Before it, the optimizer takes one step on zero gradients, so
+that its state exists as in every step after the first (``burden.optimizers``). Then a
+``Tracer`` records every op of the step, its ``Lifetimes`` observer when each storage is freed,
+and ``saved_tensors_hooks`` what autograd saves for backward:
+
+- each micro-batch's forward, then the backward from the loss the model returns (a
+  ``ModelOutput``'s ``loss``, or a one-element output), the rest of the output dropped at once
+  as ``loss = model(**batch).loss`` drops it; or, for a model that returns no loss, from a
+  gradient of ones on every output, which is held until that backward ends;
+- under gradient accumulation, the next micro-batch with the gradients held; a third and later
+  micro-batch would repeat the second exactly (the same tensors live), so at most two are run;
+- the optimizer's step, then ``zero_grad(set_to_none=True)``, which frees the gradients.
+
+Held throughout: parameters, buffers, the optimizer's state and the input batch. The backward
+FLOPs are those of the ops autograd really runs, under the convention's formulas
+(``convnet_backward`` adds the backward rules of convnet-burden); the optimizer's arithmetic is
+not counted in FLOPs.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .accounting import Accounting
 from .containers import iter_tensors, map_tensors
-from .conventions import Convention, get_convention
-from .counting import attribute_with_table, own_params, tensor_sizes
+from .counting import attribute_with_table, held_bytes
 from .errors import InputSpecError
-from .figures import PeakOp, UncountedOp
+from .figures import TrainingFigures, UncountedOp
 from .formulas import FormulaTable
-from .options import DEFAULT_CONVENTION, OPTIMIZER_STATES
+from .memory import Allocation, Lifetimes, batch_independent, replay
+from .optimizers import Optimizer, build as build_optimizer
 from .patching import replaced
-from .memory import Allocation, Lifetimes, LiveMemory, batch_independent, replay
 from .records import OpEvent, Trace
+from .request import Request, input_bytes
 from .stand_ins import fresh_meta_stand_in, training_stand_in
 from .state import preserved_modes
 from .trace import Tracer
 
+FORWARD, BACKWARD, STEP = "forward", "backward", "optimizer step"
 
 
 @dataclass(frozen=True)
-class TrainingMemory:
-    """One training step of a model, at one input, batch size and element size.
+class Step:
+    """A training step's figures, and the bytes held after each of its ops (everything included),
+    for the planner: ``fixed_curve`` is the part of ``curve`` that does not grow with the batch
+    (given the batch the step ran at)."""
 
-    - ``param_bytes``: parameters and floating-point buffers (as in the inference report).
-    - ``gradient_bytes``: one gradient per trainable (``requires_grad``) parameter.
-    - ``optimizer_bytes``: the optimizer's state, ``OPTIMIZER_STATES[optimizer]`` tensors the size
-      of each trainable parameter (momentum buffer; Adam's two moments). Its step counters and
-      the temporaries of ``optimizer.step()`` itself are not counted.
-    - ``saved_activation_bytes``: what autograd holds for backward when the forward ends: the
-      distinct storages it saved, each once, leaving out parameters, buffers and model inputs.
-    - ``forward_peak_bytes`` / ``backward_peak_bytes``: the most memory live at any op of the
-      forward / backward pass, besides parameters, buffers and the model input (the caller's):
-      features and saved activations not yet freed, the model's output, and in backward the
-      gradient of ones fed to it, gradient temporaries and the parameter gradients produced so
-      far (they stay live in ``.grad``). Frees are the eager ones, observed (see burden.memory).
-    - ``training_peak_bytes = param_bytes + optimizer_bytes + max(forward_peak_bytes,
-      backward_peak_bytes)``: the step's high-water mark, assuming gradients start the step
-      unallocated (``zero_grad(set_to_none=True)``, PyTorch's default). The gradients are inside
-      the backward peak, so ``gradient_bytes`` is not added again.
-    - ``forward_flops`` / ``backward_flops``: the convention's FLOPs of the forward ops (run in
-      training mode) and of the ops autograd ran in backward; ops without a rule count 0 and are
-      listed in ``forward_uncounted`` / ``backward_uncounted``.
-    """
-
-    optimizer: str
-    param_bytes: int
-    gradient_bytes: int
-    optimizer_bytes: int
-    saved_activation_bytes: int
-    forward_peak_bytes: int
-    backward_peak_bytes: int
-    training_peak_bytes: int
-    peak_op: PeakOp | None  # where the step peaks, forward or backward
-    forward_flops: int
-    backward_flops: int
-    backward_flops_by_module: tuple[tuple[str, int], ...]  # (module path, its own backward FLOPs), nonzero
-    forward_uncounted: tuple[UncountedOp, ...]
-    backward_uncounted: tuple[UncountedOp, ...]
-    live: LiveMemory  # live non-parameter bytes at each op, forward ops first
-    forward_ops: int  # how many of ``live.curve`` are forward ops
-    # with ``batch`` given: the part of ``live.curve`` that does not grow with the batch (the planner's)
+    figures: TrainingFigures
+    curve: tuple[int, ...]
     fixed_curve: tuple[int, ...] = ()
-    # what is live at the step's peak op: (what, bytes), summing to the peak of ``live``
-    peak_parts: tuple[tuple[str, int], ...] = ()
-    # with ``checkpoint``: the modules recomputed in backward, the FLOPs of that recomputation
-    # (part of ``backward_flops``) and the most live memory while it runs (as ``backward_peak_bytes``)
-    checkpointed: tuple[str, ...] = ()
-    recompute_flops: int = 0
-    recompute_peak_bytes: int = 0
 
 
-def optimizer_states(optimizer: str) -> int:
-    try:
-        return OPTIMIZER_STATES[optimizer]
-    except KeyError:
-        raise InputSpecError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZER_STATES)}") from None
-
-
-def training_step(model: nn.Module, args: tuple, kwargs: dict | None = None, *, optimizer: str = "adam",
-                  elsize: int = 4, meta: bool = True,
-                  convention: str | Convention = DEFAULT_CONVENTION, batch: int | None = None,
-                  checkpoint: Sequence[str] = (), amp: torch.dtype | None = None,
-                  accounting: Accounting = Accounting()) -> TrainingMemory:
-    """Memory and FLOPs of one training step of ``model`` on ``args`` (see ``TrainingMemory``).
+def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Request,
+                  checkpoint: tuple[str, ...] = (), batch: int | None = None) -> Step:
+    """One steady-state training step of ``model`` on ``args``/``kwargs`` under ``req`` (its
+    convention, element size, mixed precision, target accounting and ``req.training``).
 
     The model is run in training mode with gradients on, and comes back as it was: modes,
-    ``requires_grad`` flags, hooks, buffers and ``.grad`` fields untouched. With ``meta=True``
-    (default) ``args`` should be meta tensors; with ``meta=False`` the step runs on the real
-    tensors, with gradients going to detached aliases of the parameters and the buffers cloned.
+    ``requires_grad`` flags, hooks, buffers and ``.grad`` fields untouched. On meta (the request's
+    default) ``args`` should be meta tensors; on a real device the step runs on real tensors, with
+    burden's own copies of the parameters (the optimizer writes to them) and buffers.
     """
-    states = optimizer_states(optimizer)
-    rules = get_convention(convention) if isinstance(convention, str) else convention
+    rules = req.convention
     if rules.flops is None or rules.backward is None:
         raise InputSpecError(f"the {rules.name} convention has no backward rules; analyse training under "
                              f"convnet-burden or torch")
-    owned = own_params(model, elsize).values()
-    param_bytes, trainable = sum(s.bytes for s in owned), sum(s.trainable for s in owned)
-    gradient_bytes, optimizer_bytes = trainable * elsize, states * trainable * elsize
-    shapes = {tuple(p.shape) for p in model.parameters()}
-    if not accounting.plain:  # each tensor an allocation of its own, and one device's share of it
-        params, buffers = tensor_sizes(model, elsize)
-        grads = [n for n, trainable in params if trainable]
-        param_bytes = accounting.share(accounting.tensors(n for n, _ in params), 3) + accounting.tensors(buffers)
-        gradient_bytes = accounting.share(accounting.tensors(grads), 2)
-        optimizer_bytes = accounting.share(states * accounting.tensors(grads), 1)
-    step = _record_step(model, args, kwargs or {}, meta, tuple(checkpoint), amp)
-    forward_ops = len(step.forward.events)
+    elsize = req.elsize(model)
+    accounts = req.accounting
+    step = _record_step(model, args, kwargs or {}, req, checkpoint)
     # under mixed precision the features are of several dtypes: each counts at its own size
-    features = None if amp is not None else elsize
+    features = None if req.amp is not None else elsize
+    state_sizer = accounts.sizer(elsize)
+    optimizer_bytes = accounts.share(sum(state_sizer(a) for a in step.state), 1)
+    param_bytes = held_bytes(model, elsize, accounts)
+    batch_bytes = input_bytes(args, kwargs or {}, elsize, accounts)
+    held = param_bytes + optimizer_bytes + batch_bytes
+    sizer = accounts.sizer(features)
 
     def size(allocation: Allocation) -> int:
-        nbytes = allocation.nbytes(features)
-        if _is_gradient(allocation, forward_ops, shapes):
-            nbytes = accounting.share(nbytes, 2)
-        return accounting.allocation(nbytes)
+        nbytes = sizer(allocation)
+        return accounts.share(nbytes, 2) if allocation.gradient else nbytes
 
     live = replay(step.events, step.allocations, step.released, features, size=size)
-    backward = Trace(events=step.events[forward_ops:], modules={})
-    forward_flops, _, forward_uncounted = _flops(model, step.forward, rules.flops)
-    recomputed = Trace(events=[step.events[i] for i in sorted(step.recomputed)], modules={})
-    recompute_flops = _flops(model, recomputed, rules.flops)[0] if step.recomputed else 0
-    recompute_peak = max((live.curve[i] for i in step.recomputed), default=0)
+    curve = tuple(held + v for v in live.curve)
+    phases = _phase_peaks(curve, step.phases)
+    first_forward = step.forward
+    backward = Trace(events=[e for i, e in enumerate(step.events) if _phase_of(i, step.phases) == BACKWARD
+                             and i < step.first_backward_end], modules={})
+    forward_flops, _, forward_uncounted = _flops(model, first_forward, rules.flops)
     backward_flops, by_module, backward_uncounted = _flops(model, backward, rules.backward)
-    forward_peak = max(live.curve[:forward_ops], default=0)
-    backward_peak = max(live.curve[forward_ops:], default=0)
+    recomputed = [i for i in sorted(step.recomputed) if i < step.first_backward_end]
+    recompute_flops = _flops(model, Trace(events=[step.events[i] for i in recomputed], modules={}),
+                             rules.flops)[0] if recomputed else 0
+    micro = step.micro_batches
+    peak_at = live.peak_op.index if live.peak_op is not None else 0
     fixed_curve: tuple[int, ...] = ()
     if batch is not None:
+        shapes = {tuple(p.shape) for p in model.parameters()}
         fixed = batch_independent(step.allocations, batch, shapes)
-        fixed_curve = replay(step.events, fixed, step.released, features, size=size).curve
-    return TrainingMemory(
-        optimizer=optimizer, param_bytes=param_bytes, gradient_bytes=gradient_bytes,
-        optimizer_bytes=optimizer_bytes,
-        saved_activation_bytes=sum(size(step.allocations[s]) for s in step.saved),
-        forward_peak_bytes=forward_peak, backward_peak_bytes=backward_peak,
-        training_peak_bytes=param_bytes + optimizer_bytes + max(forward_peak, backward_peak),
-        peak_op=live.peak_op, forward_flops=forward_flops, backward_flops=backward_flops,
-        backward_flops_by_module=by_module, forward_uncounted=forward_uncounted,
-        backward_uncounted=backward_uncounted, live=live, forward_ops=forward_ops, fixed_curve=fixed_curve,
-        peak_parts=_peak_parts(step, live, shapes, size), checkpointed=tuple(checkpoint),
-        recompute_flops=recompute_flops, recompute_peak_bytes=recompute_peak,
-    )
+        fixed_curve = tuple(held - batch_bytes + v
+                            for v in replay(step.events, fixed, step.released, features, size=size).curve)
+    figures = TrainingFigures(
+        optimizer=step.optimizer.name, optimizer_impl=step.optimizer.impl, grad_accum=req.training.grad_accum,
+        loss=step.loss, param_bytes=param_bytes,
+        gradient_bytes=sum(size(a) for a in step.allocations.values() if a.gradient),
+        optimizer_bytes=optimizer_bytes, input_bytes=batch_bytes,
+        saved_activation_bytes=sum(size(step.allocations[s]) for s in step.saved_at_first),
+        forward_peak_bytes=phases.get(FORWARD, held), backward_peak_bytes=phases.get(BACKWARD, held),
+        optimizer_step_peak_bytes=phases.get(STEP, held), training_peak_bytes=max(curve, default=held),
+        peak_phase=_phase_name(peak_at, step.phases, micro), peak_op=live.peak_op,
+        peak_parts=_peak_parts(step, peak_at, size, (("parameters and buffers", param_bytes),
+                                                     ("optimizer state", optimizer_bytes),
+                                                     ("input batch", batch_bytes))),
+        forward_flops=forward_flops * req.training.grad_accum,
+        backward_flops=backward_flops * req.training.grad_accum,
+        backward_uncounted_ops=backward_uncounted, forward_uncounted_ops=forward_uncounted,
+        backward_flops_by_module=by_module, checkpointed=tuple(checkpoint),
+        recompute_flops=recompute_flops * req.training.grad_accum,
+        recompute_peak_bytes=max((curve[i] for i in step.recomputed), default=0),
+        unchecked_peak_bytes=max(curve, default=held))
+    return Step(figures, curve, fixed_curve)
 
 
-def _is_gradient(allocation: Allocation, forward_ops: int, param_shapes: set[tuple[int, ...]]) -> bool:
-    """A parameter's gradient: parameter-shaped, and made in backward."""
-    return allocation.event >= forward_ops and allocation.shape in param_shapes
+def _phase_of(index: int, phases: tuple[tuple[int, str], ...]) -> str:
+    name = phases[0][1] if phases else FORWARD
+    for start, phase in phases:
+        if start > index:
+            break
+        name = phase
+    return name
 
 
-def _peak_parts(step: "_Step", live: LiveMemory, param_shapes: set[tuple[int, ...]],
-                size: Callable[[Allocation], int]) -> tuple[tuple[str, int], ...]:
-    """The allocations live at the peak op, by kind: parameter gradients (parameter-shaped,
-    made in backward), activations autograd saved, and everything else (the output, gradients
-    flowing through the graph, temporaries)."""
-    if live.peak_op is None:
-        return ()
-    at, forward_ops = live.peak_op.index, len(step.forward.events)
-    parts = {"gradients": 0, "saved activations": 0, "temporaries": 0}
+def _phase_name(index: int, phases: tuple[tuple[int, str], ...], micro_batches: int) -> str:
+    """The phase holding op ``index``, with its micro-batch when there are several."""
+    seen: dict[str, int] = {}
+    name, number = FORWARD, 1
+    for start, phase in phases:
+        if start > index:
+            break
+        seen[phase] = seen.get(phase, 0) + 1
+        name, number = phase, seen[phase]
+    if micro_batches > 1 and name != STEP:
+        return f"{name} (micro-batch {number})"
+    return name
+
+
+def _phase_peaks(curve: tuple[int, ...], phases: tuple[tuple[int, str], ...]) -> dict[str, int]:
+    peaks: dict[str, int] = {}
+    bounds = [start for start, _ in phases] + [len(curve)]
+    for (start, phase), end in zip(phases, bounds[1:]):
+        if end > start:
+            peaks[phase] = max(peaks.get(phase, 0), max(curve[start:end]))
+    return peaks
+
+
+def _peak_parts(step: "_Step", at: int, size: Callable[[Allocation], int],
+                held: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """What the step holds at op ``at``, by kind: what is held throughout, the gradients, the
+    activations autograd saved, the optimizer step's temporaries, and everything else (the
+    outputs, gradients flowing through the graph, temporaries of forward and backward)."""
+    parts = dict(held)
+    parts.update({"gradients": 0, "saved activations": 0, "optimizer step temporaries": 0,
+                  "activations and temporaries": 0})
+    step_start = next((start for start, phase in step.phases if phase == STEP), len(step.events))
     for storage, allocation in step.allocations.items():
         if allocation.event > at or step.released.get(storage, len(step.events)) < at:
             continue
-        if _is_gradient(allocation, forward_ops, param_shapes):
+        if allocation.gradient:
             kind = "gradients"
         elif storage in step.saved:
             kind = "saved activations"
+        elif allocation.event >= step_start:
+            kind = "optimizer step temporaries"
         else:
-            kind = "temporaries"
+            kind = "activations and temporaries"
         parts[kind] += size(allocation)
     return tuple(parts.items())
 
@@ -189,11 +190,18 @@ def _peak_parts(step: "_Step", live: LiveMemory, param_shapes: set[tuple[int, ..
 @dataclass
 class _Step:
     events: list[OpEvent]
-    forward: Trace  # the forward part, with its module calls
+    forward: Trace  # the first forward, with its module calls
     allocations: dict[int, Allocation]
     released: dict[int, int]
-    saved: set[int]  # storages autograd saved that were still alive when the forward ended
+    saved: set[int]  # storages autograd saved for backward, in any micro-batch
+    saved_at_first: set[int]  # those still alive when the first forward ended
     recomputed: set[int]  # events of checkpointed modules run again in backward
+    phases: tuple[tuple[int, str], ...]  # (first event, phase), in order
+    first_backward_end: int  # events before this index belong to the first micro-batch
+    micro_batches: int
+    optimizer: Optimizer
+    state: list[Allocation]  # the optimizer's state tensors, each storage once
+    loss: str
 
 
 @contextmanager
@@ -212,7 +220,7 @@ def _checkpointed(model: nn.Module, paths: tuple[str, ...], tracer: Tracer, reco
             try:
                 return forward(*args, **kwargs)
             finally:
-                if tracer.forward_done:  # the recomputation, in backward
+                if tracer.phase == BACKWARD:  # the recomputation
                     recomputed.update(range(start, len(tracer.events)))
 
         return lambda *args, **kwargs: torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, **kwargs)
@@ -223,15 +231,28 @@ def _checkpointed(model: nn.Module, paths: tuple[str, ...], tracer: Tracer, reco
         yield
 
 
-def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool, checkpoint: tuple[str, ...] = (),
-                 amp: torch.dtype | None = None) -> _Step:
+def _loss(output: Any) -> tuple[torch.Tensor | None, str]:
+    """The loss a user backpropagates: the model's own (a ``ModelOutput``'s ``loss``, as when
+    ``labels`` are given), or a one-element output; None when the model returns neither."""
+    found = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+    if isinstance(found, torch.Tensor) and found.numel() == 1 and found.requires_grad:
+        return found, "the model's loss (output.loss)"
+    if isinstance(output, torch.Tensor) and output.numel() == 1 and output.requires_grad:
+        return output, "the model's one-element output"
+    return None, "a gradient of ones on every output (the model returns no loss)"
+
+
+def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, checkpoint: tuple[str, ...]) -> _Step:
     lifetimes = Lifetimes()
     attribution = _BackwardAttribution(model)
-    tracer = Tracer(model, meta=meta, make=fresh_meta_stand_in if meta else training_stand_in,
-                    observers=(lifetimes, attribution), amp=amp)
+    tracer = Tracer(model, meta=req.meta, make=fresh_meta_stand_in if req.meta else training_stand_in,
+                    observers=(lifetimes, attribution), amp=req.amp)
     attribution.tracer = tracer
     saved: set[int] = set()
     recomputed: set[int] = set()
+    phases: list[tuple[int, str]] = []
+    gradients: set[int] = set()
+    micro_batches = min(req.training.grad_accum, 2)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         number = lifetimes.allocation_of(t)
@@ -239,25 +260,91 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, meta: bool, checkp
             saved.add(number)
         return t
 
+    def enter(phase: str) -> None:
+        tracer.phase = phase
+        phases.append((len(tracer.events), phase))
+
     # the step's graph must not reach into a graph the caller's inputs may belong to
     args, kwargs = map_tensors(torch.Tensor.detach, args), map_tensors(torch.Tensor.detach, kwargs)
     try:
         with preserved_modes(model, train=True), tracer.session(), torch.enable_grad(), \
                 _checkpointed(model, checkpoint, tracer, recomputed):
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                output = tracer.forward(args, kwargs)
-            whole = tracer.trace(output)
-            forward = replace(whole, events=list(whole.events))  # the backward ops go on after these
-            saved -= set(lifetimes.released)
-            _backward(output, tracer)
-            del output
+            params = [p for p in model.parameters() if p.requires_grad]
+            if not params:
+                raise InputSpecError("nothing to train: the model has no parameter that requires grad")
+            optimizer = build_optimizer(req.training.optimizer, params, req.training.optimizer_impl,
+                                        req.accounting.target)
+            forward = None
+            loss_kind = ""
+            for micro in range(micro_batches):
+                enter(FORWARD)
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    output = tracer.forward(args, kwargs)
+                if micro == 0:
+                    whole = tracer.trace(output)
+                    forward = replace(whole, events=list(whole.events))  # the backward ops go on after these
+                    saved -= set(lifetimes.released)
+                    saved_at_first = set(saved)
+                loss, loss_kind = _loss(output)
+                enter(BACKWARD)
+                if loss is not None:
+                    del output  # loss = model(**batch).loss keeps nothing else
+                    _backward([loss], tracer)
+                    del loss
+                else:
+                    _backward(output, tracer)
+                    del output
+                gradients.update(n for p in params if p.grad is not None
+                                 for n in [lifetimes.allocation_of(p.grad)] if n is not None)
+                if micro == 0:
+                    first_backward_end = len(tracer.events)
+            _warm_up(optimizer, params)
+            state = _state_allocations(optimizer, req.meta)
+            enter(STEP)
+            tracer.own_real_tensors = True
+            with tracer.recording():
+                optimizer.step()
+            optimizer.zero_grad()
+            tracer.own_real_tensors = False
     finally:
         tracer.stop()
         attribution.remove()
     allocations, released = _in_place_accumulation(tracer.events, attribution.accumulations,
                                                    lifetimes.allocations, lifetimes.released)
+    for number in gradients & allocations.keys():
+        allocations[number] = replace(allocations[number], gradient=True)
     return _Step(events=tracer.events, forward=forward, allocations=allocations, released=released, saved=saved,
-                 recomputed=recomputed)
+                 saved_at_first=saved_at_first,
+                 recomputed=recomputed, phases=tuple(phases), first_backward_end=first_backward_end,
+                 micro_batches=req.training.grad_accum, optimizer=optimizer, state=state, loss=loss_kind)
+
+
+def _warm_up(optimizer: Optimizer, params: list[nn.Parameter]) -> None:
+    """The optimizer's state as every step after the first finds it, made by its own first step on
+    zero gradients. It runs once the step's gradients exist, unrecorded, so that it makes state for
+    the parameters that really get a gradient (an optimizer skips one whose ``.grad`` is None); the
+    state is held from the step's start all the same."""
+    grads = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    try:
+        optimizer.warm_up([p for p, g in zip(params, grads) if g is not None])
+    except Exception as exc:
+        raise InputSpecError(f"the optimizer {optimizer.name} cannot run on burden's stand-ins: {exc}") from None
+    finally:
+        for p, g in zip(params, grads):
+            p.grad = g
+
+
+def _state_allocations(optimizer: Optimizer, meta: bool) -> list[Allocation]:
+    """The optimizer's state tensors, each storage once, as allocations (its CPU step counters are
+    host memory when the step runs on meta)."""
+    found: dict[int, Allocation] = {}
+    for t in optimizer.state_tensors():
+        storage = t.untyped_storage()
+        found[storage._cdata] = Allocation(-1, storage.nbytes() // t.element_size(), t.dtype, tuple(t.shape),
+                                           host=meta and not t.is_meta)
+    return list(found.values())
 
 
 def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allocations: dict[int, Allocation],
@@ -288,7 +375,8 @@ def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allo
 
 
 def _backward(output: Any, tracer: Tracer) -> None:
-    """Backpropagate a gradient of ones from every output that needs one, recording the ops."""
+    """Backpropagate from ``output``: from a loss as it is, or a gradient of ones from every
+    output that needs one, recording the ops."""
     roots = [t for t in iter_tensors(output) if t.requires_grad and t.is_floating_point()]
     if not roots:
         raise InputSpecError("nothing to train: no model output depends on a parameter that requires grad")
@@ -366,3 +454,4 @@ def _flops(model: nn.Module, trace: Trace, table: FormulaTable) -> tuple[int, tu
     flops = attribute_with_table(table, model, trace)
     return (sum(flops.self_flops.values()), tuple((p, n) for p, n in flops.self_flops.items() if n),
             flops.uncounted())
+

@@ -16,10 +16,11 @@ from burden.errors import InputSpecError
 
 
 def test_cuda_rounds_every_tensor_to_512_bytes():
-    # weight 4,000,000 B -> 4,000,256; bias 4,000 -> 4,096; the output, 4,000 -> 4,096
+    # weight 4,000,000 B -> 4,000,256; bias 4,000 -> 4,096; the input and the output, 4,000 -> 4,096 each
     e = burden.estimate(nn.Linear(1000, 1000), (1000,), target="cuda")
-    assert e.peak_bytes == 4_000_256 + 4_096 + 4_096
-    assert burden.estimate(nn.Linear(1000, 1000), (1000,)).peak_bytes == 4_004_000 + 4_000
+    assert e.peak_bytes == 4_000_256 + 4_096 + 4_096 + 4_096
+    assert e.input_bytes == 4_096
+    assert burden.estimate(nn.Linear(1000, 1000), (1000,)).peak_bytes == 4_004_000 + 4_000 + 4_000
     assert "max_memory_allocated" in e.accounting and "workspaces" in e.accounting
 
 
@@ -33,9 +34,10 @@ def test_zero_shards_one_device_share(zero):
     plain = burden.estimate(mlp(), (100,), batch_size=4, mode="training", optimizer="adam").training
     sharded = burden.estimate(mlp(), (100,), batch_size=4, mode="training", optimizer="adam", world_size=4,
                               zero=zero).training
-    assert sharded.optimizer_bytes == math.ceil(2 * 133_240 / 4)
+    # Adam's two moments per parameter, and a 4-byte step counter for each of the 4 parameters
+    assert plain.optimizer_bytes == 2 * 4 * trainable + 4 * 4
+    assert sharded.optimizer_bytes == math.ceil((2 * 133_240 + 16) / 4)
     assert sharded.gradient_bytes == (math.ceil(133_240 / 4) if zero >= 2 else 133_240)
-    assert plain.optimizer_bytes == 2 * 4 * trainable
     # the parameters too from stage 3: each stage takes away what it shards
     saved = plain.optimizer_bytes - sharded.optimizer_bytes
     assert plain.training_peak_bytes - sharded.training_peak_bytes >= saved

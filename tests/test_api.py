@@ -233,17 +233,20 @@ def test_torchvision_that_does_not_import(monkeypatch):
 def test_training_mode_figures():
     # 4 -> 3 -> 2 MLP without bias: 12 + 6 = 18 trainable values, 72 bytes of gradients
     model = nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 2, bias=False))
-    for optimizer, states in (("sgd", 0), ("momentum", 1), ("adam", 2), ("adamw", 2)):
+    # state: SGD none, SGD with momentum a buffer per parameter, Adam and AdamW two moments per
+    # parameter and a 4-byte step counter for each of the two parameters
+    for optimizer, name, state in (("sgd", "SGD", 0), ("momentum", "SGD", 72), ("adam", "Adam", 2 * 72 + 8),
+                                   ("adamw", "AdamW", 2 * 72 + 8)):
         e = burden.estimate(model, (4,), batch_size=5, mode="training", optimizer=optimizer)
-        assert e.mode == "training" and e.training.optimizer == optimizer
+        assert e.mode == "training" and e.training.optimizer == name
         assert e.training.gradient_bytes == 18 * 4
-        assert e.training.optimizer_bytes == states * 18 * 4
+        assert e.training.optimizer_bytes == state
         # backward: grad of the second weight 2x3 outer products over 5 samples = 30, grad of its
         # input 5 x 3 x 2 = 30, ReLU backward 2 x 15 = 30, grad of the first weight 5 x 3 x 4 = 60;
         # the first layer's input needs no gradient
         assert e.training.backward_flops == 30 + 30 + 30 + 60
     data = e.to_dict()
-    assert data["gradient_bytes"] == 72 and data["optimizer"] == "adamw"
+    assert data["gradient_bytes"] == 72 and data["optimizer"] == "AdamW"
     assert burden.estimate(model, (4,)).to_dict()["training_peak_bytes"] is None
 
 

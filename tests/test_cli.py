@@ -50,7 +50,10 @@ def test_json_keys_and_exact_integers(capsys):
                 "saved_activation_bytes", "gradient_bytes", "optimizer_bytes", "training_peak_bytes",
                 "backward_flops"):
         assert key in data
-    assert data["peak_bytes"] == data["param_bytes"] + data["peak_feature_bytes"]
+    # the peak holds the parameters and buffers (BN's integer counters too), the input batch and the features
+    assert data["peak_bytes"] == data["held_bytes"] + data["input_bytes"] + data["peak_feature_bytes"]
+    assert data["input_bytes"] == 2 * 3 * 224 * 224 * 2
+    assert data["held_bytes"] == data["param_bytes"] + 8 * sum(1 for r in data["layers"] if r["type"] == "BatchNorm2d")
     assert 0 < data["peak_feature_bytes"] < data["feature_bytes"]  # buffers are freed, so less than all
     assert data["batch"] == 2 and data["dtype"] == "float16" and data["convention"] == "convnet-burden"
     assert data["params"] == 28_141_144 and data["param_bytes"] == 2 * 28_141_144
@@ -80,7 +83,7 @@ def test_training_mode(capsys):
                        "--optimizer", "sgd", "--format", "json")
     assert code == 0
     data = json.loads(out)
-    assert data["mode"] == "training" and data["optimizer"] == "sgd" and data["optimizer_bytes"] == 0
+    assert data["mode"] == "training" and data["optimizer"] == "SGD" and data["optimizer_bytes"] == 0
     assert data["gradient_bytes"] == 4 * 28_088_024  # parameters only: BN running stats get no gradient
     assert data["training_peak_bytes"] > data["param_bytes"] and data["backward_flops"] > data["flops"]
 
@@ -110,7 +113,12 @@ ERRORS = [
     (["estimate", "se_resnet50", "--dtype", "int4"], "unknown dtype"),
     (["estimate", "se_resnet50", "--convention", "nope"], "unknown convention"),
     (["estimate", "se_resnet50", "--depth", "x"], "malformed depth"),
-    (["estimate", "se_resnet50", "--mode", "training", "--optimizer", "lion"], "invalid choice"),
+    (["estimate", "se_resnet50", "--mode", "training", "--optimizer", "lion"], "unknown optimizer"),
+    (["estimate", "se_resnet50", "--mode", "training", "--optimizer", "lbfgs"], "closure"),
+    (["estimate", "se_resnet50", "--mode", "training", "--optimizer-impl", "fast"], "invalid choice"),
+    (["estimate", "se_resnet50", "--mode", "training", "--optimizer", "rprop", "--optimizer-impl", "fused"],
+     "no fused implementation"),
+    (["estimate", "se_resnet50", "--grad-accum", "2"], "training"),
     (["estimate", "se_resnet50", "--mode", "training", "--convention", "macs"], "no backward rules"),
     (["frobnicate"], "invalid choice"),
 ]

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 import burden
-from allocator_oracle import measure
+from allocator_oracle import measure, measure_step
 from burden.errors import InputSpecError
 from burden.memory import inference_peak, trace_lifetimes
+from burden.request import request
 from burden.trace import trace_forward
 from burden.training import training_step
 from test_untouched import Net, assert_same, prepare, snapshot
@@ -38,10 +39,21 @@ def mlp(inplace=False):
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=inplace), nn.Linear(8, 3))
 
 
-def integer_buffer_bytes(model):
-    """What the allocator holds for a model that burden's parameter memory leaves out (its
-    documented convention: parameters and floating-point buffers)."""
-    return sum(b.numel() * b.element_size() for b in model.buffers() if not b.is_floating_point())
+def step(model, args, optimizer="adam", kwargs=None, **options):
+    """burden's figures for one whole training step (``training_step`` under a training request)."""
+    return training_step(model, args, kwargs, request(mode="training", optimizer=optimizer, **options)).figures
+
+
+# The same optimizers built for the oracle by torch.optim itself, each left to choose its
+# implementation as PyTorch does on the CPU.
+OPTIMIZERS = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.1),
+              "momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+              "adam": lambda ps: torch.optim.Adam(ps),
+              "adamw": lambda ps: torch.optim.AdamW(ps)}
+# PyTorch passes a Python number to an op that takes a tensor as an 8-byte CPU tensor made outside
+# any op (single-tensor Adam's division by the bias correction, momentum's factor): burden does not
+# see it, and the oracle does when it is alive at the peak.
+WRAPPED_NUMBER = 8
 
 
 # --- the oracle itself, against figures worked out by hand --------------------------------------
@@ -143,23 +155,28 @@ def test_inference_peak_matches_the_allocator(name):
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_training_step_matches_the_allocator(name, optimizer):
     model, shape = build(name)
-    predicted = training_step(model, (meta(*shape),), optimizer=optimizer)
-    measured = measure(model, (torch.randn(shape),), optimizer=optimizer)
+    predicted = step(model, (meta(*shape),), optimizer)
+    x = torch.randn(shape)
+    measured = measure(model, (x,), optimizer=optimizer)
     assert measured.saved_activations > 0
     assert predicted.saved_activation_bytes == measured.saved_activations
-    assert predicted.training_peak_bytes + integer_buffer_bytes(model) == measured.training_peak
+    whole = measure_step(model, (x,), optimizer=OPTIMIZERS[optimizer])
+    assert predicted.param_bytes + predicted.optimizer_bytes + predicted.input_bytes == whole.resident
+    assert 0 <= whole.peak - predicted.training_peak_bytes <= WRAPPED_NUMBER
+    assert predicted.peak_phase.startswith({"optimizer": "optimizer step"}.get(whole.peak_phase.name,
+                                                                                 whole.peak_phase.name))
 
 
 def test_training_step_on_real_tensors_matches_the_allocator():
     model, shape = build("residual")
     x = torch.randn(shape)
-    on_cpu = training_step(model, (x,), meta=False)
-    measured = measure(model, (x,))
-    assert on_cpu.saved_activation_bytes == measured.saved_activations
-    assert on_cpu.training_peak_bytes + integer_buffer_bytes(model) == measured.training_peak
+    on_cpu = step(model, (x,), device="cpu")
+    measured = measure_step(model, (x,), optimizer=OPTIMIZERS["adam"])
+    assert 0 <= measured.peak - on_cpu.training_peak_bytes <= WRAPPED_NUMBER
     # and the meta device gives the same figures as real tensors
-    on_meta = training_step(model, (meta(*shape),))
-    for figure in ("saved_activation_bytes", "backward_peak_bytes", "training_peak_bytes", "backward_flops"):
+    on_meta = step(model, (meta(*shape),))
+    for figure in ("saved_activation_bytes", "backward_peak_bytes", "optimizer_step_peak_bytes",
+                   "training_peak_bytes", "backward_flops"):
         assert getattr(on_cpu, figure) == getattr(on_meta, figure), figure
 
 
@@ -171,11 +188,14 @@ def test_se_network_matches_the_allocator(name):
     e = burden.estimate(name, (3, 64, 64), batch_size=1, mode="training")
     torch.manual_seed(0)
     model = burden.create_model(name)
-    measured = measure(model, (torch.randn(1, 3, 64, 64),))
+    x = torch.randn(1, 3, 64, 64)
+    measured = measure(model, (x,))
     assert measured.inference_workspace > 0  # im2col columns: seen, and kept apart
-    assert e.peak_feature_bytes == measured.inference_peak
+    assert e.peak_bytes - e.input_bytes - e.held_bytes == e.peak_feature_bytes == measured.inference_peak
     assert e.training.saved_activation_bytes == measured.saved_activations
-    assert e.training.training_peak_bytes + integer_buffer_bytes(model) == measured.training_peak
+    whole = measure_step(model, (x,), optimizer=OPTIMIZERS["adam"])
+    assert 0 <= whole.peak - e.training.training_peak_bytes <= WRAPPED_NUMBER
+    assert e.training.peak_phase == "optimizer step" and whole.peak_phase.name == "optimizer"
 
 
 class Branches(nn.Module):
@@ -211,9 +231,12 @@ def test_branch_gradients_by_hand_allocator():
 
 
 def test_branch_gradients_by_hand_burden():
-    step = training_step(Branches(), (meta(1, 3, 16, 16),), optimizer="sgd")
-    assert step.saved_activation_bytes == 8192
-    assert step.training_peak_bytes == BRANCHES_STEP_PEAK
+    x = meta(1, 3, 16, 16)  # 3072 bytes, held through the step
+    figures = step(Branches(), (x,), "sgd")
+    assert figures.saved_activation_bytes == 8192
+    assert figures.input_bytes == 3072
+    assert figures.training_peak_bytes == BRANCHES_STEP_PEAK + 3072
+    assert figures.peak_phase == "backward"
 
 
 # --- inference peaks worked out by hand ---------------------------------------------------------
@@ -276,57 +299,147 @@ def test_element_size_applies_to_floating_storages(elsize, expected):
 
 # --- training steps worked out by hand ----------------------------------------------------------
 
-OPTIMIZER_FACTORS = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+# Linear(4, 3), batch 2: 15 parameters (weight 48 bytes, bias 12) = 60 bytes, all trainable; the
+# input 2 x 4 = 32 bytes. The optimizers' state, made by their own first step: SGD none; SGD with
+# momentum a buffer per parameter (60); Adam and AdamW two moments per parameter (120) and a
+# float32 step counter per parameter on the CPU (2 x 4).
+LINEAR_STATE = {"sgd": 0, "momentum": 60, "adam": 128, "adamw": 128}
+# What the step itself makes: SGD (with or without momentum) updates in place; single-tensor Adam
+# makes ``exp_avg_sq.sqrt()`` and its division by the bias correction, both the parameter's size,
+# alive together (the weight's: 2 x 48), then adds eps and updates in place. AdamW decays in place.
+LINEAR_STEP_TEMPORARIES = {"sgd": 0, "momentum": 0, "adam": 96, "adamw": 96}
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZER_FACTORS)
+@pytest.mark.parametrize("optimizer", LINEAR_STATE)
 def test_single_linear_step_by_hand(optimizer):
-    # Linear(4, 3), batch 2: 15 parameters = 60 bytes, all trainable. Nothing is saved but the
-    # input (not an activation). Backward: the output (24) and the seed of ones (24) stay live;
-    # the weight gradient is computed as seed^T @ x, 3 x 4 in W's own layout (48), and goes into
-    # .grad as it is; the bias gradient is the seed summed over the batch (12): 108 at the end.
-    step = training_step(nn.Linear(4, 3), (meta(2, 4),), optimizer=optimizer)
-    assert step.param_bytes == 60
-    assert step.gradient_bytes == 60
-    assert step.optimizer_bytes == 60 * OPTIMIZER_FACTORS[optimizer]
-    assert step.saved_activation_bytes == 0
-    assert step.forward_peak_bytes == 24
-    assert step.backward_peak_bytes == 24 + 24 + 48 + 12
-    assert step.training_peak_bytes == 60 + 60 * OPTIMIZER_FACTORS[optimizer] + 108
+    # Nothing is saved but the input (not an activation). Forward: the output (24). Backward: the
+    # output and the seed of ones (24) stay live; the weight gradient is computed as seed^T @ x,
+    # 3 x 4 in W's own layout (48), and goes into .grad as it is; the bias gradient is the seed
+    # summed over the batch (12): 108 at the end. Then the output and seed go, the gradients (60)
+    # stay for the optimizer's step.
+    figures = step(nn.Linear(4, 3), (meta(2, 4),), optimizer)
+    state = LINEAR_STATE[optimizer]
+    held = 60 + state + 32
+    assert (figures.param_bytes, figures.optimizer_bytes, figures.input_bytes) == (60, state, 32)
+    assert figures.gradient_bytes == 60
+    assert figures.saved_activation_bytes == 0
+    assert figures.forward_peak_bytes == held + 24
+    assert figures.backward_peak_bytes == held + 24 + 24 + 48 + 12
+    assert figures.optimizer_step_peak_bytes == held + 60 + LINEAR_STEP_TEMPORARIES[optimizer]
+    assert figures.training_peak_bytes == max(held + 108, held + 60 + LINEAR_STEP_TEMPORARIES[optimizer])
+    assert figures.peak_phase == ("optimizer step" if optimizer.startswith("adam") else "backward")
+    assert sum(n for _, n in figures.peak_parts) == figures.training_peak_bytes
     # forward: 6 outputs x 4 inputs + 6 bias adds; backward: the 4 x 3 x 2 product, 6 adds for the bias
-    assert step.forward_flops == 30
-    assert step.backward_flops == 24 + 6
+    assert figures.forward_flops == 30
+    assert figures.backward_flops == 24 + 6
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_single_linear_step_against_the_allocator(optimizer):
+    torch.manual_seed(0)
+    measured = measure_step(nn.Linear(4, 3), (torch.randn(2, 4),), optimizer=OPTIMIZERS[optimizer])
+    assert measured.resident == 60 + LINEAR_STATE[optimizer] + 32
+    assert measured.peak - WRAPPED_NUMBER * (optimizer == "adam") == step(
+        nn.Linear(4, 3), (meta(2, 4),), optimizer).training_peak_bytes
+
+
+@pytest.mark.parametrize("impl, temporaries", [
+    ("single", 2 * 4_000_000),  # sqrt and its division, the weight's size, alive together
+    ("foreach", 4_004_000),  # _foreach_sqrt of every parameter at once, then divided in place
+    ("fused", 0),  # one kernel updates everything in place
+])
+def test_optimizer_implementations_by_hand(impl, temporaries):
+    # Linear(1000, 1000) on 4 x 1000: weight 4,000,000 bytes, bias 4,000; Adam's state 2 x 4,004,000
+    # and two float32 step counters (on the CPU; on the device for fused).
+    figures = step(nn.Linear(1000, 1000), (meta(4, 1000),), "adam", optimizer_impl=impl)
+    held = 4_004_000 + 2 * 4_004_000 + 8 + 16_000
+    assert figures.optimizer_impl == impl
+    assert figures.optimizer_bytes == 2 * 4_004_000 + 8
+    assert figures.optimizer_step_peak_bytes == held + 4_004_000 + temporaries
+    # backward: the output and its seed (16,000 each) with both gradients
+    assert figures.backward_peak_bytes == held + 2 * 16_000 + 4_004_000
+    assert figures.peak_phase == ("backward" if impl == "fused" else "optimizer step")
 
 
 def test_mlp_step_by_hand():
-    # Linear(4, 8) ReLU Linear(8, 3), batch 2, Adam. Parameters 32 + 8 + 24 + 3 = 67 -> 268 bytes.
-    step = training_step(mlp(), (meta(2, 4),), optimizer="adam")
-    assert (step.param_bytes, step.gradient_bytes, step.optimizer_bytes) == (268, 268, 536)
+    # Linear(4, 8) ReLU Linear(8, 3), batch 2, Adam. Parameters 32 + 8 + 24 + 3 = 67 -> 268 bytes;
+    # Adam's state 2 x 268 + 4 step counters x 4 = 552; the input 32.
+    figures = step(mlp(), (meta(2, 4),), "adam")
+    assert (figures.param_bytes, figures.gradient_bytes, figures.optimizer_bytes) == (268, 268, 552)
+    held = 268 + 552 + 32
     # ReLU saves its output, the second linear saves the same tensor: 2 x 8 floats, once
-    assert step.saved_activation_bytes == 64
-    assert step.forward_peak_bytes == 128  # hidden and ReLU output while ReLU runs
+    assert figures.saved_activation_bytes == 64
+    assert figures.forward_peak_bytes == held + 128  # hidden and ReLU output while ReLU runs
     # Backward ends with the output 24, the seed 24 and every gradient (268) live; the first
     # layer's gradients are made from the ReLU's input gradient (2 x 8 = 64), which is freed only
     # after both: 24 + 24 + 268 + 64. (Earlier, at the ReLU backward: 24 + 24 + 108 of the second
     # layer's gradients + its input gradient 64 + the saved ReLU output 64 + the new one 64 = 348.)
-    assert step.backward_peak_bytes == 24 + 24 + 268 + 64
-    assert step.training_peak_bytes == 268 + 536 + 380
+    assert figures.backward_peak_bytes == held + 24 + 24 + 268 + 64
+    # The step: the gradients (268), and for each parameter in turn its sqrt and quotient, with the
+    # previous parameter's quotient (denom) still alive: first weight 2 x 128; first bias 128 + 2 x 32;
+    # second weight 32 + 2 x 96; second bias 96 + 2 x 12. The largest is the first weight's, 256.
+    assert figures.optimizer_step_peak_bytes == held + 268 + 256
+    assert figures.training_peak_bytes == held + 268 + 256
     # second linear: grad input 2x8x3 + grad weight 8x3x2 + bias 6; ReLU 2 x 16;
     # first linear: grad weight 4x8x2 + bias 16 (its input needs no gradient)
-    assert step.backward_flops == 48 + 48 + 6 + 32 + 64 + 16
-    assert dict(step.backward_flops_by_module) == {"2": 102, "1": 32, "0": 80}
+    assert figures.backward_flops == 48 + 48 + 6 + 32 + 64 + 16
+    assert dict(figures.backward_flops_by_module) == {"2": 102, "1": 32, "0": 80}
 
 
 def test_frozen_parameters_get_no_gradient_or_state():
     model = mlp()
     model[0].requires_grad_(False)
-    step = training_step(model, (meta(2, 4),), optimizer="adam")
-    assert step.param_bytes == 268
-    assert step.gradient_bytes == (24 + 3) * 4
-    assert step.optimizer_bytes == 2 * 108
+    figures = step(model, (meta(2, 4),), "adam")
+    assert figures.param_bytes == 268
+    assert figures.gradient_bytes == (24 + 3) * 4
+    assert figures.optimizer_bytes == 2 * 108 + 2 * 4
     # the ReLU output needs no gradient, so only the second linear saves it, for its weight
-    assert step.saved_activation_bytes == 64
-    assert step.backward_flops == 48 + 6
+    assert figures.saved_activation_bytes == 64
+    assert figures.backward_flops == 48 + 6
+
+
+def test_gradient_accumulation_by_hand():
+    # Linear(1000, 1000, bias=False) on 4 x 1000, SGD, two micro-batches. The first backward makes
+    # the gradient (4,000,000) beside the output and its seed (16,000 each); the second makes a new
+    # one beside the first, which holds on, and AccumulateGrad adds it in place: 8,000,000 + 32,000.
+    model = nn.Linear(1000, 1000, bias=False)
+    one = step(model, (meta(4, 1000),), "sgd")
+    two = step(model, (meta(4, 1000),), "sgd", grad_accum=2)
+    held = 4_000_000 + 16_000
+    assert one.backward_peak_bytes == held + 32_000 + 4_000_000
+    assert two.backward_peak_bytes == held + 32_000 + 8_000_000
+    assert two.peak_phase == "backward (micro-batch 2)"
+    assert two.gradient_bytes == one.gradient_bytes == 4_000_000
+    assert two.forward_flops == 2 * one.forward_flops
+    torch.manual_seed(0)
+    measured = measure_step(nn.Linear(1000, 1000, bias=False), (torch.randn(4, 1000),),
+                            optimizer=OPTIMIZERS["sgd"], accum=2)
+    assert measured.peak == two.training_peak_bytes
+    assert measured.peak_phase.micro_batch == 1
+
+
+class WithLoss(nn.Module):
+    """Returns its loss beside its output, as a Hugging Face model does when given labels."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1000, 1000)
+
+    def forward(self, x, labels):
+        logits = self.linear(x)
+        return {"loss": nn.functional.mse_loss(logits, labels), "logits": logits}
+
+
+def test_the_backward_starts_from_the_models_loss():
+    x, labels = meta(8, 1000), meta(8, 1000)
+    figures = step(WithLoss(), (x, labels), "sgd")
+    assert figures.loss.startswith("the model's loss")
+    torch.manual_seed(0)
+    measured = measure_step(WithLoss(), (torch.randn(8, 1000), torch.randn(8, 1000)), optimizer=OPTIMIZERS["sgd"])
+    assert measured.peak == figures.training_peak_bytes
+    scalar = step(nn.Sequential(nn.Linear(4, 1), nn.Flatten(0)), (meta(1, 4),), "sgd")
+    assert scalar.loss == "the model's one-element output"
+    assert step(mlp(), (meta(2, 4),), "sgd").loss.startswith("a gradient of ones")
 
 
 def test_convolution_backward_flops_by_hand():
@@ -334,10 +447,10 @@ def test_convolution_backward_flops_by_hand():
     # again for the weight gradient; ReLU 2 x 256; conv1 (3 -> 4): weight gradient 256 x 27 plus
     # 256 bias adds, no input gradient (the image needs none).
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1, bias=False))
-    step = training_step(model, (meta(1, 3, 8, 8),))
-    assert dict(step.backward_flops_by_module) == {"2": 2 * 4608, "1": 512, "0": 6912 + 256}
-    assert step.backward_flops == 16896
-    assert step.backward_uncounted == ()
+    figures = step(model, (meta(1, 3, 8, 8),))
+    assert dict(figures.backward_flops_by_module) == {"2": 2 * 4608, "1": 512, "0": 6912 + 256}
+    assert figures.backward_flops == 16896
+    assert figures.backward_uncounted_ops == ()
 
 
 @pytest.mark.parametrize("layer, flops", [
@@ -349,16 +462,16 @@ def test_convolution_backward_flops_by_hand():
 ])
 def test_backward_rules_by_hand(layer, flops):
     # a 1x1 convolution first (input 2 x 3 x 4 x 4, 128 outputs x 3 MACs for its weight gradient)
-    step = training_step(nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), layer), (meta(2, 3, 4, 4),))
-    assert step.backward_flops == 384 + flops
-    assert step.backward_uncounted == ()
+    figures = step(nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), layer), (meta(2, 3, 4, 4),))
+    assert figures.backward_flops == 384 + flops
+    assert figures.backward_uncounted_ops == ()
 
 
 def test_ops_without_a_backward_rule_are_reported():
-    step = training_step(nn.Sequential(nn.Linear(4, 4), nn.GELU()), (meta(2, 4),))
-    assert [(u.op, u.calls, u.layers) for u in step.backward_uncounted] == [("aten.gelu_backward", 1, ("1",))]
-    assert [u.op for u in step.forward_uncounted] == ["aten.gelu"]
-    assert step.backward_flops == 4 * 4 * 2 + 8  # the linear layer's weight and bias gradients
+    figures = step(nn.Sequential(nn.Linear(4, 4), nn.GELU()), (meta(2, 4),))
+    assert [(u.op, u.calls, u.layers) for u in figures.backward_uncounted_ops] == [("aten.gelu_backward", 1, ("1",))]
+    assert [u.op for u in figures.forward_uncounted_ops] == ["aten.gelu"]
+    assert figures.backward_flops == 4 * 4 * 2 + 8  # the linear layer's weight and bias gradients
 
 
 def test_forward_rules_are_not_replaced():
@@ -372,12 +485,12 @@ def test_forward_rules_are_not_replaced():
 
 def test_unknown_optimizer():
     with pytest.raises(InputSpecError, match="adamw"):
-        training_step(mlp(), (meta(2, 4),), optimizer="lamb")
+        step(mlp(), (meta(2, 4),), "lamb")
 
 
 def test_nothing_to_train():
     with pytest.raises(InputSpecError, match="nothing to train"):
-        training_step(mlp().requires_grad_(False), (meta(2, 4),))
+        step(mlp().requires_grad_(False), (meta(2, 4),))
 
 
 # --- the user's model is left as it was ---------------------------------------------------------
@@ -387,7 +500,7 @@ def test_model_untouched_after_training_step(on_meta):
     model = prepare(Net())
     before = snapshot(model)
     x = meta(2, 3, 8, 8) if on_meta else torch.randn(2, 3, 8, 8)
-    training_step(model, (x,), meta=on_meta)
+    step(model, (x,), device=None if on_meta else "cpu")
     assert_same(before, snapshot(model))
     assert all(p.grad is None for p in model.parameters())
 
@@ -396,6 +509,6 @@ def test_model_untouched_after_failed_training_step():
     model = prepare(Net(fail=True))
     before = snapshot(model)
     with pytest.raises(burden.BurdenError, match="boom"):
-        training_step(model, (meta(2, 3, 8, 8),))
+        step(model, (meta(2, 3, 8, 8),))
     assert_same(before, snapshot(model))
     assert all(p.grad is None for p in model.parameters())

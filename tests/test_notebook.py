@@ -230,7 +230,7 @@ def test_custom_model_cell(executed, figures):
 
 def test_training_cell(executed, figures):
     step = figures["training"]
-    assert step.training is not None and step.training.optimizer == "adamw"
+    assert step.training is not None and step.training.optimizer == "AdamW"
     lines = stdout(executed, "training").splitlines()
     expected = training_rows(step)
     assert len(lines) == len(expected)

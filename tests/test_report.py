@@ -181,13 +181,16 @@ def test_summary_figures_and_convention(r50):
     peak = cards.pop("Inference peak")
     assert cards == {"Parameters": params, "Parameter memory": param_mem, "Feature memory": feature_mem,
                      "FLOPs": flops}
-    # the inference peak: parameters + the most feature memory live at once, at the module named
+    # the inference peak: parameters and buffers (53 batch norms' 8-byte counters too), the input
+    # batch (3 x 224 x 224 floats) and the most feature memory live at once, at the module named
     e = r50.e
-    assert e.peak_bytes == 112_564_576 + e.peak_feature_bytes and 0 < e.peak_feature_bytes < e.feature_bytes
+    assert e.input_bytes == 3 * 224 * 224 * 4 and e.held_bytes == 112_564_576 + 53 * 8
+    assert e.peak_bytes == e.held_bytes + e.input_bytes + e.peak_feature_bytes
+    assert 0 < e.peak_feature_bytes < e.feature_bytes
     assert_displays(peak, e.peak_bytes)
     card = dom.find("div", id="card-peak").find(cls="exact")
     assert e.peak_op.module and e.peak_op.module in card.text() and e.peak_op.op in card["title"]
-    assert_displays(card.text().split(" + ")[1].split(" of ")[0], e.peak_feature_bytes)
+    assert_displays(card.text().split(") and ")[1].split(" of ")[0], e.peak_feature_bytes)
     settings = " ".join(dom.find("ul", cls="settings").text().split())
     assert settings == "input 3 x 224 x 224 batch 1 dtype float32 convention convnet-burden mode inference"
     assert not dom.find_all("section", id="training") and not dom.find_all("div", id="card-training")
@@ -443,7 +446,11 @@ def test_fragment_and_page_show_notes():
         dom = parse(html)
         notes = [p.text() for p in dom.find(cls="notes").find_all("p")]
         assert notes == ["Note: traced on the CPU: <the forward needs real values>"]
-    assert 'class="notes"' not in estimate_fragment(e) and 'id="notes"' not in estimate_page(e)
+    # an estimate says in which mode the model ran
+    for html in (estimate_fragment(e), estimate_page(e)):
+        notes = [p.text() for p in parse(html).find(cls="notes").find_all("p")]
+        assert notes == ["Note: the model ran in eval mode under no_grad (batch norm with running statistics, "
+                         "dropout off)"]
 
 
 class Tied(nn.Module):
@@ -483,39 +490,44 @@ def test_layer_table_details_calls_and_tied_weights():
 
 def test_training_section(tmp_path):
     """One training step of a single 16 -> 8 linear layer with Adam, worked out by hand: 136
-    parameters of 4 bytes, one gradient each, Adam's two moments."""
+    parameters of 4 bytes, one gradient each, Adam's two moments and a 4-byte step counter for the
+    weight and the bias; the input 4 x 16 floats."""
     e = burden.estimate(nn.Sequential(nn.Linear(16, 8)), (16,), batch_size=4, mode="training", optimizer="adam")
     t = e.training
-    assert (t.gradient_bytes, t.optimizer_bytes) == (136 * 4, 2 * 136 * 4)
+    assert (t.gradient_bytes, t.optimizer_bytes, t.input_bytes) == (136 * 4, 2 * 136 * 4 + 8, 256)
     page = estimate_page(e)
     dom = parse(page)
     section = dom.find("section", id="training")
     rows = {tr["data-key"]: [c.text() for c in cells(tr)] for tr in section.find("tbody").find_all("tr")}
-    assert list(rows) == ["gradient_bytes", "optimizer_bytes", "saved_activation_bytes", "backward_peak_bytes",
+    assert list(rows) == ["gradient_bytes", "optimizer_bytes", "input_bytes", "saved_activation_bytes",
+                          "forward_peak_bytes", "backward_peak_bytes", "optimizer_step_peak_bytes",
                           "training_peak_bytes", "forward_flops", "backward_flops", "step_flops",
                           "backward_uncounted_ops"]
     assert rows["gradient_bytes"][:3] == ["Gradients", "544 B", "544 B"]
-    assert rows["optimizer_bytes"][:3] == ["Optimizer state", "1.06 KiB", "1,088 B"]
-    for key in ("saved_activation_bytes", "backward_peak_bytes", "training_peak_bytes"):
+    assert rows["optimizer_bytes"][:3] == ["Optimizer state", "1.07 KiB", "1,096 B"]
+    for key in ("saved_activation_bytes", "forward_peak_bytes", "backward_peak_bytes", "optimizer_step_peak_bytes",
+                "training_peak_bytes"):
         assert exact_number(rows[key][2]) == getattr(t, key)
         assert_displays(rows[key][1], getattr(t, key))
-    # the training peak is parameters + optimizer state + the peak of forward and backward
-    assert t.training_peak_bytes >= 544 + 1088 + t.backward_peak_bytes
+    # the training peak is the highest of the phases, each holding parameters, state and input throughout
+    assert t.training_peak_bytes == max(t.forward_peak_bytes, t.backward_peak_bytes, t.optimizer_step_peak_bytes)
+    assert t.forward_peak_bytes >= 544 + 1096 + 256
+    assert t.peak_phase in rows["training_peak_bytes"][3]
     # forward: 4 x 8 outputs x 16 multiply-adds + 32 bias adds = 544 FLOPs
     assert rows["forward_flops"][2] == "544" and t.forward_flops == 544
     assert exact_number(rows["backward_flops"][2]) == t.backward_flops > 0
     assert exact_number(rows["step_flops"][2]) == 544 + t.backward_flops
     assert rows["backward_uncounted_ops"][1] == str(len(t.backward_uncounted_ops))
     note = " ".join(section.find("p", cls="note").text().split())
-    assert "zero_grad(set_to_none=True)" in note and "parameters, plus the optimizer state" in note
+    assert "zero_grad(set_to_none=True)" in note and "Adam (single-tensor) step" in note
     cards = {c.find(cls="label").text(): c for c in dom.find_all("div", cls="card")}
     assert_displays(cards["Training peak"].find(cls="value").text(), t.training_peak_bytes)
-    assert "adam" in cards["Training peak"].find(cls="exact").text()
+    assert "Adam" in cards["Training peak"].find(cls="exact").text()
     summary = json.loads(dom.find("script", id="burden-summary").text())
-    assert summary["mode"] == "training" and summary["training"]["optimizer_bytes"] == 1088
-    assert "mode training (optimizer adam)" in " ".join(dom.find("ul", cls="settings").text().split())
+    assert summary["mode"] == "training" and summary["training"]["optimizer_bytes"] == 1096
+    assert "mode training (optimizer Adam)" in " ".join(dom.find("ul", cls="settings").text().split())
     frag = {cells(tr)[0].text(): cells(tr)[1].text() for tr in table_rows(parse(estimate_fragment(e)), "kv")}
-    assert (frag["gradients"], frag["optimizer state"]) == ("544 B", "1.06 KiB")
+    assert (frag["gradients"], frag["optimizer state"]) == ("544 B", "1.07 KiB")
     assert_displays(frag["training peak"], t.training_peak_bytes)
 
 
@@ -712,7 +724,7 @@ def test_report_training_mode(tmp_path, capsys):
     assert exact_number(rows["step_flops"][2].text()) == e.training.forward_flops + exact_number(
         rows["backward_flops"][2].text())
     backward, peak = (exact_number(rows[k][2].text()) for k in ("backward_peak_bytes", "training_peak_bytes"))
-    assert peak >= e.param_bytes + backward and backward >= exact_number(rows["gradient_bytes"][2].text())
+    assert peak >= backward >= e.param_bytes + exact_number(rows["gradient_bytes"][2].text())
     assert exact_number(rows["gradient_bytes"][2].text()) == 4 * e.trainable_params
     assert {s["data-chart-depth"] for s in dom.find_all("svg", cls="plot") if s["data-metric"] != "live_memory"} == {"1"}
     assert "batch 2" in dom.find("ul", cls="settings").text().replace("\n", " ")
@@ -890,8 +902,9 @@ def test_committed_page_summary(committed, name):
     assert summary == {"model": name, "input": [3, 224, 224], "batch": 1, "dtype": "float32",
                        "convention": "convnet-burden", "memory_convention": e.memory_convention,
                        "params": e.params, "param_bytes": e.param_bytes, "feature_bytes": e.feature_bytes,
-                       "flops": e.flops, "peak_feature_bytes": e.peak_feature_bytes, "peak_bytes": e.peak_bytes,
-                       "mode": "inference"}
+                       "flops": e.flops, "peak_feature_bytes": e.peak_feature_bytes, "input_bytes": e.input_bytes,
+                       "peak_bytes": e.peak_bytes, "mode": "inference", "bytes_moved": e.bytes_moved,
+                       "latency": None}
     cards = {c.find(cls="label").text(): c for c in dom.find_all("div", cls="card")}
     assert set(cards) == {"Parameters", "Parameter memory", "Feature memory", "FLOPs", "Inference peak"}
     assert_displays(cards.pop("Inference peak").find(cls="value").text(), e.peak_bytes)

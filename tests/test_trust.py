@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import burden
-from allocator_oracle import measure
+from allocator_oracle import measure, measure_step
 from burden.errors import DataDependentError, InputSpecError, InternalError, ShapeError, UnsupportedModelError
 
 
@@ -139,7 +139,9 @@ def test_attention_memory_is_what_the_cpu_runs():
     real = measure(model, (x,))
     assert e.peak_feature_bytes == real.inference_peak
     assert e.training.saved_activation_bytes == real.saved_activations
-    assert e.training.training_peak_bytes == real.training_peak
+    # single-tensor Adam divides by a Python number, an 8-byte CPU tensor that burden does not see
+    whole = measure_step(TinyViT(), (x,), optimizer=torch.optim.Adam)
+    assert 0 <= whole.peak - e.training.training_peak_bytes <= 8
 
 
 def test_fused_cpu_attention_on_merged_heads_counts_as_flop_counter_mode_on_meta():

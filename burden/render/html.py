@@ -21,8 +21,8 @@ from types import SimpleNamespace
 
 from ..figures import EstimateFigures as Estimate, LayerFigures, ScaleFigures
 from ..version import __version__
-from .json import latency_to_dict
-from .text import COMPARISON_COLUMNS, DEFAULT_COMPARISON, size_label
+from .json import TRAINING_KEYS, latency_to_dict
+from .text import COMPARISON_COLUMNS, DEFAULT_COMPARISON, size_label, training_step_words
 from .units import BINARY_UNITS, FLOP_UNITS, fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ def _environment(directory: str) -> "jinja2.Environment":
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), autoescape=_is_html, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters.update(bytes=fmt_bytes, flops=fmt_flops, grouped=fmt_count, shape=fmt_shape, md=_markdown_cell,
+                       step_words=training_step_words,
                        seconds=fmt_seconds)
     return env
 
@@ -567,8 +568,13 @@ def _command(e: Estimate) -> str | None:
         parts += ["--convention", e.convention]
     if e.memory_convention != "convnet-burden":  # every convention's own memory rules
         parts += ["--memory", e.memory_convention]
-    if e.training is not None:
-        parts += ["--mode", "training", "--optimizer", e.training.optimizer]
+    t = e.training
+    if t is not None:
+        parts += ["--mode", "training", "--optimizer", t.optimizer.lower()]
+        if t.optimizer_impl and t.optimizer_impl != "single":
+            parts += ["--optimizer-impl", t.optimizer_impl]
+        if t.grad_accum > 1:
+            parts += ["--grad-accum", str(t.grad_accum)]
     if e.latency is not None:
         parts += ["--device-profile", e.latency.profile]
     return " ".join(parts + ["--layers"])
@@ -578,17 +584,13 @@ def _summary(e: Estimate) -> dict[str, Any]:
     out = {"model": e.model, "input": list(e.input), "batch": e.batch, "dtype": e.dtype,
            "convention": e.convention, "memory_convention": getattr(e, "memory_convention", None),
            "params": e.params, "param_bytes": e.param_bytes, "feature_bytes": e.feature_bytes, "flops": e.flops,
-           "peak_feature_bytes": e.peak_feature_bytes, "peak_bytes": e.peak_bytes, "mode": e.mode,
+           "peak_feature_bytes": e.peak_feature_bytes, "input_bytes": e.input_bytes, "peak_bytes": e.peak_bytes,
+           "mode": e.mode,
            "bytes_moved": e.bytes_moved, "latency": latency_to_dict(e.latency)}
     t = e.training
     if t is not None:
-        out["training"] = {"optimizer": t.optimizer, "gradient_bytes": t.gradient_bytes,
-                           "optimizer_bytes": t.optimizer_bytes, "saved_activation_bytes": t.saved_activation_bytes,
-                           "backward_peak_bytes": t.backward_peak_bytes, "training_peak_bytes": t.training_peak_bytes,
-                           "forward_flops": t.forward_flops, "backward_flops": t.backward_flops,
-                           "checkpointed": list(t.checkpointed), "recompute_flops": t.recompute_flops,
-                           "recompute_peak_bytes": t.recompute_peak_bytes,
-                           "unchecked_peak_bytes": t.unchecked_peak_bytes}
+        out["training"] = {**{k: getattr(t, k) for k in TRAINING_KEYS}, "input_bytes": t.input_bytes,
+                           "forward_flops": t.forward_flops, "checkpointed": list(t.checkpointed)}
     return out
 
 

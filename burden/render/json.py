@@ -55,6 +55,8 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "device": e.device,
         "notes": list(e.notes),
         "peak_feature_bytes": e.peak_feature_bytes,
+        "held_bytes": e.held_bytes,
+        "input_bytes": e.input_bytes,
         "peak_bytes": e.peak_bytes,
         "peak_op": asdict(e.peak_op) if e.peak_op is not None else None,
         **_training_dict(e),
@@ -71,8 +73,9 @@ def _uncounted(ops: tuple) -> list[dict[str, Any]]:
     return [{"op": u.op, "calls": u.calls, "layers": list(u.layers)} for u in ops]
 
 
-TRAINING_KEYS = ("optimizer", "saved_activation_bytes", "gradient_bytes", "optimizer_bytes", "training_peak_bytes",
-                 "backward_peak_bytes", "backward_flops", "recompute_flops", "recompute_peak_bytes",
+TRAINING_KEYS = ("optimizer", "optimizer_impl", "grad_accum", "loss", "saved_activation_bytes", "gradient_bytes",
+                 "optimizer_bytes", "forward_peak_bytes", "backward_peak_bytes", "optimizer_step_peak_bytes",
+                 "training_peak_bytes", "peak_phase", "backward_flops", "recompute_flops", "recompute_peak_bytes",
                  "unchecked_peak_bytes")
 
 
@@ -80,6 +83,8 @@ def _training_dict(e: Estimate) -> dict[str, Any]:
     """The training-step keys: null in inference mode, so every JSON output has the same keys."""
     t = e.training
     out: dict[str, Any] = {k: getattr(t, k) if t is not None else None for k in TRAINING_KEYS}
+    out["training_peak_op"] = asdict(t.peak_op) if t is not None and t.peak_op is not None else None
+    out["training_peak_parts"] = dict(t.peak_parts) if t is not None else None
     out["training_forward_flops"] = t.forward_flops if t is not None else None
     out["checkpointed"] = list(t.checkpointed) if t is not None else None
     out["backward_uncounted_ops"] = _uncounted(t.backward_uncounted_ops) if t is not None else None
@@ -124,6 +129,8 @@ def fit_to_dict(f: FitFigures) -> dict[str, Any]:
     """Exact integers throughout: bytes, batch sizes, trace count."""
     return {
         "model": f.model, "input": list(f.input), "dtype": f.dtype, "mode": f.mode, "optimizer": f.optimizer,
+        "optimizer_impl": f.optimizer_impl, "grad_accum": f.grad_accum, "effective_batch": f.effective_batch,
+        "peak_phase": f.peak_phase,
         "budget_bytes": f.budget_bytes, "max_batch": f.max_batch, "peak_bytes": f.peak_bytes,
         "next_peak_bytes": f.next_peak_bytes, "breakdown": dict(f.breakdown),
         "around": [asdict(p) for p in f.around], "traces": f.traces, "notes": list(f.notes),

@@ -10,7 +10,7 @@ from .. import rulebook
 from ..devices import DeviceProfile
 from ..errors import InputSpecError
 from ..figures import BenchFigures, ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
-from ..figures import LayerFigures
+from ..figures import LayerFigures, TrainingFigures
 from ..figures import ScaleFigures as ScaleTable
 from .units import fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
 
@@ -41,22 +41,28 @@ def summary(e: Estimate) -> str:
     if e.peak_op is not None:
         where = e.peak_op.module or "the model's own forward"
         rows.append(("peak features", f"{fmt_bytes(e.peak_feature_bytes)} at {where} ({e.peak_op.op})"))
-        rows.append(("inference peak", f"{fmt_bytes(e.peak_bytes)} (parameters + peak features)"))
+        rows.append(("input batch", f"{fmt_bytes(e.input_bytes)} (held through the pass)"))
+        rows.append(("inference peak", f"{fmt_bytes(e.peak_bytes)} (parameters and buffers + input batch + "
+                                       f"peak features)"))
     if e.uncounted_ops:
         rows.append(("uncounted ops", ", ".join(f"{u.op} x{u.calls}" for u in e.uncounted_ops)))
     rows += latency_rows(e)
     t = e.training
     if t is not None:
         rows += [
-            ("training step", f"optimizer {t.optimizer}, gradients from zero_grad(set_to_none=True)"),
+            ("training step", training_step_words(t)),
+            ("backward from", t.loss),
             ("gradients", fmt_bytes(t.gradient_bytes)),
-            ("optimizer state", fmt_bytes(t.optimizer_bytes)),
+            ("optimizer state", f"{fmt_bytes(t.optimizer_bytes)} (as its own first step made it)"),
             ("saved activations", fmt_bytes(t.saved_activation_bytes)),
-            ("training peak", f"{fmt_bytes(t.training_peak_bytes)} (parameters + optimizer state + "
-                              f"peak of forward and backward)"),
+            ("phase peaks", f"forward {fmt_bytes(t.forward_peak_bytes)}, backward {fmt_bytes(t.backward_peak_bytes)}, "
+                            f"optimizer step {fmt_bytes(t.optimizer_step_peak_bytes)}"),
+            ("training peak", f"{fmt_bytes(t.training_peak_bytes)} in the {t.peak_phase}: "
+                              + ", ".join(f"{what} {fmt_bytes(n)}" for what, n in t.peak_parts if n)),
             ("backward FLOPs", fmt_flops(t.backward_flops)),
             ("step FLOPs", f"{fmt_flops(t.forward_flops + t.backward_flops)} (forward in training mode "
-                           f"+ backward)"),
+                           f"+ backward{', every micro-batch' if t.grad_accum > 1 else ''}; the optimizer's "
+                           f"arithmetic not counted)"),
         ]
         if t.checkpointed:
             rows += [("checkpointed", ", ".join(t.checkpointed)),
@@ -68,6 +74,14 @@ def summary(e: Estimate) -> str:
             rows.append(("uncounted backward", ", ".join(f"{u.op} x{u.calls}" for u in t.backward_uncounted_ops)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def training_step_words(t: "TrainingFigures") -> str:
+    """The step in words: the optimizer and its implementation, and the micro-batches."""
+    impl = {"single": "single-tensor", "foreach": "foreach", "fused": "fused"}.get(t.optimizer_impl)
+    accumulation = f"{t.grad_accum} micro-batches of gradient accumulation, then " if t.grad_accum > 1 else ""
+    return (f"{accumulation}{t.optimizer}{f' ({impl})' if impl else ''} step, then zero_grad(set_to_none=True); "
+            f"its state from the step before")
 
 
 def latency_rows(e: Estimate) -> list[tuple[str, str]]:
@@ -356,15 +370,22 @@ def conventions_text(width: int | None = None) -> str:
 
 def fit_summary(f: FitFigures) -> str:
     """The answer, what the peak holds, and the peaks around it."""
-    what = f"training step, optimizer {f.optimizer}" if f.mode == "training" else "inference"
+    impl = f" ({f.optimizer_impl})" if f.optimizer_impl else ""
+    what = f"training step, optimizer {f.optimizer}{impl}" if f.mode == "training" else "inference"
+    if f.grad_accum > 1:
+        what += f", {f.grad_accum} micro-batches per step"
     rows = [("model", f.model), ("input", " x ".join(str(d) for d in f.input) or "as given"),
             ("dtype", f.dtype if f.amp is None else f"{f.dtype} weights, {f.amp} autocast"),
             ("mode", what + (f", checkpointing {', '.join(f.checkpointed)}" if f.checkpointed else "")),
             ("budget", fmt_bytes(f.budget_bytes)),
             ("largest batch", f"{f.max_batch:,}" if f.max_batch else "none: even batch 1 does not fit")]
+    if f.max_batch and (f.grad_accum > 1 or "ZeRO" in f.accounting):
+        rows.append(("effective batch", f"{f.effective_batch:,} samples per optimizer step (the batch above is per "
+                                        f"device and micro-batch)"))
     if f.max_batch:
+        phase = f", in the {f.peak_phase}" if f.peak_phase else ""
         rows += [("peak", f"{fmt_bytes(f.peak_bytes)} at batch {f.max_batch:,} "
-                          f"({f.peak_bytes / f.budget_bytes:.1%} of the budget)"),
+                          f"({f.peak_bytes / f.budget_bytes:.1%} of the budget{phase})"),
                  ("next", f"{fmt_bytes(f.next_peak_bytes)} at batch {f.max_batch + 1:,}: over the budget")]
         rows += [(f"  {part}", fmt_bytes(nbytes)) for part, nbytes in f.breakdown]
     rows += [("note", note) for note in f.notes]

@@ -1,0 +1,156 @@
+"""One analysis request, validated once at the API boundary and handed down whole.
+
+Every option the user gives (sizes, dtype, conventions, where to trace, mixed precision, the
+target's accounting, a device profile, and what a training step runs) lives here, so that the
+layers below take the request, not a growing list of parameters. Nothing here builds or traces
+a model; the helpers at the end are the one place that builds default inputs and sizes them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .accounting import Accounting, accounting
+from .autocast import amp_dtype
+from .containers import iter_tensors
+from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
+from .devices import DeviceProfile, load as load_profile
+from .errors import InputSpecError
+from .inputs import materialize_inputs, parse_batch, parse_dtype, parse_input_size
+from .machine import require_cuda
+from .optimizers import OptimizerSpec, check_impl, factory
+from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, MODES
+from .records import value_bytes
+
+
+@dataclass(frozen=True)
+class Training:
+    """What one training step runs: the optimizer (a name, a class or a factory), its
+    implementation (None: as PyTorch picks it on the target), and how many micro-batches'
+    gradients are accumulated before the optimizer steps."""
+
+    optimizer: OptimizerSpec = DEFAULT_OPTIMIZER
+    optimizer_impl: str | None = None
+    grad_accum: int = 1
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated analysis request."""
+
+    size: tuple[int, ...]
+    batch: int
+    dtype: torch.dtype | None  # None: the model's own
+    convention: Convention
+    memory: MemoryConvention
+    device: str | None  # None: meta, with the CPU as fallback for models that need values
+    check_memory: bool = True  # refuse a real-device run that would take more than half the free memory
+    progress: Callable[[str], None] | None = None  # told how a long real-device run is going
+    amp: torch.dtype | None = None  # mixed precision's low precision (torch.autocast's CPU policy), or None
+    accounting: Accounting = Accounting()  # the target allocator's rounding, ZeRO sharding
+    profile: DeviceProfile | None = None  # the device whose roofline predicts the forward's time
+    mode: str = "inference"
+    training: Training = field(default_factory=Training)
+
+    @property
+    def meta(self) -> bool:
+        return self.device is None or self.device == "meta"
+
+    def on(self, device: str) -> "Request":
+        return replace(self, device=device)
+
+    def at_batch(self, batch: int) -> "Request":
+        return replace(self, batch=batch)
+
+    def elsize(self, module: nn.Module) -> int:
+        return torch.empty((), dtype=self.dtype or model_dtype(module)).element_size()
+
+    def feature_elsize(self, module: nn.Module) -> int | None:
+        """Bytes per floating feature value; None (each at its own dtype's size) under mixed
+        precision, where features are of several dtypes."""
+        return None if self.amp is not None else self.elsize(module)
+
+
+def _check_device(device: str | torch.device | None) -> str | None:
+    """The device to trace on: None (meta, or the CPU where the model needs values), or one named."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputSpecError(f"unknown device {device!r}; use 'meta' (default) or a real device such as "
+                             f"'cpu'") from None
+    if dev.type == "cuda":
+        require_cuda()
+    return str(dev)
+
+
+def _grad_accum(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputSpecError(f"gradient accumulation takes a whole number of micro-batches from 1, got {value!r}")
+    return value
+
+
+def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any = None,
+            convention: str = DEFAULT_CONVENTION, device: Any = None, memory: str | None = None,
+            formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
+            progress: Callable[[str], None] | None = None, amp: Any = None, target: str = "cpu",
+            world_size: int = 1, zero: int = 0, device_profile: str | DeviceProfile | None = None,
+            mode: str = "inference", optimizer: OptimizerSpec = DEFAULT_OPTIMIZER, optimizer_impl: str | None = None,
+            grad_accum: int = 1) -> Request:
+    """Every option checked, before any model is built or traced."""
+    rules = get_convention(convention).with_formulas(formulas or {})
+    low = amp_dtype(amp)
+    parsed = None if dtype is None else parse_dtype(dtype)
+    if low is not None and parsed not in (None, torch.float32):
+        raise InputSpecError("mixed precision keeps float32 weights: leave out --dtype (dtype=) with --amp (amp=)")
+    if mode not in MODES:
+        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
+    factory(optimizer)
+    training = Training(optimizer, check_impl(optimizer_impl), _grad_accum(grad_accum))
+    return Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
+                   memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
+                   check_memory=check_memory, progress=progress, amp=low,
+                   accounting=accounting(target, world_size, zero),
+                   profile=None if device_profile is None else load_profile(device_profile), mode=mode,
+                   training=training)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The model's own floating dtype: that of its first floating parameter or buffer."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def model_inputs(module: nn.Module, req: Request, inputs: Any = None, device: str | None = None) -> tuple[tuple, dict]:
+    """The forward's arguments: ``inputs`` built on ``device`` (default: where the request traces),
+    or one image batch of the request's size. The one place default inputs are made."""
+    device = device or ("meta" if req.meta else req.device)
+    if inputs is None:
+        return (torch.zeros((req.batch, *req.size), dtype=model_dtype(module), device=device),), {}
+    return materialize_inputs(inputs, device=device, dtype=model_dtype(module))
+
+
+def input_bytes(args: tuple, kwargs: dict, elsize: int | None, accounts: Accounting) -> int:
+    """The input batch as the target holds it: each distinct storage once, floating values at the
+    analysis element size."""
+    sizes: dict[int, int] = {}
+    for t in iter_tensors((args, kwargs)):
+        sizes[t.untyped_storage()._cdata] = t.numel() * value_bytes(t.dtype, elsize)
+    return accounts.tensors(sizes.values())
+
+
+def describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
+    """The per-sample shape and batch of the first tensor input, as the summary shows them."""
+    for leaf in iter_tensors((args, kwargs)):
+        if leaf.dim() > 0:
+            return tuple(leaf.shape[1:]), int(leaf.shape[0])
+    return (), 1
+
