@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .counting import Totals, count, held_bytes, own_bytes
+from .counting import Totals, count, held_sizes, own_bytes
+from .device_memory import DeviceRun, workspaces
 from .errors import BurdenError, DataDependentError, ForwardError, InputSpecError, ShapeError
 from .figures import EstimateFigures, LatencyFigures, LayerFigures, ScaleFigures, ScaleRow, TrainingFigures, UncountedOp
 from .inputs import dtype_name, parse_input_size, parse_scales
@@ -26,7 +27,7 @@ from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .options import DEFAULT_CONVENTION, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .records import Trace
-from .request import Request, describe_inputs, input_bytes, model_dtype, model_inputs, request
+from .request import Request, describe_inputs, input_sizes, model_dtype, model_inputs, request
 from .roofline import latency_figures
 from .traffic import trace_bytes
 from .training import training_step
@@ -66,6 +67,12 @@ class Analysis:
     held_bytes: int  # parameters and buffers as the target's allocator holds them
     input_bytes: int  # the input batch, as the target holds it
     moved: list[int]  # bytes each op of the trace moves (read + written)
+    device_run: DeviceRun  # the run as a device's caching allocator sees it
+
+    @property
+    def reserved_bytes(self) -> int:
+        """On the CUDA target, the caching allocator's most reserved memory, simulated; else 0."""
+        return self.device_run.reserved() if self.device_run.accounts.cuda else 0
 
     @property
     def peak_bytes(self) -> int:
@@ -80,16 +87,20 @@ def analyse(module: nn.Module, req: Request, inputs: Any = None, stop_after: str
     observers = (Progress(req.progress, str(req.device)),) if req.progress is not None and not req.meta else ()
     with preserved_modes(module), torch.no_grad():
         trace = trace_lifetimes(module, args, kwargs, meta=req.meta, stop_after=stop_after, observers=observers,
-                                amp=req.amp)
+                                kernels=req.kernels)
         flops = req.convention.attribute(module, trace, args, kwargs)
     with paused_gc():  # counting frees no tensor
         memory = req.memory.rule(trace, features)
         moved = trace_bytes(trace, features)
         layers, uncounted, totals = count(module, trace, flops, memory, elsize, moved)
-        live = inference_peak(trace, features, size=req.accounting.sizer(features))
-        return Analysis(trace, args, kwargs, layers, uncounted, totals, live,
-                        held_bytes(module, elsize, req.accounting), input_bytes(args, kwargs, elsize, req.accounting),
-                        moved)
+        accounts = req.accounting
+        sizer = accounts.sizer(features)
+        on_device = replace(trace, allocations={**trace.allocations, **workspaces(trace.events, (0,), accounts)})
+        live = inference_peak(on_device, features, size=sizer)
+        held, batch = held_sizes(module, elsize, accounts), input_sizes(args, kwargs, elsize)
+        run = DeviceRun((*held, *batch), on_device.allocations, trace.released, sizer, len(trace.events), accounts)
+        return Analysis(trace, args, kwargs, layers, uncounted, totals, live, accounts.tensors(held),
+                        accounts.tensors(batch), moved, run)
 
 
 class Progress:
@@ -176,9 +187,9 @@ def check_mode(req: Request, checkpointing: bool) -> None:
     convention with backward rules; checkpointing, accumulation, ZeRO and an optimizer
     implementation want training."""
     if req.mode == "training":
-        if req.profile is not None:
-            raise InputSpecError("a device profile predicts the time of an inference forward pass: leave out "
-                                 "mode='training' (--mode training) with device_profile= (--device-profile)")
+        if req.profile is not None and not req.accounting.cuda:
+            raise InputSpecError("in training a device profile names the GPU of target='cuda' (--target cuda); "
+                                 "its predicted time is an inference forward pass's: leave out mode='training'")
         if req.convention.backward is None:
             raise InputSpecError(f"the {req.convention.name} convention has no backward rules; "
                                  f"analyse training under convnet-burden or torch")
@@ -242,7 +253,7 @@ def estimate_figures(model: nn.Module | str, req: Request, inputs: Any = None,
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     module, req, a, training, notes = _analyse_anywhere(model, module, req, inputs, paths)
     size, batch = (req.size, req.batch) if inputs is None else describe_inputs(a.args, a.kwargs)
-    latency = None if req.profile is None else _latency(module, req, a, batch)
+    latency = None if req.profile is None or req.mode == "training" else _latency(module, req, a, batch)
     t = a.totals
     return EstimateFigures(
         model=name, input=tuple(size), batch=batch, dtype=dtype_name(req.dtype or model_dtype(module)),
@@ -250,6 +261,7 @@ def estimate_figures(model: nn.Module | str, req: Request, inputs: Any = None,
         trainable_params=t.trainable_params, param_bytes=t.param_bytes, feature_bytes=t.feature_bytes,
         flops=t.flops, layers=a.layers, uncounted_ops=a.uncounted, peak_feature_bytes=a.live.peak_feature_bytes,
         peak_op=a.live.peak_op, peak_bytes=a.peak_bytes, held_bytes=a.held_bytes, input_bytes=a.input_bytes,
+        reserved_bytes=a.reserved_bytes, context_bytes=req.accounting.context_bytes,
         mode=req.mode, training=training,
         convention_summary=req.convention.summary, rules=req.convention.rules, memory_summary=req.memory.summary,
         device="meta" if req.meta else str(req.device), notes=notes + _mode_note(req), live_curve=a.live.curve,

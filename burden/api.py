@@ -167,7 +167,8 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
         dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
         checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
         amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1, zero: int = 0,
-        optimizer_impl: str | None = None, grad_accum: int = 1) -> Fit:
+        optimizer_impl: str | None = None, grad_accum: int = 1,
+        device_profile: str | DeviceProfile | None = None) -> Fit:
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
@@ -182,5 +183,5 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
     budget = parse_memory(memory)
     req = request(input_size, 1, dtype=dtype, convention=convention, device="meta", amp=amp, target=target,
                   world_size=world_size, zero=zero, mode=mode, optimizer=optimizer, optimizer_impl=optimizer_impl,
-                  grad_accum=grad_accum)
+                  grad_accum=grad_accum, device_profile=device_profile)
     return Fit(**vars(planner.fit_figures(model, budget, req, inputs, checkpoint, checkpoint_depth)))

@@ -1,8 +1,9 @@
-"""Mixed precision as ``torch.autocast`` does it on the CPU, for a trace on any device.
+"""Mixed precision as ``torch.autocast`` does it on the target device, for a trace on any device.
 
-Autocast decides per op, by a fixed policy (``aten/src/ATen/autocast_mode.cpp``, the AutocastCPU
-table), in which precision the op runs: matrix products and convolutions in the low precision,
-a list of numerically sensitive ops in float32, and ``cat``/``stack`` at the widest input type;
+Autocast decides per op, by a fixed policy per device (``aten/src/ATen/autocast_mode.cpp``: the
+AutocastCPU table here, the AutocastCUDA one in ``burden.cuda_policy``), in which precision the op
+runs: matrix products and convolutions in the low precision, a list of numerically sensitive ops
+in float32 (on CUDA also softmax, normalisation, exp and log), a few at their widest input type;
 every other op runs in whatever precision its inputs have. It casts with ``Tensor.to``, and keeps
 the low-precision copy of each parameter (a leaf that requires grad) for as long as the autocast
 region lasts, so a parameter used twice is cast once and its copy lives to the region's end.
@@ -27,32 +28,37 @@ import torch
 from torch.nn import functional
 
 from .containers import iter_tensors, map_tensors
+from .cuda_policy import CUDA_AUTOCAST, FLOAT32, FLOAT32_OPT_DTYPE, LOW, PROMOTE
 from .errors import InputSpecError
 from .patching import replaced
 
-_LOW = "low"
-_FLOAT32 = "float32"
-_PROMOTE = "promote"
 # (owner, attribute, policy): the Python names of autocast_mode.cpp's AutocastCPU ops
 _ENTRY_POINTS: tuple[tuple[Any, str, str], ...] = (
-    *((torch, name, _LOW) for name in ("conv1d", "conv2d", "conv3d", "conv_tbc", "conv_transpose1d",
+    *((torch, name, LOW) for name in ("conv1d", "conv2d", "conv3d", "conv_tbc", "conv_transpose1d",
                                         "conv_transpose2d", "conv_transpose3d", "prelu", "matmul", "mm", "bmm",
                                         "baddbmm", "addmm", "addbmm", "einsum")),
-    *((functional, name, _LOW) for name in ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+    *((functional, name, LOW) for name in ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
                                              "conv_transpose2d", "conv_transpose3d", "prelu",
                                              "scaled_dot_product_attention")),
-    *((torch.Tensor, name, _LOW) for name in ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "baddbmm",
+    *((torch.Tensor, name, LOW) for name in ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "baddbmm",
                                               "addmm", "addbmm")),
-    *((torch, name, _FLOAT32) for name in ("prod", "cdist", "quantile", "nanquantile", "stft", "polar")),
-    *((functional, name, _FLOAT32) for name in ("avg_pool3d", "max_pool3d", "adaptive_avg_pool3d", "grid_sample",
+    *((torch, name, FLOAT32) for name in ("prod", "cdist", "quantile", "nanquantile", "stft", "polar")),
+    *((functional, name, FLOAT32) for name in ("avg_pool3d", "max_pool3d", "adaptive_avg_pool3d", "grid_sample",
                                                  "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div",
                                                  "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
                                                  "cosine_embedding_loss", "margin_ranking_loss", "soft_margin_loss",
                                                  "triplet_margin_loss", "multi_margin_loss",
                                                  "multilabel_margin_loss", "hinge_embedding_loss",
                                                  "poisson_nll_loss", "ctc_loss")),
-    *((torch, name, _PROMOTE) for name in ("cat", "concat", "concatenate", "stack", "index_copy")),
+    *((torch, name, PROMOTE) for name in ("cat", "concat", "concatenate", "stack", "index_copy")),
 )
+_OWNERS = {"torch": torch, "torch.nn.functional": functional, "torch.Tensor": torch.Tensor,
+           "torch.linalg": torch.linalg}
+# SoftMax.cpp, softmax(input, dim, dtype): a CUDA float16 input asked for float32 runs the kernel
+# with half_to_float, reading the input as it is; any other input is first copied to the dtype
+_HALF_TO_FLOAT = {"softmax": torch._softmax, "log_softmax": torch._log_softmax}
+# the AutocastCUDA policy at the same Python names
+_CUDA_ENTRY_POINTS = tuple((_OWNERS[owner], name, policy) for owner, name, policy in CUDA_AUTOCAST)
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
 
@@ -81,13 +87,24 @@ class _Policy:
             self.cache[id(t)] = (t, copy)
         return copy
 
-    def wrap(self, original: Callable, policy: str) -> Callable:
+    def wrap(self, original: Callable, policy: str, fused: Callable | None = None) -> Callable:
+        """``original`` under ``policy``; ``fused``, where given, is the kernel CUDA runs for a float16
+        input that is to come out in float32 without a float32 copy of it (softmax's half_to_float)."""
         def entry_point(*args: Any, **kwargs: Any) -> Any:
             if getattr(self.inside, "active", False):
                 return original(*args, **kwargs)
-            if policy == _LOW:
+            if policy == FLOAT32_OPT_DTYPE:
+                # no cast of the inputs: the op computes in float32 unless the caller chose a dtype
+                first = args[0] if args else None
+                if "dtype" not in kwargs and isinstance(first, torch.Tensor) and _eligible(first):
+                    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+                    if fused is not None and first.dtype is torch.float16 and isinstance(dim, int):
+                        return fused(first, dim, True)
+                    kwargs = {**kwargs, "dtype": torch.float32}
+                dtype = None
+            elif policy == LOW:
                 dtype = self.dtype
-            elif policy == _FLOAT32:
+            elif policy == FLOAT32:
                 dtype = torch.float32
             else:
                 floats = {t.dtype for t in iter_tensors((args, kwargs)) if _eligible(t)}
@@ -114,9 +131,9 @@ def amp_dtype(amp: str | torch.dtype | None) -> torch.dtype | None:
 
 
 @contextmanager
-def autocast(dtype: torch.dtype | None) -> Iterator[None]:
-    """The autocast policy for the block (nothing with ``dtype=None``); the parameter copies it
-    made are dropped at the end, as ``torch.autocast`` drops its cache, and every wrapped name
+def autocast(dtype: torch.dtype | None, device: str = "cpu") -> Iterator[None]:
+    """``device``'s autocast policy for the block (nothing with ``dtype=None``); the parameter copies
+    it made are dropped at the end, as ``torch.autocast`` drops its cache, and every wrapped name
     is given back."""
     if dtype is None:
         yield
@@ -124,10 +141,11 @@ def autocast(dtype: torch.dtype | None) -> Iterator[None]:
     policy = _Policy(dtype)
     try:
         with ExitStack() as stack:
-            for owner, name, kind in _ENTRY_POINTS:
+            for owner, name, kind in _CUDA_ENTRY_POINTS if device == "cuda" else _ENTRY_POINTS:
                 current = getattr(owner, name, None)
                 if current is not None:  # else not in this torch release
-                    stack.enter_context(replaced(owner, name, policy.wrap(current, kind)))
+                    fused = _HALF_TO_FLOAT.get(name) if device == "cuda" else None
+                    stack.enter_context(replaced(owner, name, policy.wrap(current, kind, fused)))
             yield
     finally:
         policy.cache.clear()

@@ -7,6 +7,7 @@ so and what to report. ``BURDEN_DEBUG=1`` lets the original through, with its tr
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from typing import Any, Callable, TypeVar
 
@@ -17,8 +18,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def guarded(fn: F) -> F:
+    signature = inspect.signature(fn)
+
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
+        signature.bind(*args, **kwargs)  # a misspelt or missing argument is the caller's TypeError, as Python says
         try:
             return fn(*args, **kwargs)
         except BurdenError:

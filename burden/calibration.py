@@ -141,7 +141,29 @@ def calibrate(name: str = DEFAULT_PROFILE, *, device: str = "cpu", dtypes: Seque
     processor = torch.cuda.get_device_name() if device == "cuda" else (processor_name())
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     how = "matrix products for FLOP/s, copies for bandwidth" + (" (quick: small problems)" if quick else "")
-    return DeviceProfile(name=name, device=processor, kind=device, roofs=tuple(roofs),
-                         sources=(("every figure", f"burden calibrate on this machine: {how}"),),
-                         measured=f"{stamp}, torch {torch.__version__}")
+    sources = [("every figure", f"burden calibrate on this machine: {how}")]
+    capability = context = None
+    if device == "cuda":
+        capability = tuple(torch.cuda.get_device_capability())
+        context = _cuda_context()
+        sources.append(("context", "the device's used memory less the caching allocator's reserved memory, after "
+                                   "a product and a convolution had loaded cuBLAS and cuDNN (other processes on the "
+                                   "GPU would count too)"))
+        if say:
+            say(f"burden: calibrate: compute capability {capability[0]}.{capability[1]}, CUDA context "
+                f"{context / 2**20:,.0f} MiB")
+    return DeviceProfile(name=name, device=processor, kind=device, roofs=tuple(roofs), sources=tuple(sources),
+                         measured=f"{stamp}, torch {torch.__version__}", capability=capability,
+                         context_bytes=context)
+
+
+def _cuda_context() -> int:
+    """What this process holds on the GPU outside the caching allocator: the CUDA context with the
+    libraries a training step loads (cuBLAS by a product, cuDNN by a convolution)."""
+    x = torch.ones(64, 64, device="cuda")
+    (x @ x).sum().item()
+    torch.nn.functional.conv2d(x.view(1, 1, 64, 64), torch.ones(1, 1, 3, 3, device="cuda")).sum().item()
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    return max(total - free - torch.cuda.memory_reserved(), 0)
 

@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(fit)
     _add_checkpoint_options(fit)
     _add_device_options(fit)
+    fit.add_argument("--device-profile", default=None, metavar="NAME",
+                     help="with --target cuda: the GPU (a data sheet such as h100, or a measured profile), whose "
+                          "compute capability picks the kernels and the cuBLAS workspace, and whose CUDA context "
+                          "is set aside from the budget (default: an H100 and a 512 MiB context)")
     fit.add_argument("--format", choices=("text", "json"), default="text",
                      help="text (default) or json (exact integers: budget_bytes, max_batch, peak_bytes, ...)")
     fit.set_defaults(run=_fit)
@@ -407,7 +411,8 @@ def _fit(args: argparse.Namespace) -> int:
         sizes = {"inputs": parse_inputs_spec(args.inputs)}
     else:
         sizes = {"input_size": args.input or options.DEFAULT_INPUT}
-    f = fit(args.model, args.memory, **sizes, mode=args.mode, **_training_options(args), dtype=args.dtype, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp,
+    f = fit(args.model, args.memory, **sizes, mode=args.mode, **_training_options(args), dtype=args.dtype,
+            device_profile=args.device_profile, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp,
             target=args.target, world_size=args.world_size, zero=args.zero)
     print(f.to_json() if args.format == "json" else f.summary())
     return 0

@@ -70,24 +70,28 @@ def own_params(model: nn.Module, elsize: int) -> dict[str, OwnState]:
     return out
 
 
-def held_bytes(model: nn.Module, elsize: int, accounts: Accounting) -> int:
-    """What a device holds for the model's state while it runs: every parameter and buffer (integer
-    counters such as ``num_batches_tracked`` included: the allocator holds them, whatever the
-    parameter-memory convention counts), each tensor once and as an allocation of its own, the
-    parameters as one device's share under ZeRO stage 3."""
+def held_sizes(model: nn.Module, elsize: int, accounts: Accounting) -> list[int]:
+    """What a device holds for the model's state while it runs, tensor by tensor: every parameter
+    and buffer (integer counters such as ``num_batches_tracked`` included: the allocator holds them,
+    whatever the parameter-memory convention counts), each tensor once, a parameter as one device's
+    share under ZeRO stage 3. Bytes as requested, before the allocator's rounding."""
     seen: set[tuple] = set()
 
-    def sizes(tensors: Iterable[torch.Tensor]) -> list[int]:
+    def sizes(tensors: Iterable[torch.Tensor], stage: int) -> list[int]:
         found = []
         for t in tensors:
             key = _tensor_key(t)
             if key not in seen:
                 seen.add(key)
-                found.append(t.numel() * value_bytes(t.dtype, elsize))
+                found.append(accounts.share(t.numel() * value_bytes(t.dtype, elsize), stage))
         return found
 
-    params, buffers = sizes(model.parameters()), sizes(model.buffers())
-    return accounts.share(accounts.tensors(params), 3) + accounts.tensors(buffers)
+    return sizes(model.parameters(), 3) + sizes(model.buffers(), 4)
+
+
+def held_bytes(model: nn.Module, elsize: int, accounts: Accounting) -> int:
+    """``held_sizes`` in all, as the target's allocator counts them."""
+    return accounts.tensors(held_sizes(model, elsize, accounts))
 
 
 def own_bytes(model: nn.Module, elsize: int) -> int:

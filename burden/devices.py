@@ -48,6 +48,10 @@ class DeviceProfile:
     roofs: tuple[Roof, ...]
     sources: tuple[tuple[str, str], ...] = ()  # (which figures, where they come from)
     measured: str = ""  # when and with which torch a calibrated profile was measured; "" for a data sheet
+    # a GPU's CUDA compute capability (which kernels PyTorch picks, its cuBLAS workspace), and what the
+    # CUDA context takes beside the caching allocator when measured (None: not measured)
+    capability: tuple[int, int] | None = None
+    context_bytes: int | None = None
 
     def roof(self, threads: int | None = None) -> Roof:
         """The roofs for ``threads`` CPU threads: those measured with that many, else with the
@@ -62,33 +66,36 @@ class DeviceProfile:
         return f"{self.name}: {self.device} ({where})"
 
 
-def _sheet(name: str, device: str, flops: dict[str, float], bandwidth: float, source: str,
-           note: str = "") -> DeviceProfile:
+def _sheet(name: str, device: str, capability: tuple[int, int], flops: dict[str, float], bandwidth: float,
+           source: str, note: str = "") -> DeviceProfile:
     peaks = tuple((k, v * 1e12) for k, v in flops.items())
     what = ", ".join(f"{k} {v:g} TFLOP/s" for k, v in flops.items()) + f"; {bandwidth:g} GB/s"
     return DeviceProfile(name=name, device=device, kind="cuda", roofs=(Roof(peaks, bandwidth * 1e9),),
-                         sources=((what, source + (f" ({note})" if note else "")),))
+                         sources=((what, source + (f" ({note})" if note else "")),
+                                  (f"compute capability {capability[0]}.{capability[1]}",
+                                   "NVIDIA CUDA GPUs list (developer.nvidia.com/cuda-gpus)")),
+                         capability=capability)
 
 
 _DENSE = "dense figures: the data sheet prints the tensor-core ones with sparsity, twice these"
 # float32 is the plain FP32 peak; tfloat32 the tensor-core one cuDNN uses for float32 convolutions
 BUILT_IN: dict[str, DeviceProfile] = {p.name: p for p in (
-    _sheet("v100", "NVIDIA V100 SXM2", {"float32": 15.7, "float16": 125, "float64": 7.8}, 900,
+    _sheet("v100", "NVIDIA V100 SXM2", (7, 0), {"float32": 15.7, "float16": 125, "float64": 7.8}, 900,
            "NVIDIA Tesla V100 GPU Accelerator data sheet (SXM2 column)"),
-    _sheet("t4", "NVIDIA T4", {"float32": 8.1, "float16": 65, "int8": 130}, 320,
+    _sheet("t4", "NVIDIA T4", (7, 5), {"float32": 8.1, "float16": 65, "int8": 130}, 320,
            "NVIDIA T4 Tensor Core GPU data sheet"),
-    _sheet("a100", "NVIDIA A100 SXM4 80GB", {"float32": 19.5, TF32: 156, "bfloat16": 312, "float16": 312,
+    _sheet("a100", "NVIDIA A100 SXM4 80GB", (8, 0), {"float32": 19.5, TF32: 156, "bfloat16": 312, "float16": 312,
                                              "int8": 624, "float64": 9.7}, 2039,
            "NVIDIA A100 Tensor Core GPU data sheet (A100 80GB SXM column)", "dense figures"),
-    _sheet("h100", "NVIDIA H100 SXM5 80GB", {"float32": 67, TF32: 494.7, "bfloat16": 989.4, "float16": 989.4,
+    _sheet("h100", "NVIDIA H100 SXM5 80GB", (9, 0), {"float32": 67, TF32: 494.7, "bfloat16": 989.4, "float16": 989.4,
                                              "int8": 1978.9, "float64": 34}, 3350,
            "NVIDIA H100 Tensor Core GPU data sheet (H100 SXM column)", _DENSE),
-    _sheet("h200", "NVIDIA H200 SXM 141GB", {"float32": 67, TF32: 494.7, "bfloat16": 989.4, "float16": 989.4,
+    _sheet("h200", "NVIDIA H200 SXM 141GB", (9, 0), {"float32": 67, TF32: 494.7, "bfloat16": 989.4, "float16": 989.4,
                                              "int8": 1978.9, "float64": 34}, 4800,
            "NVIDIA H200 Tensor Core GPU data sheet (H200 SXM column)", _DENSE),
-    _sheet("l4", "NVIDIA L4", {"float32": 30.3, TF32: 60, "bfloat16": 121, "float16": 121, "int8": 242.5}, 300,
+    _sheet("l4", "NVIDIA L4", (8, 9), {"float32": 30.3, TF32: 60, "bfloat16": 121, "float16": 121, "int8": 242.5}, 300,
            "NVIDIA L4 Tensor Core GPU data sheet", _DENSE),
-    _sheet("rtx4090", "NVIDIA GeForce RTX 4090", {"float32": 82.6, TF32: 82.6, "bfloat16": 165.2,
+    _sheet("rtx4090", "NVIDIA GeForce RTX 4090", (8, 9), {"float32": 82.6, TF32: 82.6, "bfloat16": 165.2,
                                                   "float16": 165.2, "int8": 660.6}, 1008,
            "NVIDIA Ada Lovelace GPU Architecture whitepaper, Appendix A (GeForce RTX 4090 column)",
            "dense figures; FP16 and BF16 with FP32 accumulate, as PyTorch multiplies"),
@@ -130,9 +137,13 @@ def from_dict(data: dict[str, Any], origin: str) -> DeviceProfile:
                            bandwidth=float(r["bandwidth"]), cache_bytes=int(r.get("cache_bytes", 0)),
                            cache_bandwidth=float(r.get("cache_bandwidth", 0.0)), threads=r.get("threads"))
                       for r in data["roofs"])
+        capability = data.get("capability")
+        context = data.get("context_bytes")
         profile = DeviceProfile(name=str(data["name"]), device=str(data["device"]), kind=str(data["kind"]),
                                 roofs=roofs, sources=tuple(tuple(s) for s in data.get("sources", ())),
-                                measured=str(data.get("measured", "")))
+                                measured=str(data.get("measured", "")),
+                                capability=None if capability is None else (int(capability[0]), int(capability[1])),
+                                context_bytes=None if context is None else int(context))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputSpecError(f"{origin} is not a burden device profile ({type(exc).__name__}: {exc})") from None
     if not roofs or any(r.bandwidth <= 0 or not r.peak_flops or min(v for _, v in r.peak_flops) <= 0

@@ -198,6 +198,7 @@ class TrainingFigures:
     recompute_flops: int = 0
     recompute_peak_bytes: int = 0
     unchecked_peak_bytes: int = 0
+    reserved_bytes: int = 0  # on the CUDA target: the caching allocator's most reserved, simulated; else 0
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,10 @@ class EstimateFigures:
     peak_bytes: int = 0  # held_bytes + input_bytes + peak_feature_bytes
     held_bytes: int = 0  # parameters and buffers (integer ones too) as the target holds them
     input_bytes: int = 0  # the input batch, which lives on the device through the pass
+    # on the CUDA target: the caching allocator's most reserved memory (max_memory_reserved), simulated,
+    # and the CUDA context beside it (0 elsewhere)
+    reserved_bytes: int = 0
+    context_bytes: int = 0
     mode: str = "inference"
     training: TrainingFigures | None = None  # with mode="training"
     # the rules in words, as every view shows them; not part of equality, which compares figures
@@ -273,6 +278,7 @@ class BatchPeak:
     batch: int
     peak_bytes: int
     traced: bool
+    fits: bool = True  # within the budget (on CUDA: the allocator never runs out; predicted where not traced)
 
 
 @dataclass(frozen=True)
@@ -305,6 +311,10 @@ class FitFigures:
     grad_accum: int = 1  # micro-batches per optimizer step
     effective_batch: int = 0  # max_batch x grad_accum x world_size: the samples each optimizer step sees
     peak_phase: str = ""  # where the step at max_batch peaks
+    # on the CUDA target: what the caching allocator reserves at max_batch (simulated), and the CUDA
+    # context beside it; the answer is the largest batch whose run never runs out of budget - context
+    reserved_bytes: int = 0
+    context_bytes: int = 0
 
 
 @dataclass(frozen=True)

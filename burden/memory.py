@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .figures import PeakOp
+from .kernels import Kernels
 from .op_groups import ALIAS_OPS, INPUT_SIZED_LOSSES
 from .records import OpEvent, Trace, value_bytes
 from .trace import Tracer, trace_forward
@@ -128,7 +129,7 @@ class Lifetimes:
 
 
 def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True,
-                    stop_after: str | None = None, observers: tuple = (), amp: torch.dtype | None = None) -> LiveTrace:
+                    stop_after: str | None = None, observers: tuple = (), kernels: Kernels = Kernels()) -> LiveTrace:
     """``trace_forward`` (same arguments), plus the op after which each allocated storage was freed.
 
     As with ``trace_forward``, the caller owns the model's mode and grad state. The model's
@@ -137,7 +138,7 @@ def trace_lifetimes(model: nn.Module, args: tuple, kwargs: dict | None = None, *
     """
     lifetimes = Lifetimes()
     trace = trace_forward(model, args, kwargs, meta=meta, stop_after=stop_after, observers=(lifetimes, *observers),
-                          amp=amp)
+                          kernels=kernels)
     base = {f.name: getattr(trace, f.name) for f in fields(Trace)}
     return LiveTrace(**base, allocations=dict(lifetimes.allocations), released=dict(lifetimes.released))
 

@@ -9,10 +9,11 @@ Three things happen here and nowhere else:
   schema does not say that it aliases) must stay a view, so such calls always run the kernel.
 - **burden's own shape rules** (``shape_rules``) first, for the common ops whose meta kernels
   run in Python; the meta kernel for everything else.
-- **The kernel the CPU would pick.** ``scaled_dot_product_attention`` chooses its kernel by
+- **The kernel the target would pick.** ``scaled_dot_product_attention`` chooses its kernel by
   device; on meta it always takes the math path, which materialises the attention matrix, while
-  the CPU takes its fused flash kernel when the inputs allow. ``cpu_attention`` asks the CPU's own
-  chooser and runs the fused op on meta when the CPU would.
+  the CPU takes its fused flash kernel when the inputs allow, and a GPU its flash, memory-efficient
+  or cuDNN kernel. ``target_attention`` asks the CPU's own chooser, or applies CUDA's rules, and
+  runs the fused op on meta when the target would.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.nn import functional
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import leaves, map_leaves
+from .cuda_attention import cuda_attention
 from .patching import replaced
 from .records import schema_facts
 from .shape_rules import shape_rule
@@ -157,16 +159,20 @@ def _bool_mask_to_float(mask: Any, dtype: torch.dtype) -> Any:
 
 
 @contextmanager
-def cpu_attention() -> Iterator[None]:
+def target_attention(capability: tuple[int, int] | None = None) -> Iterator[None]:
     """While the block runs, ``scaled_dot_product_attention`` on meta tensors runs the kernel the
-    CPU would pick. Models call it as ``torch.nn.functional.scaled_dot_product_attention``, and so
-    does torch from inside its own Python functions (``multi_head_attention_forward``), so that name
-    is pointed at the choice and given back on the way out. (A torch-function mode would also see a
-    copy bound under another name, at the cost of a Python call on every torch function.)"""
+    target would pick: the CPU's (``capability`` None), or CUDA's on a GPU of that compute
+    capability (``burden.cuda_attention``, by the rules of PyTorch's ``sdp_utils``). Models call it
+    as ``torch.nn.functional.scaled_dot_product_attention``, and so does torch from inside its own
+    Python functions (``multi_head_attention_forward``), so that name is pointed at the choice and
+    given back on the way out."""
     original = functional.scaled_dot_product_attention
 
     def attention(*args: Any, **kwargs: Any) -> Any:
-        out = choose_attention(args, kwargs)
+        if capability is None:
+            out = choose_attention(args, kwargs)
+        else:
+            out = cuda_attention(*args, **kwargs, capability=capability)
         return out if out is not None else original(*args, **kwargs)
 
     with replaced(functional, "scaled_dot_product_attention", attention):

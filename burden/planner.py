@@ -19,6 +19,7 @@ from torch import nn
 from .analysis import analyse, check_mode, checkpoint_paths, model_to_analyse
 from .figures import BatchPeak, FitFigures, TrainingFigures
 from .inputs import dtype_name, rebatch
+from .device_memory import DeviceRun, OutOfMemory
 from .memory import batch_independent, replay
 from .request import Request, model_dtype, model_inputs
 from .training import training_step
@@ -37,10 +38,25 @@ class _Probe:
     curve: tuple[int, ...]  # bytes held at each op, everything included
     fixed_curve: tuple[int, ...]
     parts: tuple[tuple[str, int], ...]  # what the peak holds
+    fits: bool  # within the budget: the peak on the CPU; on CUDA the allocator never runs out
+    reserved_bytes: int = 0  # on CUDA: what the caching allocator reserves on that card (0 if it runs out)
     training: TrainingFigures | None = None  # the step's figures, in training
 
 
-def _prober(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str, ...]) -> Callable[[int], _Probe]:
+def _prober(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str, ...],
+            budget: int) -> Callable[[int], _Probe]:
+    """Traces at a batch size. On the CUDA target, a batch fits when the simulated caching allocator,
+    given the card less the CUDA context, never gives up (it frees its cache and retries first)."""
+    accounts = req.accounting
+
+    def fits(peak: int, run: DeviceRun) -> tuple[bool, int]:
+        if not accounts.cuda:
+            return peak <= budget, 0
+        try:
+            return True, run.reserved(budget - accounts.context_bytes)
+        except OutOfMemory:
+            return False, 0
+
     def probe(batch: int) -> _Probe:
         at = req.at_batch(batch)
         spec = None if inputs is None else rebatch(inputs, batch)
@@ -48,18 +64,19 @@ def _prober(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str,
             args, kwargs = model_inputs(module, at, spec)
             step = training_step(module, args, kwargs, at, checkpoint, batch=batch)
             figures = step.figures
-            return _Probe(batch, figures.training_peak_bytes, step.curve, step.fixed_curve, figures.peak_parts, figures)
+            return _Probe(batch, figures.training_peak_bytes, step.curve, step.fixed_curve, figures.peak_parts,
+                          *fits(figures.training_peak_bytes, step.device_run), figures)
         a = analyse(module, at, spec)
         features = at.feature_elsize(module)
         shapes = {tuple(p.shape) for p in module.parameters()}
-        fixed = batch_independent(a.trace.allocations, batch, shapes)
-        fixed_curve = replay(a.trace.events, fixed, a.trace.released, features,
-                             size=at.accounting.sizer(features)).curve
+        allocations = a.device_run.allocations
+        fixed = batch_independent(allocations, batch, shapes)
+        fixed_curve = replay(a.trace.events, fixed, a.trace.released, features, size=accounts.sizer(features)).curve
         base = a.held_bytes + a.input_bytes
         parts = (("parameters and buffers", a.held_bytes), ("input batch", a.input_bytes),
                  ("activations and temporaries", a.live.peak_feature_bytes))
         return _Probe(batch, a.peak_bytes, tuple(base + v for v in a.live.curve),
-                      tuple(a.held_bytes + v for v in fixed_curve), parts)
+                      tuple(a.held_bytes + v for v in fixed_curve), parts, *fits(a.peak_bytes, a.device_run))
 
     return probe
 
@@ -102,25 +119,29 @@ def fit_figures(model: nn.Module | str, budget: int, req: Request, inputs: Any =
     check_mode(req, checkpoint is not None or checkpoint_depth is not None)
     name, module = model_to_analyse(model)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
-    probe = _prober(module, req, inputs, paths)
+    probe = _prober(module, req, inputs, paths, budget)
+    # the peaks the lines predict are allocated bytes: on CUDA the context is not among them
+    usable = budget - req.accounting.context_bytes
     known: dict[int, _Probe] = {1: probe(1)}
     notes: list[str] = []
-    if known[1].peak_bytes > budget:
+    if not known[1].fits:
         parts = ", ".join(f"{what} {nbytes / 2**20:,.1f} MiB" for what, nbytes in known[1].parts if nbytes)
+        beside = f" with the {req.accounting.context_bytes / 2**20:,.0f} MiB CUDA context" \
+            if req.accounting.cuda else ""
         notes.append(f"even batch 1 does not fit: its peak is {known[1].peak_bytes / 2**20:,.1f} MiB ({parts}), "
-                     f"over the {budget / 2**20:,.1f} MiB budget")
+                     f"over the {budget / 2**20:,.1f} MiB budget{beside}")
         lo, hi = 0, 1
     else:
         lo, hi = 1, None
     while hi is None or hi > lo + 1:
-        n = _largest_under(_lines(known), budget)
+        n = _largest_under(_lines(known), usable)
         n = max(lo, min(n, (hi - 1) if hi is not None else MAX_BATCH))
         if n in known and (n + 1) in known or len(known) >= MAX_TRACES:  # the lines did not help: bisect
             n = (lo + hi) // 2 if hi is not None else min(2 * lo, MAX_BATCH)
         for b in (n, n + 1):
             if b not in known:
                 known[b] = probe(b)
-            if known[b].peak_bytes <= budget:
+            if known[b].fits:
                 lo = max(lo, b)
             else:
                 hi = b if hi is None else min(hi, b)
@@ -141,8 +162,9 @@ def fit_figures(model: nn.Module | str, budget: int, req: Request, inputs: Any =
         grad_accum=accum, effective_batch=lo * accum * req.accounting.world_size,
         peak_bytes=known[lo].peak_bytes if lo in known else 0, next_peak_bytes=known[lo + 1].peak_bytes,
         peak_phase=at.training.peak_phase if at is not None and at.training is not None else "",
+        reserved_bytes=at.reserved_bytes if at is not None else 0, context_bytes=req.accounting.context_bytes,
         breakdown=at.parts if lo in known else (),
-        around=tuple(BatchPeak(b, known[b].peak_bytes if b in known else _predicted(lines, b), b in known)
-                     for b in around),
+        around=tuple(BatchPeak(b, known[b].peak_bytes, True, known[b].fits) if b in known
+                     else BatchPeak(b, _predicted(lines, b), False, _predicted(lines, b) <= usable) for b in around),
         traces=len(known), notes=tuple(notes), checkpointed=paths,
         amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe())

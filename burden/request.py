@@ -21,6 +21,7 @@ from .containers import iter_tensors
 from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
 from .devices import DeviceProfile, load as load_profile
 from .errors import InputSpecError
+from .kernels import Kernels
 from .inputs import materialize_inputs, parse_batch, parse_dtype, parse_input_size
 from .machine import require_cuda
 from .optimizers import OptimizerSpec, check_impl, factory
@@ -51,7 +52,7 @@ class Request:
     device: str | None  # None: meta, with the CPU as fallback for models that need values
     check_memory: bool = True  # refuse a real-device run that would take more than half the free memory
     progress: Callable[[str], None] | None = None  # told how a long real-device run is going
-    amp: torch.dtype | None = None  # mixed precision's low precision (torch.autocast's CPU policy), or None
+    amp: torch.dtype | None = None  # mixed precision's low precision (torch.autocast's policy), or None
     accounting: Accounting = Accounting()  # the target allocator's rounding, ZeRO sharding
     profile: DeviceProfile | None = None  # the device whose roofline predicts the forward's time
     mode: str = "inference"
@@ -66,6 +67,11 @@ class Request:
 
     def at_batch(self, batch: int) -> "Request":
         return replace(self, batch=batch)
+
+    @property
+    def kernels(self) -> Kernels:
+        """The kernels the traced pass runs: the target's attention chooser and autocast policy."""
+        return Kernels(self.accounting.target, self.accounting.capability, self.amp)
 
     def elsize(self, module: nn.Module) -> int:
         return torch.empty((), dtype=self.dtype or model_dtype(module)).element_size()
@@ -113,11 +119,11 @@ def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any 
         raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
     factory(optimizer)
     training = Training(optimizer, check_impl(optimizer_impl), _grad_accum(grad_accum))
+    profile = None if device_profile is None else load_profile(device_profile)
     return Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                    memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
                    check_memory=check_memory, progress=progress, amp=low,
-                   accounting=accounting(target, world_size, zero),
-                   profile=None if device_profile is None else load_profile(device_profile), mode=mode,
+                   accounting=accounting(target, world_size, zero, profile), profile=profile, mode=mode,
                    training=training)
 
 
@@ -138,13 +144,17 @@ def model_inputs(module: nn.Module, req: Request, inputs: Any = None, device: st
     return materialize_inputs(inputs, device=device, dtype=model_dtype(module))
 
 
-def input_bytes(args: tuple, kwargs: dict, elsize: int | None, accounts: Accounting) -> int:
-    """The input batch as the target holds it: each distinct storage once, floating values at the
-    analysis element size."""
+def input_sizes(args: tuple, kwargs: dict, elsize: int | None) -> list[int]:
+    """The input batch, each distinct storage's bytes once, floating values at the analysis element
+    size: what the device holds of it through the pass."""
     sizes: dict[int, int] = {}
     for t in iter_tensors((args, kwargs)):
         sizes[t.untyped_storage()._cdata] = t.numel() * value_bytes(t.dtype, elsize)
-    return accounts.tensors(sizes.values())
+    return list(sizes.values())
+
+
+def input_bytes(args: tuple, kwargs: dict, elsize: int | None, accounts: Accounting) -> int:
+    return accounts.tensors(input_sizes(args, kwargs, elsize))
 
 
 def describe_inputs(args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:

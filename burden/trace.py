@@ -28,7 +28,8 @@ from .autocast import autocast
 from .containers import iter_tensors, map_tensors, shape_tree
 from .errors import BurdenError, DataDependentError, ShapeError, UnsupportedModelError
 from .heap import no_full_collections
-from .meta_kernels import META_KERNELS, cpu_attention
+from .kernels import Kernels
+from .meta_kernels import META_KERNELS, target_attention
 from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OPS, decomposes
 from .records import ModuleInfo, OpEvent, TensorInfo, Trace, schema_facts
 from .stand_ins import Make, StandIns, meta_stand_in
@@ -99,9 +100,9 @@ class Tracer:
     """Records forward passes (and, for training, the backward ops) of ``model``."""
 
     def __init__(self, model: nn.Module, meta: bool, stop_after: str | None = None, make: Make | None = None,
-                 observers: tuple[Observer, ...] = (), amp: torch.dtype | None = None) -> None:
+                 observers: tuple[Observer, ...] = (), kernels: Kernels = Kernels()) -> None:
         self.model = model
-        self.amp = amp  # the low precision of mixed precision in the forward (torch.autocast's policy), or None
+        self.kernels = kernels  # the target's attention chooser, and its autocast policy in the forward
         self.meta = meta
         self.stop_after = stop_after
         self.forward_done = False  # set by ``trace``: module calls from then on are not recorded
@@ -316,10 +317,11 @@ class Tracer:
 
     @contextmanager
     def recording(self) -> Iterator[None]:
-        """Every aten op run inside the block is recorded (on meta, with the CPU's kernel choices)."""
+        """Every aten op run inside the block is recorded (on meta, with the target's kernel choices)."""
         with ExitStack() as stack:
             if self.meta:
-                stack.enter_context(cpu_attention())
+                stack.enter_context(target_attention(self.kernels.capability if self.kernels.device == "cuda"
+                                                     else None))
             stack.enter_context(_Recorder(self))
             yield
 
@@ -332,7 +334,7 @@ class Tracer:
         inputs = {self.storage_of(t) for t in iter_tensors((args, kwargs))}
         self.input_storages = inputs
         try:
-            with self.recording(), autocast(self.amp):
+            with self.recording(), autocast(self.kernels.amp, self.kernels.device):
                 return self.model(*args, **kwargs)
         except _StopTrace:
             return None
@@ -375,7 +377,7 @@ def _unchanged(t: torch.Tensor, parameter: bool) -> torch.Tensor:
 
 def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, meta: bool = True,
                   stop_after: str | None = None, observers: tuple[Observer, ...] = (),
-                  amp: torch.dtype | None = None) -> Trace:
+                  kernels: Kernels = Kernels()) -> Trace:
     """Trace one forward pass of ``model`` on ``args``.
 
     With ``stop_after``, the pass ends as soon as that module (a path such as ``layer4``) returns:
@@ -385,7 +387,7 @@ def trace_forward(model: nn.Module, args: tuple, kwargs: dict | None = None, *, 
     """
     # No ``torch.device("meta")`` context: it adds a Python call to every torch function, and the
     # recorder already sends factory calls and stray real tensors to the meta device op by op.
-    tracer = Tracer(model, meta=meta, stop_after=stop_after, observers=observers, amp=amp)
+    tracer = Tracer(model, meta=meta, stop_after=stop_after, observers=observers, kernels=kernels)
     try:
         return tracer.run(args, kwargs or {})
     finally:

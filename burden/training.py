@@ -33,7 +33,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .containers import iter_tensors, map_tensors
-from .counting import attribute_with_table, held_bytes
+from .counting import attribute_with_table, held_sizes
+from .device_memory import DeviceRun, workspaces
 from .errors import InputSpecError
 from .figures import TrainingFigures, UncountedOp
 from .formulas import FormulaTable
@@ -41,7 +42,7 @@ from .memory import Allocation, Lifetimes, batch_independent, replay
 from .optimizers import Optimizer, build as build_optimizer
 from .patching import replaced
 from .records import OpEvent, Trace
-from .request import Request, input_bytes
+from .request import Request, input_sizes
 from .stand_ins import fresh_meta_stand_in, training_stand_in
 from .state import preserved_modes
 from .trace import Tracer
@@ -51,13 +52,14 @@ FORWARD, BACKWARD, STEP = "forward", "backward", "optimizer step"
 
 @dataclass(frozen=True)
 class Step:
-    """A training step's figures, and the bytes held after each of its ops (everything included),
-    for the planner: ``fixed_curve`` is the part of ``curve`` that does not grow with the batch
-    (given the batch the step ran at)."""
+    """A training step's figures, and for the planner: the bytes held after each of its ops
+    (everything included), the part of those that does not grow with the batch (given the batch
+    the step ran at), and the step as the device's caching allocator sees it."""
 
     figures: TrainingFigures
     curve: tuple[int, ...]
-    fixed_curve: tuple[int, ...] = ()
+    fixed_curve: tuple[int, ...]
+    device_run: DeviceRun
 
 
 def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Request,
@@ -74,70 +76,65 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Reque
     if rules.flops is None or rules.backward is None:
         raise InputSpecError(f"the {rules.name} convention has no backward rules; analyse training under "
                              f"convnet-burden or torch")
-    elsize = req.elsize(model)
-    accounts = req.accounting
-    step = _record_step(model, args, kwargs or {}, req, checkpoint)
+    kwargs = kwargs or {}
+    step = _record_step(model, args, kwargs, req, checkpoint)
+    elsize, accounts = req.elsize(model), req.accounting
     # under mixed precision the features are of several dtypes: each counts at its own size
     features = None if req.amp is not None else elsize
-    state_sizer = accounts.sizer(elsize)
-    optimizer_bytes = accounts.share(sum(state_sizer(a) for a in step.state), 1)
-    param_bytes = held_bytes(model, elsize, accounts)
-    batch_bytes = input_bytes(args, kwargs or {}, elsize, accounts)
-    held = param_bytes + optimizer_bytes + batch_bytes
-    sizer = accounts.sizer(features)
+    sizer, state_sizer = accounts.sizer(features), accounts.sizer(elsize)
 
     def size(allocation: Allocation) -> int:
         nbytes = sizer(allocation)
         return accounts.share(nbytes, 2) if allocation.gradient else nbytes
 
-    live = replay(step.events, step.allocations, step.released, features, size=size)
-    curve = tuple(held + v for v in live.curve)
+    tensors = {"parameters and buffers": tuple(held_sizes(model, elsize, accounts)),
+               "optimizer state": tuple(accounts.share(state_sizer(a), 1) for a in step.state),
+               "input batch": tuple(input_sizes(args, kwargs, elsize))}
+    held = {what: accounts.tensors(sizes) for what, sizes in tensors.items()}
+    base = sum(held.values())
+    allocations = {**step.allocations, **workspaces(step.events, (0, step.backward_start), accounts)}
+    live = replay(step.events, allocations, step.released, features, size=size)
+    curve = tuple(base + v for v in live.curve)
     phases = _phase_peaks(curve, step.phases)
-    first_forward = step.forward
-    backward = Trace(events=[e for i, e in enumerate(step.events) if _phase_of(i, step.phases) == BACKWARD
-                             and i < step.first_backward_end], modules={})
-    forward_flops, _, forward_uncounted = _flops(model, first_forward, rules.flops)
-    backward_flops, by_module, backward_uncounted = _flops(model, backward, rules.backward)
-    recomputed = [i for i in sorted(step.recomputed) if i < step.first_backward_end]
-    recompute_flops = _flops(model, Trace(events=[step.events[i] for i in recomputed], modules={}),
-                             rules.flops)[0] if recomputed else 0
-    micro = step.micro_batches
     peak_at = live.peak_op.index if live.peak_op is not None else 0
+    step_start = next(start for start, phase in step.phases if phase == STEP)
+    run = DeviceRun((*tensors["parameters and buffers"], *tensors["input batch"]), allocations, step.released, size,
+                    len(step.events), accounts, (step_start, tensors["optimizer state"]))
     fixed_curve: tuple[int, ...] = ()
     if batch is not None:
         shapes = {tuple(p.shape) for p in model.parameters()}
-        fixed = batch_independent(step.allocations, batch, shapes)
-        fixed_curve = tuple(held - batch_bytes + v
+        fixed = batch_independent(allocations, batch, shapes)
+        fixed_curve = tuple(base - held["input batch"] + v
                             for v in replay(step.events, fixed, step.released, features, size=size).curve)
     figures = TrainingFigures(
         optimizer=step.optimizer.name, optimizer_impl=step.optimizer.impl, grad_accum=req.training.grad_accum,
-        loss=step.loss, param_bytes=param_bytes,
-        gradient_bytes=sum(size(a) for a in step.allocations.values() if a.gradient),
-        optimizer_bytes=optimizer_bytes, input_bytes=batch_bytes,
-        saved_activation_bytes=sum(size(step.allocations[s]) for s in step.saved_at_first),
-        forward_peak_bytes=phases.get(FORWARD, held), backward_peak_bytes=phases.get(BACKWARD, held),
-        optimizer_step_peak_bytes=phases.get(STEP, held), training_peak_bytes=max(curve, default=held),
-        peak_phase=_phase_name(peak_at, step.phases, micro), peak_op=live.peak_op,
-        peak_parts=_peak_parts(step, peak_at, size, (("parameters and buffers", param_bytes),
-                                                     ("optimizer state", optimizer_bytes),
-                                                     ("input batch", batch_bytes))),
-        forward_flops=forward_flops * req.training.grad_accum,
-        backward_flops=backward_flops * req.training.grad_accum,
-        backward_uncounted_ops=backward_uncounted, forward_uncounted_ops=forward_uncounted,
-        backward_flops_by_module=by_module, checkpointed=tuple(checkpoint),
-        recompute_flops=recompute_flops * req.training.grad_accum,
-        recompute_peak_bytes=max((curve[i] for i in step.recomputed), default=0),
-        unchecked_peak_bytes=max(curve, default=held))
-    return Step(figures, curve, fixed_curve)
+        loss=step.loss, param_bytes=held["parameters and buffers"],
+        gradient_bytes=sum(size(a) for a in allocations.values() if a.gradient),
+        optimizer_bytes=held["optimizer state"], input_bytes=held["input batch"],
+        saved_activation_bytes=sum(size(allocations[s]) for s in step.saved_at_first),
+        forward_peak_bytes=phases.get(FORWARD, base), backward_peak_bytes=phases.get(BACKWARD, base),
+        optimizer_step_peak_bytes=phases.get(STEP, base), training_peak_bytes=max(curve, default=base),
+        peak_phase=_phase_name(peak_at, step.phases, step.micro_batches), peak_op=live.peak_op,
+        peak_parts=_peak_parts(step, allocations, peak_at, size, tuple(held.items())),
+        checkpointed=tuple(checkpoint), recompute_peak_bytes=max((curve[i] for i in step.recomputed), default=0),
+        unchecked_peak_bytes=max(curve, default=base), reserved_bytes=run.reserved() if accounts.cuda else 0,
+        **_step_flops(model, step, req))
+    return Step(figures, curve, fixed_curve, run)
 
 
-def _phase_of(index: int, phases: tuple[tuple[int, str], ...]) -> str:
-    name = phases[0][1] if phases else FORWARD
-    for start, phase in phases:
-        if start > index:
-            break
-        name = phase
-    return name
+def _step_flops(model: nn.Module, step: "_Step", req: Request) -> dict[str, Any]:
+    """The step's FLOPs under the request's convention: the first micro-batch's forward and
+    backward (with the recomputation of checkpointed modules), times the micro-batches."""
+    rules, times = req.convention, req.training.grad_accum
+    first = range(step.backward_start, step.first_backward_end)
+    backward = Trace(events=[step.events[i] for i in first], modules={})
+    forward_flops, _, forward_uncounted = _flops(model, step.forward, rules.flops)
+    backward_flops, by_module, backward_uncounted = _flops(model, backward, rules.backward)
+    recomputed = [step.events[i] for i in sorted(step.recomputed) if i in first]
+    recompute_flops = _flops(model, Trace(events=recomputed, modules={}), rules.flops)[0] if recomputed else 0
+    return {"forward_flops": forward_flops * times, "backward_flops": backward_flops * times,
+            "backward_uncounted_ops": backward_uncounted, "forward_uncounted_ops": forward_uncounted,
+            "backward_flops_by_module": by_module, "recompute_flops": recompute_flops * times}
 
 
 def _phase_name(index: int, phases: tuple[tuple[int, str], ...], micro_batches: int) -> str:
@@ -163,19 +160,22 @@ def _phase_peaks(curve: tuple[int, ...], phases: tuple[tuple[int, str], ...]) ->
     return peaks
 
 
-def _peak_parts(step: "_Step", at: int, size: Callable[[Allocation], int],
+def _peak_parts(step: "_Step", allocations: dict[int, Allocation], at: int, size: Callable[[Allocation], int],
                 held: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
     """What the step holds at op ``at``, by kind: what is held throughout, the gradients, the
-    activations autograd saved, the optimizer step's temporaries, and everything else (the
-    outputs, gradients flowing through the graph, temporaries of forward and backward)."""
+    activations autograd saved, the optimizer step's temporaries, the cuBLAS workspaces, and
+    everything else (the outputs, gradients flowing through the graph, temporaries of forward and
+    backward)."""
     parts = dict(held)
     parts.update({"gradients": 0, "saved activations": 0, "optimizer step temporaries": 0,
-                  "activations and temporaries": 0})
+                  "cuBLAS workspaces": 0, "activations and temporaries": 0})
     step_start = next((start for start, phase in step.phases if phase == STEP), len(step.events))
-    for storage, allocation in step.allocations.items():
+    for storage, allocation in allocations.items():
         if allocation.event > at or step.released.get(storage, len(step.events)) < at:
             continue
-        if allocation.gradient:
+        if storage < 0:
+            kind = "cuBLAS workspaces"
+        elif allocation.gradient:
             kind = "gradients"
         elif storage in step.saved:
             kind = "saved activations"
@@ -197,6 +197,7 @@ class _Step:
     saved_at_first: set[int]  # those still alive when the first forward ended
     recomputed: set[int]  # events of checkpointed modules run again in backward
     phases: tuple[tuple[int, str], ...]  # (first event, phase), in order
+    backward_start: int  # the first backward's first event
     first_backward_end: int  # events before this index belong to the first micro-batch
     micro_batches: int
     optimizer: Optimizer
@@ -246,7 +247,7 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
     lifetimes = Lifetimes()
     attribution = _BackwardAttribution(model)
     tracer = Tracer(model, meta=req.meta, make=fresh_meta_stand_in if req.meta else training_stand_in,
-                    observers=(lifetimes, attribution), amp=req.amp)
+                    observers=(lifetimes, attribution), kernels=req.kernels)
     attribution.tracer = tracer
     saved: set[int] = set()
     recomputed: set[int] = set()
@@ -287,6 +288,8 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
                     saved_at_first = set(saved)
                 loss, loss_kind = _loss(output)
                 enter(BACKWARD)
+                if micro == 0:
+                    backward_start = len(tracer.events)
                 if loss is not None:
                     del output  # loss = model(**batch).loss keeps nothing else
                     _backward([loss], tracer)
@@ -315,7 +318,8 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
         allocations[number] = replace(allocations[number], gradient=True)
     return _Step(events=tracer.events, forward=forward, allocations=allocations, released=released, saved=saved,
                  saved_at_first=saved_at_first,
-                 recomputed=recomputed, phases=tuple(phases), first_backward_end=first_backward_end,
+                 recomputed=recomputed, phases=tuple(phases), backward_start=backward_start,
+                 first_backward_end=first_backward_end,
                  micro_batches=req.training.grad_accum, optimizer=optimizer, state=state, loss=loss_kind)
 
 

@@ -197,7 +197,9 @@ def test_the_json_keys():
 
 def test_built_in_profiles_name_their_sources():
     for name, p in devices.BUILT_IN.items():
-        assert p.sources and all("data sheet" in s or "whitepaper" in s for _, s in p.sources), name
+        assert p.sources and all("data sheet" in s or "whitepaper" in s or "CUDA GPUs list" in s
+                                 for _, s in p.sources), name
+        assert p.capability is not None and p.context_bytes is None  # a data sheet measures no context
         assert p.roof().peak("float32") > 0 and p.roof().bandwidth > 0
     assert devices.load("H100").roof().peak("bfloat16") == pytest.approx(989.4e12)
     assert devices.matching("NVIDIA H100 80GB HBM3") == "h100"

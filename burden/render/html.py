@@ -456,9 +456,9 @@ def fit_chart(f: Any) -> dict[str, Any] | None:
     answer, the line through them, the budget, and the largest batch under it."""
     if f is None or not f.around:
         return None
-    points = sorted((p.batch, p.peak_bytes, p.traced) for p in f.around)
-    bmax = max(b for b, _, _ in points)
-    top, ticks = _ticks(max([v for _, v, _ in points] + [f.budget_bytes]) * 1.05, 1024, BINARY_UNITS)
+    points = sorted((p.batch, p.peak_bytes, p.traced, p.fits) for p in f.around)
+    bmax = max(b for b, *_ in points)
+    top, ticks = _ticks(max([v for _, v, *_ in points] + [f.budget_bytes]) * 1.05, 1024, BINARY_UNITS)
     span, plot_w = _BOTTOM - _TOP, _W - _LEFT - _RIGHT
 
     def x(b: float) -> float:
@@ -468,10 +468,10 @@ def fit_chart(f: Any) -> dict[str, Any] | None:
         return _BOTTOM - span * v / top
 
     dots = [{"x": _num(x(b)), "y": _num(y(v)), "batch": b, "peak": fmt_bytes(v), "traced": traced,
-             "fits": v <= f.budget_bytes} for b, v, traced in points]
+             "fits": fits} for b, v, traced, fits in points]
     line = " ".join(f"{'M' if k == 0 else 'L'}{d['x']} {d['y']}" for k, d in enumerate(dots))
     # the answer's neighbours are a pixel apart: label the answer, not them
-    xticks = sorted({0, f.max_batch, bmax} | {b for b, _, _ in points if abs(b - f.max_batch) > 1})
+    xticks = sorted({0, f.max_batch, bmax} | {b for b, *_ in points if abs(b - f.max_batch) > 1})
     return {"line": line, "dots": dots, "axis": _axis(top, ticks), "budget_y": _num(y(f.budget_bytes)),
             "budget": fmt_bytes(f.budget_bytes), "answer_x": _num(x(f.max_batch)) if f.max_batch else None,
             "xticks": [{"x": _num(x(b)), "label": f"{b:,}"} for b in xticks], "height": _BOTTOM + 30}

@@ -58,6 +58,8 @@ def estimate_to_dict(e: Estimate) -> dict[str, Any]:
         "held_bytes": e.held_bytes,
         "input_bytes": e.input_bytes,
         "peak_bytes": e.peak_bytes,
+        "reserved_bytes": e.reserved_bytes,
+        "context_bytes": e.context_bytes,
         "peak_op": asdict(e.peak_op) if e.peak_op is not None else None,
         **_training_dict(e),
         "bytes_moved": e.bytes_moved,
@@ -77,6 +79,7 @@ TRAINING_KEYS = ("optimizer", "optimizer_impl", "grad_accum", "loss", "saved_act
                  "optimizer_bytes", "forward_peak_bytes", "backward_peak_bytes", "optimizer_step_peak_bytes",
                  "training_peak_bytes", "peak_phase", "backward_flops", "recompute_flops", "recompute_peak_bytes",
                  "unchecked_peak_bytes")
+# (the training step's reserved memory is "training_reserved_bytes", beside the inference pass's "reserved_bytes")
 
 
 def _training_dict(e: Estimate) -> dict[str, Any]:
@@ -85,6 +88,7 @@ def _training_dict(e: Estimate) -> dict[str, Any]:
     out: dict[str, Any] = {k: getattr(t, k) if t is not None else None for k in TRAINING_KEYS}
     out["training_peak_op"] = asdict(t.peak_op) if t is not None and t.peak_op is not None else None
     out["training_peak_parts"] = dict(t.peak_parts) if t is not None else None
+    out["training_reserved_bytes"] = t.reserved_bytes if t is not None else None
     out["training_forward_flops"] = t.forward_flops if t is not None else None
     out["checkpointed"] = list(t.checkpointed) if t is not None else None
     out["backward_uncounted_ops"] = _uncounted(t.backward_uncounted_ops) if t is not None else None
@@ -130,7 +134,7 @@ def fit_to_dict(f: FitFigures) -> dict[str, Any]:
     return {
         "model": f.model, "input": list(f.input), "dtype": f.dtype, "mode": f.mode, "optimizer": f.optimizer,
         "optimizer_impl": f.optimizer_impl, "grad_accum": f.grad_accum, "effective_batch": f.effective_batch,
-        "peak_phase": f.peak_phase,
+        "peak_phase": f.peak_phase, "reserved_bytes": f.reserved_bytes, "context_bytes": f.context_bytes,
         "budget_bytes": f.budget_bytes, "max_batch": f.max_batch, "peak_bytes": f.peak_bytes,
         "next_peak_bytes": f.next_peak_bytes, "breakdown": dict(f.breakdown),
         "around": [asdict(p) for p in f.around], "traces": f.traces, "notes": list(f.notes),

@@ -44,6 +44,7 @@ def summary(e: Estimate) -> str:
         rows.append(("input batch", f"{fmt_bytes(e.input_bytes)} (held through the pass)"))
         rows.append(("inference peak", f"{fmt_bytes(e.peak_bytes)} (parameters and buffers + input batch + "
                                        f"peak features)"))
+        rows += reserved_rows(e.reserved_bytes, e.context_bytes)
     if e.uncounted_ops:
         rows.append(("uncounted ops", ", ".join(f"{u.op} x{u.calls}" for u in e.uncounted_ops)))
     rows += latency_rows(e)
@@ -59,6 +60,7 @@ def summary(e: Estimate) -> str:
                             f"optimizer step {fmt_bytes(t.optimizer_step_peak_bytes)}"),
             ("training peak", f"{fmt_bytes(t.training_peak_bytes)} in the {t.peak_phase}: "
                               + ", ".join(f"{what} {fmt_bytes(n)}" for what, n in t.peak_parts if n)),
+            *reserved_rows(t.reserved_bytes, e.context_bytes),
             ("backward FLOPs", fmt_flops(t.backward_flops)),
             ("step FLOPs", f"{fmt_flops(t.forward_flops + t.backward_flops)} (forward in training mode "
                            f"+ backward{', every micro-batch' if t.grad_accum > 1 else ''}; the optimizer's "
@@ -74,6 +76,14 @@ def summary(e: Estimate) -> str:
             rows.append(("uncounted backward", ", ".join(f"{u.op} x{u.calls}" for u in t.backward_uncounted_ops)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def reserved_rows(reserved: int, context: int) -> list[tuple[str, str]]:
+    """On the CUDA target: what the caching allocator reserves, and the card it takes with the context."""
+    if not reserved:
+        return []
+    return [("reserved", f"{fmt_bytes(reserved)} by the caching allocator (max_memory_reserved, simulated); with the "
+                         f"{fmt_bytes(context)} CUDA context, {fmt_bytes(reserved + context)} of the card")]
 
 
 def training_step_words(t: "TrainingFigures") -> str:
@@ -388,6 +398,7 @@ def fit_summary(f: FitFigures) -> str:
                           f"({f.peak_bytes / f.budget_bytes:.1%} of the budget{phase})"),
                  ("next", f"{fmt_bytes(f.next_peak_bytes)} at batch {f.max_batch + 1:,}: over the budget")]
         rows += [(f"  {part}", fmt_bytes(nbytes)) for part, nbytes in f.breakdown]
+        rows += reserved_rows(f.reserved_bytes, f.context_bytes)
     rows += [("note", note) for note in f.notes]
     if f.accounting:
         rows.append(("peaks counted", f.accounting))
@@ -396,7 +407,7 @@ def fit_summary(f: FitFigures) -> str:
                                                                        if f.traces <= 3 else "then refined and confirmed")))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    table = [[f"{p.batch:,}", fmt_bytes(p.peak_bytes), "yes" if p.peak_bytes <= f.budget_bytes else "no",
+    table = [[f"{p.batch:,}", fmt_bytes(p.peak_bytes), "yes" if p.fits else "no",
               "traced" if p.traced else "predicted"] for p in f.around]
     return "\n".join(lines) + "\n\n" + _tabulate(table, ["batch", "peak", "fits", "from"], "simple",
                                                   ["right", "right", "left", "left"])
