@@ -1,5 +1,5 @@
 """Predicted against measured memory for the seven SE networks: inference peak, saved activations,
-training-step peak. Not a test: it runs the real networks on the CPU and takes minutes.
+the whole training step's peak. Not a test: it runs the real networks on the CPU and takes minutes.
 
     python benches/memory_validation.py                      # all seven, batch 1 and 8
     python benches/memory_validation.py --models se_resnet50 --batches 1
@@ -9,7 +9,9 @@ network on real CPU tensors and read the CPU allocator's own allocation and free
 the profiler (``tests/allocator_oracle.py``, the test suite's oracle: oneDNN off, one thread,
 kernel workspaces told apart from tensors), which shares nothing with burden's method. The
 workspaces, which burden does not predict, are printed as columns of their own. Where CUDA is
-available, ``torch.cuda.max_memory_allocated`` is compared too. The Markdown table goes to
+available, the same inference pass and whole training step are run on the GPU and
+``torch.cuda.max_memory_allocated`` and ``max_memory_reserved`` are compared with burden's
+``target="cuda"`` figures for that GPU (its data sheet's profile). The Markdown table goes to
 ``benches/results/memory.md``, rewritten after every row.
 """
 
@@ -29,9 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import burden  # noqa: E402
-from allocator_oracle import measure  # noqa: E402
+from allocator_oracle import measure, measure_step  # noqa: E402
+from burden.devices import matching  # noqa: E402
+from burden.figures import TrainingFigures  # noqa: E402
 from burden.memory import inference_peak, inferred_lifetimes, replay, trace_lifetimes  # noqa: E402
-from burden.training import TrainingMemory, training_step  # noqa: E402
+from burden.request import request  # noqa: E402
+from burden.training import training_step  # noqa: E402
 
 OPTIMIZER = "adam"
 MiB = 2**20
@@ -44,11 +49,11 @@ class Row:
     figures: dict[str, tuple[int, int]]  # figure -> (predicted, measured by the CPU allocator): the target
     workspace: dict[str, int]  # kernel scratch memory the allocator saw, not predicted: inference, training
     references: dict[str, tuple[int, int]]  # other comparisons -> (figure compared, reference figure)
-    step: TrainingMemory
+    step: TrainingFigures
     seconds: float
 
 
-def predict(model: torch.nn.Module, batch: int, size: int) -> tuple[dict[str, int], TrainingMemory]:
+def predict(model: torch.nn.Module, batch: int, size: int) -> tuple[dict[str, int], TrainingFigures]:
     x = torch.zeros(batch, 3, size, size, device="meta")
     model.eval()
     with torch.no_grad():
@@ -56,61 +61,56 @@ def predict(model: torch.nn.Module, batch: int, size: int) -> tuple[dict[str, in
     live = inference_peak(trace, elsize=4)
     # the same trace with frees inferred from last reads only: what eager PyTorch does not do
     last_reads = replay(trace.events, *inferred_lifetimes(trace), elsize=4)
-    step = training_step(model, (x,), optimizer=OPTIMIZER, elsize=4)
+    step = training_step(model, (x,), None, request(mode="training", optimizer=OPTIMIZER)).figures
     return {"inference": live.peak_feature_bytes, "saved": step.saved_activation_bytes,
             "training": step.training_peak_bytes, "last_reads": last_reads.peak_feature_bytes}, step
 
 
 def measure_cpu(model: torch.nn.Module, batch: int, size: int) -> tuple[dict[str, int], dict[str, int]]:
-    """The allocator's tensor figures and, apart, its kernel workspaces. The training figure is
-    parameters, buffers and optimizer state plus the most tensor memory held in the step."""
-    m = measure(model, (torch.randn(batch, 3, size, size),), optimizer=OPTIMIZER)
-    return ({"inference": m.inference_peak, "saved": m.saved_activations, "training": m.training_peak},
-            {"inference": m.inference_workspace, "training": m.training_workspace})
+    """The allocator's tensor figures and, apart, its kernel workspaces. The training figure is the
+    whole step's peak (``measure_step``): parameters, buffers, optimizer state and the input, plus the
+    most tensor memory held in forward, backward and the optimizer's step."""
+    x = torch.randn(batch, 3, size, size)
+    m = measure(model, (x,), optimizer=OPTIMIZER)
+    whole = measure_step(model, (x,), optimizer=torch.optim.Adam)
+    return ({"inference": m.inference_peak, "saved": m.saved_activations, "training": whole.peak},
+            {"inference": m.inference_workspace, "training": whole.workspace})
 
 
-def _step(model: torch.nn.Module, x: torch.Tensor) -> None:
+def _cuda_step(model: torch.nn.Module, x: torch.Tensor, opt: torch.optim.Optimizer) -> None:
     out = model(x)
-    out.backward(torch.ones_like(out))
-
-
-def _prepare_training(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Training mode, the optimizer's state made by a step on zero gradients, gradients unset."""
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params)
-    for p in params:
-        p.grad = torch.zeros_like(p)
+    torch.autograd.backward([out], [torch.ones_like(out)])
+    del out
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return opt  # hold it: its state stays allocated, as in a training loop
 
 
 def measure_cuda(model: torch.nn.Module, batch: int, size: int) -> dict[str, int]:
-    """The caching allocator's own peak. It also holds cuDNN workspaces and rounds every block up
-    to 512 bytes, so expect it a little above the tensor-level figures."""
+    """The caching allocator's own figures on the GPU, in a fresh process's state as far as one can
+    make it: the inference pass (weights and input included), then a whole training step after one
+    step that made the optimizer's state (PyTorch's default Adam there: foreach)."""
+    torch.cuda.empty_cache()
     model = model.cuda()
     x = torch.randn(batch, 3, size, size, device="cuda")
     model.eval()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()  # weights and input
     with torch.no_grad():
         model(x)
     torch.cuda.synchronize()
-    inference = torch.cuda.max_memory_allocated() - base
-    opt = _prepare_training(model)
+    out = {"inference": torch.cuda.max_memory_allocated(), "inference_reserved": torch.cuda.max_memory_reserved()}
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+    _cuda_step(model, x, opt)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    _step(model, x)  # the peak includes weights and optimizer state, as predicted, and the input, which is not
+    _cuda_step(model, x, opt)
     torch.cuda.synchronize()
-    training = torch.cuda.max_memory_allocated() - x.untyped_storage().nbytes()
-    for p in model.parameters():
-        p.grad = None
+    out.update(training=torch.cuda.max_memory_allocated(), training_reserved=torch.cuda.max_memory_reserved())
     del opt
     model.cpu()
     torch.cuda.empty_cache()
-    return {"inference": inference, "training": training}
+    return out
 
 
 def machine() -> str:
@@ -133,7 +133,9 @@ WORKSPACES = (("inference", "inference workspace MiB"), ("training", "training w
 REFERENCES = (
     ("last_reads", "inference peak freeing at last reads / allocator"),
     ("cuda_inference", "inference: predicted / CUDA max_memory_allocated"),
-    ("cuda_training", "training: predicted / CUDA max_memory_allocated"),
+    ("cuda_inference_reserved", "inference: predicted / CUDA max_memory_reserved"),
+    ("cuda_training", "training step: predicted / CUDA max_memory_allocated"),
+    ("cuda_training_reserved", "training step: predicted / CUDA max_memory_reserved"),
 )
 
 
@@ -169,7 +171,7 @@ def flops_table(rows: list[Row]) -> str:
              "| uncounted backward ops |", "|---|---:|---:|---:|---:|---|"]
     for row in rows:
         step = row.step
-        uncounted = ", ".join(f"{u.op} x{u.calls}" for u in step.backward_uncounted) or "none"
+        uncounted = ", ".join(f"{u.op} x{u.calls}" for u in step.backward_uncounted_ops) or "none"
         lines.append(f"| {row.model} | {row.batch} | {step.forward_flops / 1e9:.2f} | {step.backward_flops / 1e9:.2f} "
                      f"| {step.backward_flops / step.forward_flops:.3f} | {uncounted} |")
     return "\n".join(lines)
@@ -186,8 +188,8 @@ Machine: {machine()}
 Predicted: burden on the meta device, float32 (4 bytes per element), Adam. Inference peak is the
 most feature memory live at once in an eval-mode forward under `no_grad` (weights and input left
 out). Saved activations are what autograd holds for backward when the forward ends. Training-step
-peak is parameters + Adam state + the most live memory during forward and backward (gradients
-included as they appear, starting from `zero_grad(set_to_none=True)`); the input is left out.
+peak is the whole step's (forward, backward, Adam's step, zero_grad), everything held included:
+parameters, buffers, Adam's state, the input batch, and the gradients and temporaries as they live.
 
 Measured: the same network on real CPU tensors (random weights), by the CPU allocator itself: the
 profiler's allocation and free events (`profile_memory=True`), read by `tests/allocator_oracle.py`
@@ -195,10 +197,9 @@ with oneDNN off and one intra-op thread. It never looks at tensors, storages or 
 block taken and given back inside one op call is that kernel's workspace (the im2col columns of
 the convolution, the per-group pieces of the grouped convolution's backward): burden does not
 predict workspaces, which depend on the backend, not the model, so they are left out of the
-measured figures and shown in columns of their own. The training figure adds the real parameter,
-buffer and optimizer-state storages; it includes BatchNorm's integer `num_batches_tracked`
-buffers (8 bytes each), which burden's parameter memory leaves out by convention. Ratio is
-predicted / measured. Worst deviation: {worst:.4%}.
+measured figures and shown in columns of their own. The training figure is the whole step's
+(`measure_step`), with the real parameter, buffer (BatchNorm's integer counters too),
+optimizer-state and input storages. Ratio is predicted / measured. Worst deviation: {worst:.4%}.
 
 {table(rows)}
 
@@ -215,8 +216,10 @@ dispatch mode, gives burden's figure to the byte.
 - Freeing at last reads: the same inference trace replayed with each buffer freed right after the
   last op that reads it. Eager PyTorch keeps buffers longer (locals, `Module.__call__` arguments,
   lists), so that rule underestimates; burden records the real frees instead.
-- CUDA: `torch.cuda.max_memory_allocated` over the same steps, where a GPU is present (the
-  caching allocator's figure: cuDNN workspaces included, blocks rounded up to 512 bytes).
+- CUDA, where a GPU is present: `torch.cuda.max_memory_allocated` and `max_memory_reserved` over the
+  inference pass and a whole training step (after one that made Adam's state), against burden's
+  `target="cuda"` figures for that GPU (cuBLAS workspace and simulated reserved memory included;
+  cuDNN's workspaces are not predicted).
 
 {references_table(rows)}
 
@@ -262,9 +265,11 @@ def validate(name: str, batch: int, size: int) -> Row:
     figures = {k: (predicted[k], measured[k]) for k in measured}
     references = {"last_reads": (predicted["last_reads"], measured["inference"])}
     if torch.cuda.is_available():
-        # predicted as the CUDA caching allocator counts (target="cuda": 512-byte blocks, one per tensor)
-        e = burden.estimate(name, size, batch_size=batch, mode="training", optimizer=OPTIMIZER, target="cuda")
-        on_cuda = {"inference": e.peak_feature_bytes, "training": e.training.training_peak_bytes}
+        # predicted for this GPU as the caching allocator counts and reserves (target="cuda")
+        e = burden.estimate(name, size, batch_size=batch, mode="training", optimizer=OPTIMIZER, target="cuda",
+                            device_profile=matching(torch.cuda.get_device_name()))
+        on_cuda = {"inference": e.peak_bytes, "inference_reserved": e.reserved_bytes,
+                   "training": e.training.training_peak_bytes, "training_reserved": e.training.reserved_bytes}
         references.update({"cuda_" + k: (on_cuda[k], v) for k, v in measure_cuda(model, batch, size).items()})
     row = Row(name, batch, figures, workspace, references, step, time.perf_counter() - start)
     del model

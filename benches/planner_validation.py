@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import burden  # noqa: E402
-from allocator_oracle import measure  # noqa: E402
+from allocator_oracle import measure_step  # noqa: E402
 
 TOLERANCE = 0.05
 
@@ -71,13 +71,14 @@ def case(name: str, batch: int, size: int, amp: torch.dtype | None = None, ckpt:
     measured_model = _checkpointed(build(size), paths) if ckpt else build(size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = measure(measured_model, (torch.randn(batch, 3, size, size),), optimizer="adam", autocast=amp)
+        m = measure_step(measured_model, (torch.randn(batch, 3, size, size),), optimizer=torch.optim.Adam,
+                         autocast=amp)
     options = ", ".join(o for o in (f"{amp}".replace("torch.", "") + " autocast" if amp else "",
                                     "checkpointed " + (",".join(paths) if len(paths) < 3 else f"{len(paths)} blocks")
                                     if ckpt else "") if o) or "float32"
     return {"model": name, "batch": batch, "input": size, "options": options,
-            "predicted": e.training.training_peak_bytes, "measured": m.training_peak,
-            "workspace": m.training_workspace, "seconds": time.perf_counter() - start}
+            "predicted": e.training.training_peak_bytes, "measured": m.peak,
+            "workspace": m.workspace, "seconds": time.perf_counter() - start}
 
 
 def main() -> int:
@@ -99,9 +100,9 @@ def main() -> int:
 
     budget = "8GiB"
     f = burden.fit("se_resnet50", budget, mode="training", optimizer="adam")
-    held = lambda n: 4 * 3 * 224 * 224 * n  # noqa: E731 - the input batch, float32
     at = burden.estimate("se_resnet50", 224, batch_size=f.max_batch, mode="training").training.training_peak_bytes
-    after = burden.estimate("se_resnet50", 224, batch_size=f.max_batch + 1, mode="training").training.training_peak_bytes
+    after = burden.estimate("se_resnet50", 224, batch_size=f.max_batch + 1,
+                            mode="training").training.training_peak_bytes
     lines = [
         "# Will it fit? Training-step peaks against the CPU allocator",
         "",
@@ -109,8 +110,8 @@ def main() -> int:
         f"`python benches/planner_validation.py{' --quick' if args.quick else ''}` (torchvision needed for the ViT).",
         "",
         f"Input {size} x {size}, Adam. Predicted: `burden.estimate(..., mode='training')` on the meta device. "
-        "Measured: the CPU allocator's own events for a real step (tests/allocator_oracle.py; oneDNN off, kernel "
-        "workspaces apart, shown for reference). Bytes.",
+        "Measured: the CPU allocator's own events for a real whole step, optimizer step included "
+        "(tests/allocator_oracle.py::measure_step; oneDNN off, kernel workspaces apart, shown for reference). Bytes.",
         "",
         "| model | batch | options | predicted | measured | predicted / measured | within 5% | workspace (not predicted) |",
         "|---|---|---|---|---|---|---|---|",
@@ -123,10 +124,9 @@ def main() -> int:
         "",
         f"`burden fit se_resnet50 --memory {budget} --mode training --optimizer adam`: largest batch "
         f"**{f.max_batch}**, peak {f.peak_bytes:,} B (budget {f.budget_bytes:,} B), batch {f.max_batch + 1} "
-        f"would need {f.next_peak_bytes:,} B; {f.traces} traces. Confirmed by estimates of their own: "
-        f"training peak + input batch = {at + held(f.max_batch):,} B at {f.max_batch} (fits: "
-        f"{at + held(f.max_batch) <= f.budget_bytes}), {after + held(f.max_batch + 1):,} B at {f.max_batch + 1} "
-        f"(fits: {after + held(f.max_batch + 1) <= f.budget_bytes}).",
+        f"would need {f.next_peak_bytes:,} B; {f.traces} traces. Confirmed by estimates of their own (the "
+        f"input batch in each peak): {at:,} B at {f.max_batch} (fits: {at <= f.budget_bytes}), {after:,} B at "
+        f"{f.max_batch + 1} (fits: {after <= f.budget_bytes}).",
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

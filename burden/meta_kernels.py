@@ -31,7 +31,7 @@ from .containers import leaves, map_leaves
 from .cuda_attention import cuda_attention
 from .patching import replaced
 from .records import schema_facts
-from .shape_rules import shape_rule
+from .shape_rules import RETURNS_NOTHING, shape_rule
 
 aten = torch.ops.aten
 
@@ -121,6 +121,8 @@ class MetaKernels:
                     self._results.move_to_end(key)
                     return _rebuild(spec)
         out = shape_rule(func, args, kwargs)
+        if out is RETURNS_NOTHING:
+            return None
         if out is None:
             out = func(*args, **kwargs)
         if key is not None and not (_storages(out) & _storages((args, kwargs))):

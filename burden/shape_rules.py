@@ -115,6 +115,14 @@ def _inplace_binary(args: tuple, kwargs: dict) -> Any:
     return x if torch.can_cast(torch.result_type(x, other), x.dtype) else None
 
 
+def _inplace_pointwise(args: tuple, kwargs: dict) -> Any:
+    """addcmul_, addcdiv_, lerp_: tensors of self's dtype that broadcast to self, written in place."""
+    x, tensors = args[0], [t for t in args[1:3] if isinstance(t, torch.Tensor)]
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or any(t.dtype != x.dtype for t in tensors):
+        return None
+    return x if _broadcast(x.shape, *(t.shape for t in tensors)) == tuple(x.shape) else None
+
+
 def _addcmul(args: tuple, kwargs: dict) -> Any:
     tensors = args[:3]
     if not all(_plain(t) for t in tensors) or len({t.dtype for t in tensors}) != 1:
@@ -309,6 +317,15 @@ def _batch_norm_backward(args: tuple, kwargs: dict) -> Any:
             _new(weight, weight.shape) if mask[2] else None)
 
 
+# what a rule answers for an op that returns nothing (None is "no rule here")
+RETURNS_NOTHING = object()
+
+
+def _in_place_only(args: tuple, kwargs: dict) -> Any:
+    """A fused optimizer step: it writes its tensor lists in place and returns nothing."""
+    return RETURNS_NOTHING
+
+
 def _table() -> dict[Any, Rule]:
     rules: dict[Any, Rule] = {}
 
@@ -328,6 +345,7 @@ def _table() -> dict[Any, Rule]:
     add(_inplace_binary, "add_.Tensor", "sub_.Tensor", "mul_.Tensor", "div_.Tensor", "add_.Scalar",
         "sub_.Scalar", "mul_.Scalar", "div_.Scalar")
     add(_addcmul, "addcmul.default")
+    add(_inplace_pointwise, "addcmul_.default", "addcdiv_.default", "lerp_.Scalar", "lerp_.Tensor")
     add(_reduce, "mean.dim", "sum.dim_IntList")
     add(_mm, "mm.default")
     add(_bmm, "bmm.default")
@@ -342,16 +360,23 @@ def _table() -> dict[Any, Rule]:
     add(lambda a, k: _batch_norm(a, False), "_native_batch_norm_legit_no_training.default")
     add(lambda a, k: _batch_norm(a, bool(a[5])), "native_batch_norm.default", "_native_batch_norm_legit.default")
     add(_batch_norm_backward, "native_batch_norm_backward.default")
+    add(_in_place_only, *NO_META_KERNEL_NAMES)
     return rules
 
 
+# Ops PyTorch has no meta kernel for, where burden's rule is all there is: the fused SGD and Adagrad
+# steps (the fused Adam and AdamW steps have one). Each writes its lists in place and allocates nothing.
+NO_META_KERNEL_NAMES = ("_fused_sgd_.default", "_fused_sgd_.tensor_lr", "_fused_adagrad_.default",
+                        "_fused_adagrad_.tensor_lr")
 RULES: dict[Any, Rule] = _table()
+NO_META_KERNEL = frozenset(existing_ops(*NO_META_KERNEL_NAMES))
 # rules that follow the CPU kernels rather than the meta kernels (checked against the CPU)
 CPU_RULES = frozenset(existing_ops("_native_batch_norm_legit_no_training.default", "native_batch_norm.default",
                                    "_native_batch_norm_legit.default"))
 
 
 def shape_rule(func: Any, args: tuple, kwargs: dict) -> Any:
-    """The op's outputs by burden's own rule, or None where no rule is sure (run the meta kernel)."""
+    """The op's outputs by burden's own rule (``RETURNS_NOTHING`` for an op that returns nothing), or
+    None where no rule is sure (run the meta kernel)."""
     rule = RULES.get(func)
     return None if rule is None else rule(args, kwargs)

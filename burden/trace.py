@@ -82,6 +82,35 @@ class _Recorder(TorchDispatchMode):
         return self.tracer.run_op(func, args, kwargs)
 
 
+class _Values(TorchDispatchMode):
+    """Ops run as they are, unrecorded, their known values kept (burden's own optimizer's first step,
+    which makes its state: ASGD's and Adafactor's scalars are read with ``.item()``)."""
+
+    def __init__(self, tracer: "Tracer") -> None:
+        super().__init__()
+        self.values = tracer.values
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
+        kwargs = kwargs or {}
+        values = self.values
+        if func in _QUERIES or values is None:
+            return func(*args, **kwargs)
+        tensors = list(iter_tensors((args, kwargs)))
+        real = any(not t.is_meta for t in tensors)
+        with_values = real or any(values.carries(t) for t in tensors) or values.makes_values(func)
+        out = values.read(func, args, kwargs) if with_values and func.overloadpacket in DATA_DEPENDENT_OPS \
+            else NOTHING
+        if out is NOTHING:
+            out = META_KERNELS(func, args, kwargs) if tensors and not real else func(*args, **kwargs)
+            if with_values:
+                values.after(func, args, kwargs, out)
+        return out
+
+
 class _StopTrace(Exception):
     """Raised from the forward hook of the module a partial trace ends at."""
 
@@ -185,13 +214,20 @@ class Tracer:
             keys: set[int] = set()
             real: list[bool] = []
             on_meta: list[bool] = []
+            valued: list[bool] = []  # meta inputs that carry a known value
             known = self._storage_ids
+            values = self.values
 
             def describe(t: torch.Tensor) -> TensorInfo:
                 storage = t.untyped_storage()
                 key = storage._cdata
                 keys.add(key)
-                (on_meta if t.is_meta else real).append(True)
+                if t.is_meta:
+                    on_meta.append(True)
+                    if values is not None and values.carries(t):
+                        valued.append(True)
+                else:
+                    real.append(True)
                 number = known.get(key)
                 info = TensorInfo(t.shape, t.dtype, self._number(storage) if number is None else number)
                 inputs.append(info)
@@ -212,10 +248,14 @@ class Tracer:
             if as_is:
                 out = func(*args, **kwargs)
             else:
-                out = self.values.read(func, *given) if func.overloadpacket in DATA_DEPENDENT_OPS else NOTHING
+                # values are computed only where an input has one, or a factory makes one
+                with_values = bool(real or valued) or self.values.makes_values(func)
+                out = self.values.read(func, *given) if with_values and func.overloadpacket in DATA_DEPENDENT_OPS \
+                    else NOTHING
                 if out is NOTHING:
                     out = META_KERNELS(func, args, kwargs)
-                    self.values.after(func, *given, out)
+                    if with_values:
+                        self.values.after(func, *given, out)
         except BurdenError:
             raise
         except Exception as exc:  # the op itself refused: shapes that do not fit, or values it needs
@@ -324,6 +364,10 @@ class Tracer:
                                                      else None))
             stack.enter_context(_Recorder(self))
             yield
+
+    def unrecorded(self) -> _Values:
+        """Ops inside the block run unrecorded, with their known values kept."""
+        return _Values(self)
 
     def attribute_to(self, path: str) -> None:
         """Attribute the ops recorded from now on to ``path`` (backward ops have no module call)."""

@@ -46,7 +46,7 @@ def _op_name(func: Any) -> str:
     return str(getattr(func, "overloadpacket", func)).replace("aten::", "aten.")
 
 
-def _needs_values(exc: BaseException) -> bool:
+def needs_values(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in _NEEDS_VALUES) or "DataDependent" in type(exc).__name__
 
@@ -59,7 +59,7 @@ def needs_values_message(what: str, at: str) -> str:
 def op_failure(func: Any, module: str, modules: dict[str, ModuleInfo], args: tuple, exc: Exception,
                meta: bool) -> BurdenError:
     at = where(module, modules)
-    if meta and (getattr(func, "overloadpacket", None) in DATA_DEPENDENT_OPS or _needs_values(exc)):
+    if meta and (getattr(func, "overloadpacket", None) in DATA_DEPENDENT_OPS or needs_values(exc)):
         return DataDependentError(needs_values_message(f"{_op_name(func)} depends on the values", at))
     return ShapeError(f"the input does not fit at {at}: {_op_name(func)} got {describe_shapes(args)}: "
                       f"{first_line(exc)}")
@@ -67,7 +67,7 @@ def op_failure(func: Any, module: str, modules: dict[str, ModuleInfo], args: tup
 
 def forward_failure(stack: list[str], modules: dict[str, ModuleInfo], args: Any, exc: Exception) -> BurdenError:
     at = where(stack[-1] if stack else "", modules)
-    if _needs_values(exc):
+    if needs_values(exc):
         return DataDependentError(needs_values_message(first_line(exc), at))
     return ForwardError(f"forward failed at {at}, which got {describe_shapes(args)}: "
                         f"{type(exc).__name__}: {first_line(exc)}")

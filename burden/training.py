@@ -35,7 +35,8 @@ from torch import nn
 from .containers import iter_tensors, map_tensors
 from .counting import attribute_with_table, held_sizes
 from .device_memory import DeviceRun, workspaces
-from .errors import InputSpecError
+from .errors import BurdenError, DataDependentError, InputSpecError
+from .trace_errors import first_line, needs_values, needs_values_message
 from .figures import TrainingFigures, UncountedOp
 from .formulas import FormulaTable
 from .memory import Allocation, Lifetimes, batch_independent, replay
@@ -301,7 +302,8 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
                                  for n in [lifetimes.allocation_of(p.grad)] if n is not None)
                 if micro == 0:
                     first_backward_end = len(tracer.events)
-            _warm_up(optimizer, params)
+            with tracer.unrecorded():
+                _warm_up(optimizer, params)
             state = _state_allocations(optimizer, req.meta)
             enter(STEP)
             tracer.own_real_tensors = True
@@ -333,7 +335,12 @@ def _warm_up(optimizer: Optimizer, params: list[nn.Parameter]) -> None:
         p.grad = None
     try:
         optimizer.warm_up([p for p, g in zip(params, grads) if g is not None])
+    except BurdenError:
+        raise
     except Exception as exc:
+        if needs_values(exc):  # its step reads a value (.item()): a run on real tensors can give it
+            raise DataDependentError(needs_values_message(f"the {optimizer.name} optimizer's step reads tensor "
+                                                          f"values ({first_line(exc)})", "the optimizer")) from None
         raise InputSpecError(f"the optimizer {optimizer.name} cannot run on burden's stand-ins: {exc}") from None
     finally:
         for p, g in zip(params, grads):

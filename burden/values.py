@@ -11,8 +11,8 @@ beside the meta op; a real tensor met in the trace is its own value. An op that 
 (``.item()``, ``nonzero``...) then gets the real answer. Anything that depends on a weight, an
 input without values or a random number stays unknown, and a read of it still stops the trace.
 
-Values are kept small (``limit`` elements a tensor): a larger one is left unknown rather than
-computed. A value lives on the meta tensor itself, tagged with the trace it belongs to, so it
+Values are kept small (``limit`` elements a tensor, enough for the positions and lengths that
+control flow reads): a larger one is left unknown rather than computed. A value lives on the meta tensor itself, tagged with the trace it belongs to, so it
 dies with the tensor and no other trace or thread sees it. A write into a tensor by an op whose
 inputs are not all known makes its storage unknown from then on, views included.
 """
@@ -77,9 +77,19 @@ def _written(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> list[tor
 class KnownValues:
     """The values known in one trace."""
 
-    def __init__(self, limit: int = 1 << 22) -> None:
+    def __init__(self, limit: int = 1 << 16) -> None:
         self.limit = limit
         self._unknown: set[int] = set()  # storages written with values nobody knows
+
+    def carries(self, t: torch.Tensor) -> bool:
+        """Whether a meta tensor carries a value of this trace's (cheap: asked of every input)."""
+        tagged = getattr(t, _TAG, None)
+        return tagged is not None and tagged[0] is self
+
+    @staticmethod
+    def makes_values(func: Any) -> bool:
+        """Whether ``func`` makes a known value out of no input value (a factory, a ``*_like``)."""
+        return func in _DEFINED_FACTORIES or func in _METADATA_ONLY
 
     def value(self, t: torch.Tensor) -> torch.Tensor | None:
         if t.untyped_storage()._cdata in self._unknown:

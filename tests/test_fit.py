@@ -149,3 +149,44 @@ def test_compare_ranks_by_the_largest_batch_that_fits():
     assert data["budget_bytes"] == 2 * 2**30 and [r["max_batch"] for r in data["rows"]] == [batches[m] for m in
                                                                                             ("se_resnet50",
                                                                                              "se_bn_inception")]
+
+
+def _small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+
+@pytest.mark.parametrize("impl", ["single", "foreach"])
+def test_the_answer_is_confirmed_by_a_real_step(impl):
+    """The oracle is the CPU allocator over a real, whole training step (tests/allocator_oracle.py):
+    at the answer the step stays within the budget, at the answer + 1 it does not."""
+    from allocator_oracle import measure_step
+
+    budget = 6 * 2**20
+    f = burden.fit(_small_cnn(), budget, (3, 32, 32), optimizer="adam", optimizer_impl=impl)
+    assert f.max_batch > 1
+
+    def real(batch: int) -> int:
+        torch.manual_seed(1)
+        return measure_step(_small_cnn(), (torch.randn(batch, 3, 32, 32),),
+                            optimizer=lambda ps: torch.optim.Adam(ps, foreach=impl == "foreach")).peak
+
+    assert real(f.max_batch) <= budget < real(f.max_batch + 1)
+
+
+def test_estimate_and_fit_print_the_same_peak(capsys):
+    """The issue's words: `burden estimate se_resnet50 --batch B --mode training --optimizer adam` prints
+    the peak `burden fit se_resnet50 --memory 8GiB --optimizer adam` prints at its answer B."""
+    assert main(["fit", "se_resnet50", "--memory", "8GiB", "--optimizer", "adam", "--format", "json"]) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    batch = fitted["max_batch"]
+    assert main(["estimate", "se_resnet50", "--batch", str(batch), "--mode", "training", "--optimizer", "adam",
+                 "--format", "json"]) == 0
+    estimated = json.loads(capsys.readouterr().out)
+    assert estimated["training_peak_bytes"] == fitted["peak_bytes"]
+    assert main(["estimate", "se_resnet50", "--batch", str(batch), "--mode", "training", "--optimizer", "adam"]) == 0
+    text = capsys.readouterr().out
+    assert main(["fit", "se_resnet50", "--memory", "8GiB", "--optimizer", "adam"]) == 0
+    shown = capsys.readouterr().out.split("peak", 1)[1].split(" at batch")[0].strip()
+    assert f"training peak      {shown} in the" in text

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import burden
 from burden import meta_kernels
 from burden.containers import map_tensors
-from burden.shape_rules import CPU_RULES, RULES, shape_rule
+from burden.shape_rules import CPU_RULES, NO_META_KERNEL, RULES, shape_rule
 
 aten = torch.ops.aten
 CL = torch.channels_last
@@ -105,6 +106,11 @@ CASES = [
     (aten.mul_.Scalar, (t(2, 3), 2)), (aten.leaky_relu.default, (t(2, 3), 0.1)),
     (aten.leaky_relu_.default, (t(2, 3), 0.1)), (aten.hardtanh_.default, (t(2, 3), 0.0, 6.0)),
 ]
+CASES += [
+    (aten.addcmul_.default, (t(2, 3), t(2, 3), t(3))), (aten.addcdiv_.default, (t(2, 3), t(2, 3), t(2, 3))),
+    (aten.lerp_.Scalar, (t(2, 3), t(2, 3), 0.1)), (aten.lerp_.Tensor, (t(2, 3), t(2, 3), t(2, 3))),
+    (aten.addcmul_.default, (t(3), t(2, 3), t(2, 3))),  # would broadcast self: the meta kernel's error
+]
 CASES += [(getattr(aten, name).default, (t(2, 3, 4),)) for name in (
     "sigmoid_", "tanh_", "silu_", "hardswish_", "hardsigmoid_", "zero_", "tanh", "silu", "hardswish", "hardsigmoid",
     "exp", "neg", "sqrt", "rsqrt")]
@@ -122,7 +128,7 @@ def test_a_rule_gives_what_the_meta_kernel_gives(func, args):
 
 def test_the_rules_answer_the_common_cases():
     answered = {func for func, args in CASES if shape_rule(func, _meta(args), {}) is not None}
-    assert answered == {func for func in RULES if func not in CPU_RULES}  # every rule, checked above
+    assert answered == {func for func in RULES if func not in CPU_RULES | NO_META_KERNEL}  # every rule, checked above
     declined = [(func, args) for func, args in CASES if shape_rule(func, _meta(args), {}) is None]
     assert len(declined) >= 10  # channels-last, integer and expanded cases go to the meta kernel
 
@@ -156,3 +162,21 @@ def test_models_count_the_same_without_the_rules(name, monkeypatch):
         assert run() == with_rules
     finally:
         meta_kernels.META_KERNELS.clear()
+
+
+@pytest.mark.parametrize("name, optimizer", [
+    ("momentum", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True)),
+    ("adagrad", lambda ps: torch.optim.Adagrad(ps, fused=True))])
+def test_fused_steps_without_a_meta_kernel_allocate_nothing(name, optimizer):
+    """``_fused_sgd_`` and ``_fused_adagrad_`` have no meta kernel: burden's rule says they write in place.
+    The CPU allocator runs the real fused step: nothing above the gradients while it runs."""
+    from allocator_oracle import measure_step
+
+    assert {f.overloadpacket for f in NO_META_KERNEL} == {aten._fused_sgd_, aten._fused_adagrad_}
+    torch.manual_seed(0)
+    measured = measure_step(nn.Linear(1000, 1000), (torch.randn(4, 1000),), optimizer=optimizer)
+    step = measured.phase("optimizer")
+    assert step.peak == step.start  # the fused kernel allocates nothing
+    e = burden.estimate(nn.Linear(1000, 1000), inputs=(torch.Size([4, 1000]),), mode="training", device="meta",
+                        optimizer=name, optimizer_impl="fused")
+    assert e.training.optimizer_step_peak_bytes == step.peak
