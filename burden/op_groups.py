@@ -80,12 +80,16 @@ _DECOMPOSES: dict[Any, bool] = {}
 
 def decomposes(func: torch._ops.OpOverload) -> bool:
     """Whether ``func`` breaks into other ops before burden records it (a CompositeImplicitAutograd
-    kernel, in C++ or Python). Asked once per op, not on every call."""
+    kernel, in C++ or Python), as on a real device: an op that also has a CPU or CUDA kernel of
+    its own (``silu_backward``) runs that one kernel there, with none of the decomposition's
+    intermediates. Asked once per op, not on every call."""
     known = _DECOMPOSES.get(func)
     if known is None:
         key = torch._C.DispatchKey.CompositeImplicitAutograd
         try:
-            known = key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
+            name = func.name()
+            known = (key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(name, key)) and not any(
+                torch._C._dispatch_has_kernel_for_dispatch_key(name, device) for device in ("CPU", "CUDA"))
         except RuntimeError:  # not a registered aten op
             known = False
         _DECOMPOSES[func] = known

@@ -397,7 +397,7 @@ def fit_summary(f: FitFigures) -> str:
         rows += [("peak", f"{fmt_bytes(f.peak_bytes)} at batch {f.max_batch:,} "
                           f"({f.peak_bytes / f.budget_bytes:.1%} of the budget{phase})"),
                  ("next", f"{fmt_bytes(f.next_peak_bytes)} at batch {f.max_batch + 1:,}: over the budget")]
-        rows += [(f"  {part}", fmt_bytes(nbytes)) for part, nbytes in f.breakdown]
+        rows += [(f"  {part}", fmt_bytes(nbytes)) for part, nbytes in f.breakdown if nbytes]
         rows += reserved_rows(f.reserved_bytes, f.context_bytes)
     rows += [("note", note) for note in f.notes]
     if f.accounting:
