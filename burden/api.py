@@ -45,9 +45,17 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     feature-memory rules (default: the convention's own); ``formulas`` adds formulas for this call
     only, ``{op or module type: formula}``, taking precedence over the convention's (as
     ``FlopCounterMode``'s ``custom_mapping``). Every estimate also gives the inference peak (buffers
-    freed as eager PyTorch frees them); ``mode="training"`` adds one training step with ``optimizer``
-    (sgd, momentum, adam, adamw): saved activations, gradients, optimizer state, the step's peak and
-    the backward FLOPs. ``checkpoint`` (module paths) or ``checkpoint_depth`` (every module that many
+    freed as eager PyTorch frees them, the parameters, buffers and input batch held); the model runs
+    in eval mode under ``no_grad`` for it. ``mode="training"`` adds one whole training step in train
+    mode, in the steady state: forward, backward from the model's loss (a ``ModelOutput``'s ``loss``,
+    or a one-element output; else a gradient of ones on every output), ``optimizer.step()`` and
+    ``zero_grad``: saved activations, gradients, the optimizer's state and its step's temporaries
+    (from ``torch.optim``'s own code), the step's peak, the phase that holds it, and the backward
+    FLOPs. ``optimizer`` is a ``torch.optim`` name ("momentum" is SGD with momentum 0.9), an
+    ``Optimizer`` class or a function ``params -> Optimizer``; ``optimizer_impl`` ("single",
+    "foreach", "fused") overrides the implementation PyTorch would pick on the target (single-tensor
+    on the CPU, foreach on CUDA); ``grad_accum`` micro-batches are accumulated before each step.
+    ``checkpoint`` (module paths) or ``checkpoint_depth`` (every module that many
     levels down) runs those modules under non-reentrant ``torch.utils.checkpoint`` in the step: the
     training figures then give the peak with and without it, the peak while backward recomputes,
     and the recomputation's FLOPs (inside the backward FLOPs). ``amp="bf16"`` or ``"fp16"`` runs the
@@ -55,8 +63,11 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     precision (with the low-precision copies of the weights autocast keeps), the rest as their
     inputs come, float32 weights, gradients and optimizer state; features count at their own sizes.
     ``target="cuda"`` counts the peaks as ``torch.cuda.max_memory_allocated`` does (every tensor an
-    allocation rounded up to 512 bytes); ``world_size`` and ``zero`` (1, 2, 3) give one device's
-    share of a training step under ZeRO sharding (``burden.accounting`` says what is not counted).
+    allocation rounded up to 512 bytes, the cuBLAS workspace), simulates the caching allocator's
+    reserved memory (``reserved_bytes``), and runs the attention kernel and autocast policy CUDA
+    picks for the GPU that ``device_profile`` names (an H100 by default); ``world_size`` and
+    ``zero`` (1, 2, 3) give one device's share of a training step under ZeRO sharding
+    (``burden.accounting`` says what is not counted; ``docs/memory.md`` has the rules).
     ``device_profile`` (a built-in name such as ``"a100"``, ``"local"`` after ``burden calibrate``,
     or a profile's JSON path) adds ``Estimate.latency``: each op's roofline time on that device,
     max(real FLOPs / peak, bytes moved / bandwidth), per layer and in total, with the samples/s it
@@ -172,13 +183,17 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
-    sets), ``dtype``, ``mode`` (training by default) and ``optimizer`` are as in ``estimate``. The
-    peak is the estimate's (the training step's in training) plus the input batch. The search
+    sets), ``dtype``, ``mode`` (training by default), ``optimizer``, ``optimizer_impl`` and
+    ``grad_accum`` are as in ``estimate``; under accumulation the answer is the micro-batch, and
+    ``Fit.effective_batch`` the samples each optimizer step sees. The peak is the estimate's at that
+    batch (the training step's in training), to the byte. The search
     traces batch 1 to predict the answer from each op's live bytes, which are affine in the batch
     for almost every model, and traces the answer and the answer + 1 to confirm it: three traces,
     more only where a prediction was off. ``Fit`` has the answer, its peak and the next batch's,
     what the peak holds, and the peaks around it. ``checkpoint``, ``checkpoint_depth``, ``amp``,
-    ``target``, ``world_size`` and ``zero`` are as in ``estimate``; with ZeRO the batch is per device.
+    ``target``, ``world_size``, ``zero`` and ``device_profile`` are as in ``estimate``; with ZeRO the
+    batch is per device. On the CUDA target the answer is the largest batch whose run never exhausts
+    ``memory`` less the CUDA context (the profile's, or 512 MiB), the caching allocator simulated.
     """
     budget = parse_memory(memory)
     req = request(input_size, 1, dtype=dtype, convention=convention, device="meta", amp=amp, target=target,
