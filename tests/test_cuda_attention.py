@@ -332,7 +332,8 @@ def test_cudnn_outputs_with_gqa():
     out.sum().backward()
     assert k.grad.shape == k.shape
     outs = run_kernel("cudnn", q, k, v)[1]
-    assert tuple(outs[1].shape) == (2, 8, 128, 1) and outs[1].dtype == torch.float32
+    # the statistics are what this release's meta kernel says: (B, H, Lq, 1) in 2.13, (B, H, Lq) in 2.7
+    assert tuple(outs[1].shape) in ((2, 8, 128, 1), (2, 8, 128)) and outs[1].dtype == torch.float32
 
 
 @pytest.mark.parametrize("capability, dtype, kernel", [

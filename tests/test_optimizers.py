@@ -50,12 +50,16 @@ def test_each_optimizer_against_the_allocator(name, impl):
 
 def test_every_optimizer_is_accounted_for():
     """Each optimizer torch.optim ships runs on meta, runs on the CPU (its step reads values), or is
-    refused with the reason."""
-    assert set(optimizer_classes()) == {*RUN_ON_META, "asgd", "adafactor", "lbfgs", "sparseadam", "muon"}
+    refused with the reason (Muon and Adafactor are newer than some releases burden supports)."""
+    shipped = set(optimizer_classes())
+    assert {*RUN_ON_META, "asgd", "lbfgs", "sparseadam"} <= shipped
+    assert shipped <= {*RUN_ON_META, "asgd", "adafactor", "lbfgs", "sparseadam", "muon"}
 
 
 @pytest.mark.parametrize("name", ["asgd", "adafactor"])
 def test_a_step_that_reads_values_runs_on_the_cpu(name):
+    if name not in optimizer_classes():
+        pytest.skip(f"this torch has no {name}")
     e = burden.estimate(mlp(), (256,), batch_size=8, mode="training", optimizer=name)
     assert e.device == "cpu" and "reads tensor values" in e.notes[0]
     with pytest.raises(DataDependentError, match="reads tensor values"):
@@ -65,6 +69,8 @@ def test_a_step_that_reads_values_runs_on_the_cpu(name):
 @pytest.mark.parametrize("name, reason", [("lbfgs", "closure"), ("sparseadam", "dense gradients"),
                                           ("muon", "2D parameters")])
 def test_an_optimizer_that_cannot_run_says_why(name, reason):
+    if name not in optimizer_classes():
+        pytest.skip(f"this torch has no {name}")
     with pytest.raises(burden.BurdenError, match=reason):
         burden.estimate(mlp(), (256,), batch_size=8, mode="training", optimizer=name)
 
