@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .cuda_allocator import DEFAULT_CONFIG, AllocatorConfig, parse_alloc_conf
-from .cuda_policy import cublas_workspace_bytes
 from .devices import DeviceProfile
 from .errors import InputSpecError
+
+if TYPE_CHECKING:
+    from .cuda_allocator import AllocatorConfig
 
 TARGETS = ("cpu", "cuda")
 CUDA_GRANULARITY = 512
@@ -52,11 +53,11 @@ class Accounting:
     world_size: int = 1
     zero: int = 0
     # on the CUDA target: the GPU's compute capability, its cuBLAS workspace, the CUDA context, and the
-    # caching allocator's settings (PYTORCH_CUDA_ALLOC_CONF)
+    # caching allocator's settings (PYTORCH_CUDA_ALLOC_CONF; None elsewhere)
     capability: tuple[int, int] | None = None
     workspace_bytes: int = 0
     context_bytes: int = 0
-    allocator: AllocatorConfig = field(default=DEFAULT_CONFIG, repr=False)
+    allocator: AllocatorConfig | None = field(default=None, repr=False)
 
     @property
     def cuda(self) -> bool:
@@ -120,6 +121,10 @@ def accounting(target: str = "cpu", world_size: int = 1, zero: int = 0,
     capability = (profile.capability if profile is not None else None) or DEFAULT_CAPABILITY
     context = profile.context_bytes if profile is not None and profile.context_bytes is not None else \
         DEFAULT_CONTEXT_BYTES
+    # the CUDA rules are read only for a CUDA target: a CPU estimate does not import them
+    from .cuda_allocator import parse_alloc_conf
+    from .cuda_policy import cublas_workspace_bytes
+
     try:
         workspace = cublas_workspace_bytes(capability, os.environ)
         allocator = parse_alloc_conf(os.environ.get("PYTORCH_CUDA_ALLOC_CONF"))

@@ -72,7 +72,7 @@ class Analysis:
     @property
     def reserved_bytes(self) -> int:
         """On the CUDA target, the caching allocator's most reserved memory, simulated; else 0."""
-        return self.device_run.reserved() if self.device_run.accounts.cuda else 0
+        return (self.device_run.reserved() or 0) if self.device_run.accounts.cuda else 0
 
     @property
     def peak_bytes(self) -> int:

@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional
 
 from .containers import iter_tensors, map_tensors
-from .cuda_policy import CUDA_AUTOCAST, FLOAT32, FLOAT32_OPT_DTYPE, LOW, PROMOTE
+from .cuda_policy import FLOAT32, FLOAT32_OPT_DTYPE, LOW, PROMOTE
 from .errors import InputSpecError
 from .patching import replaced
 
@@ -57,8 +57,6 @@ _OWNERS = {"torch": torch, "torch.nn.functional": functional, "torch.Tensor": to
 # SoftMax.cpp, softmax(input, dim, dtype): a CUDA float16 input asked for float32 runs the kernel
 # with half_to_float, reading the input as it is; any other input is first copied to the dtype
 _HALF_TO_FLOAT = {"softmax": torch._softmax, "log_softmax": torch._log_softmax}
-# the AutocastCUDA policy at the same Python names
-_CUDA_ENTRY_POINTS = tuple((_OWNERS[owner], name, policy) for owner, name, policy in CUDA_AUTOCAST)
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
 
@@ -120,6 +118,13 @@ class _Policy:
         return entry_point
 
 
+def _cuda_entry_points() -> tuple[tuple[Any, str, str], ...]:
+    """The AutocastCUDA policy at the same Python names."""
+    from .cuda_policy import CUDA_AUTOCAST
+
+    return tuple((_OWNERS[owner], name, policy) for owner, name, policy in CUDA_AUTOCAST)
+
+
 def amp_dtype(amp: str | torch.dtype | None) -> torch.dtype | None:
     """The low precision of ``amp`` ("bf16", "fp16", a dtype or None)."""
     if amp is None or isinstance(amp, torch.dtype) and amp in DTYPES.values():
@@ -141,7 +146,7 @@ def autocast(dtype: torch.dtype | None, device: str = "cpu") -> Iterator[None]:
     policy = _Policy(dtype)
     try:
         with ExitStack() as stack:
-            for owner, name, kind in _CUDA_ENTRY_POINTS if device == "cuda" else _ENTRY_POINTS:
+            for owner, name, kind in _cuda_entry_points() if device == "cuda" else _ENTRY_POINTS:
                 current = getattr(owner, name, None)
                 if current is not None:  # else not in this torch release
                     fused = _HALF_TO_FLOAT.get(name) if device == "cuda" else None

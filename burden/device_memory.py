@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from .accounting import Accounting
-from .cuda_allocator import CachingAllocator, OutOfMemory
 from .memory import Allocation
 from .op_groups import existing_ops
 from .records import OpEvent
@@ -82,9 +81,16 @@ class DeviceRun:
     accounts: Accounting
     state: tuple[int, tuple[int, ...]] | None = None
 
-    def reserved(self, capacity: int | None = None) -> int:
-        """The most the caching allocator reserves; ``OutOfMemory`` where a ``capacity`` runs out."""
-        allocator = CachingAllocator(self.accounts.allocator, capacity)
+    def reserved(self, capacity: int | None = None) -> int | None:
+        """The most the caching allocator reserves; None where it runs out of a ``capacity``."""
+        from .cuda_allocator import CachingAllocator, OutOfMemory  # only a CUDA target needs the simulation
+
+        try:
+            return self._replay_all(CachingAllocator(self.accounts.allocator, capacity))
+        except OutOfMemory:
+            return None
+
+    def _replay_all(self, allocator: Any) -> int:
         for nbytes in self.held:
             if nbytes:
                 allocator.malloc(nbytes)
@@ -98,15 +104,8 @@ class DeviceRun:
         _replay(allocator, run)
         return allocator.peak_reserved
 
-    def fits(self, capacity: int) -> bool:
-        try:
-            self.reserved(capacity)
-        except OutOfMemory:
-            return False
-        return True
 
-
-def _replay(allocator: CachingAllocator, run: list[tuple[str, int | None, int]]) -> None:
+def _replay(allocator: Any, run: list[tuple[str, int | None, int]]) -> None:
     handles: dict[int, int] = {}
     for kind, storage, nbytes in run:
         if kind == "malloc":
@@ -117,4 +116,3 @@ def _replay(allocator: CachingAllocator, run: list[tuple[str, int | None, int]])
             allocator.free(handles.pop(storage))
 
 
-__all__ = ["CUBLAS_OPS", "DeviceRun", "workspaces"]

@@ -28,7 +28,6 @@ from torch.nn import functional
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import leaves, map_leaves
-from .cuda_attention import cuda_attention
 from .patching import replaced
 from .records import schema_facts
 from .shape_rules import RETURNS_NOTHING, shape_rule
@@ -169,6 +168,8 @@ def target_attention(capability: tuple[int, int] | None = None) -> Iterator[None
     Python functions (``multi_head_attention_forward``), so that name is pointed at the choice and
     given back on the way out."""
     original = functional.scaled_dot_product_attention
+    if capability is not None:
+        from .cuda_attention import cuda_attention  # CUDA's rules, read only for a CUDA target
 
     def attention(*args: Any, **kwargs: Any) -> Any:
         if capability is None:

@@ -19,7 +19,7 @@ from torch import nn
 from .analysis import analyse, check_mode, checkpoint_paths, model_to_analyse
 from .figures import BatchPeak, FitFigures, TrainingFigures
 from .inputs import dtype_name, rebatch
-from .device_memory import DeviceRun, OutOfMemory
+from .device_memory import DeviceRun
 from .memory import batch_independent, replay
 from .request import Request, model_dtype, model_inputs
 from .training import training_step
@@ -52,10 +52,8 @@ def _prober(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str,
     def fits(peak: int, run: DeviceRun) -> tuple[bool, int]:
         if not accounts.cuda:
             return peak <= budget, 0
-        try:
-            return True, run.reserved(budget - accounts.context_bytes)
-        except OutOfMemory:
-            return False, 0
+        reserved = run.reserved(budget - accounts.context_bytes)
+        return reserved is not None, reserved or 0
 
     def probe(batch: int) -> _Probe:
         at = req.at_batch(batch)

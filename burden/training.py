@@ -118,7 +118,7 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Reque
         peak_phase=_phase_name(peak_at, step.phases, step.micro_batches), peak_op=live.peak_op,
         peak_parts=_peak_parts(step, allocations, peak_at, size, tuple(held.items())),
         checkpointed=tuple(checkpoint), recompute_peak_bytes=max((curve[i] for i in step.recomputed), default=0),
-        unchecked_peak_bytes=max(curve, default=base), reserved_bytes=run.reserved() if accounts.cuda else 0,
+        unchecked_peak_bytes=max(curve, default=base), reserved_bytes=(run.reserved() or 0) if accounts.cuda else 0,
         **_step_flops(model, step, req))
     return Step(figures, curve, fixed_curve, run)
 
