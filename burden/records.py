@@ -5,7 +5,7 @@ Counting and memory rules read these records; nothing here knows about conventio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -95,3 +95,15 @@ class Trace:
     # storages of the tensors the forward returned (empty when the trace stopped early)
     output_storages: set[int] = field(default_factory=set)
     stopped_after: str | None = None  # the module after which the trace was cut, if any
+    # what the trace assumed where a value came from the weights (burden.routing's notes)
+    assumptions: tuple[str, ...] = ()
+
+    def part(self, start: int, end: int) -> "Trace":
+        """The events ``[start, end)`` as a trace of their own, with the module calls made wholly
+        inside them (a phase of a longer run: generation's prefill, its last decode step)."""
+        modules = {}
+        for path, info in self.modules.items():
+            spans = [(s - start, e - start, i, o) for s, e, i, o in info.spans if start <= s and e <= end]
+            modules[path] = replace(info, calls=len(spans), spans=spans,
+                                    output_shape=spans[0][3] if spans else None)
+        return Trace(events=self.events[start:end], modules=modules, assumptions=self.assumptions)

@@ -321,6 +321,28 @@ def _batch_norm_backward(args: tuple, kwargs: dict) -> Any:
 RETURNS_NOTHING = object()
 
 
+def _grouped_mm(args: tuple, kwargs: dict) -> Any:
+    """Products of groups (a mixture of experts): 2-D by 3-D rows per group, 3-D by 3-D batched,
+    2-D by 2-D a product per group, 3-D by 2-D columns per group. PyTorch's meta kernel takes only
+    bfloat16 where its CPU kernel also takes float32: the shape is the same in every dtype."""
+    a, b = args[0], args[1]
+    out_dtype = kwargs.get("out_dtype", args[4] if len(args) > 4 else None) or a.dtype
+    offs = kwargs.get("offs", args[2] if len(args) > 2 else None)
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dtype != b.dtype:
+        return None
+    if a.dim() == 2 and b.dim() == 3 and a.shape[1] == b.shape[1]:
+        shape = (a.shape[0], b.shape[2])
+    elif a.dim() == 3 and b.dim() == 3 and a.shape[0] == b.shape[0] and a.shape[2] == b.shape[1]:
+        shape = (a.shape[0], a.shape[1], b.shape[2])
+    elif a.dim() == 2 and b.dim() == 2 and offs is not None and a.shape[1] == b.shape[0]:
+        shape = (offs.shape[0], a.shape[0], b.shape[1])
+    elif a.dim() == 3 and b.dim() == 2 and a.shape[2] == b.shape[0]:
+        shape = (a.shape[1], b.shape[1])
+    else:
+        return None
+    return torch.empty(shape, dtype=out_dtype, device="meta")
+
+
 def _in_place_only(args: tuple, kwargs: dict) -> Any:
     """A fused optimizer step: it writes its tensor lists in place and returns nothing."""
     return RETURNS_NOTHING
@@ -361,6 +383,7 @@ def _table() -> dict[Any, Rule]:
     add(lambda a, k: _batch_norm(a, bool(a[5])), "native_batch_norm.default", "_native_batch_norm_legit.default")
     add(_batch_norm_backward, "native_batch_norm_backward.default")
     add(_in_place_only, *NO_META_KERNEL_NAMES)
+    add(_grouped_mm, "_grouped_mm.default")
     return rules
 
 

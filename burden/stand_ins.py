@@ -6,7 +6,8 @@ parameter and buffer of every module is replaced in its module's own ``_paramete
 once each, however many names they are registered under (a module reachable as ``proj`` and as
 ``block.0`` is one module with one set of entries), and a tensor shared by several modules gets
 one stand-in, so tied weights stay tied. Tensors a module keeps as plain attributes are put
-back too, and plain tensor attributes the forward adds (caches) are removed again.
+back too, and plain tensor attributes the forward adds (caches) are removed again, or given
+back the value they had before the forward made them tensors (a cache slot that was ``None``).
 
 ``StandIns.of`` gives the stand-in of any other tensor met during a trace (a tensor captured in
 a closure, an input on the wrong device): the same tensor always gets the same stand-in.
@@ -80,8 +81,7 @@ class StandIns:
         try:
             for module in model.modules():  # each module once, whatever its names
                 state = vars(module)
-                attributes.append((module, {k: state[k] for k in state.keys() - _MODULE_KEYS
-                                            if isinstance(state[k], torch.Tensor)}))
+                attributes.append((module, {k: state[k] for k in state.keys() - _MODULE_KEYS}))
                 for table, parameter in ((module._parameters, True), (module._buffers, False)):
                     if not table:
                         empty.append(table)
@@ -99,9 +99,11 @@ class StandIns:
             for table, original in tables:
                 table.clear()
                 table.update(original)
-            for module, tensors in attributes:
+            for module, before in attributes:
                 state = vars(module)
-                for key in [k for k in state.keys() - _MODULE_KEYS - tensors.keys()
-                            if isinstance(state[k], torch.Tensor)]:
-                    del state[key]
-                state.update(tensors)
+                for key in [k for k in state.keys() - _MODULE_KEYS if isinstance(state[k], torch.Tensor)]:
+                    if key in before:
+                        state[key] = before[key]
+                    else:
+                        del state[key]
+                state.update((k, v) for k, v in before.items() if isinstance(v, torch.Tensor))

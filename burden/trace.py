@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import weakref
 from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ from .meta_kernels import META_KERNELS, target_attention
 from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OPS, decomposes
 from .records import ModuleInfo, OpEvent, TensorInfo, Trace, schema_facts
 from .stand_ins import Make, StandIns, meta_stand_in
-from .trace_errors import describe_shapes, forward_failure, internal_failure, op_failure, where
+from .trace_errors import describe_shapes, forward_failure, internal_failure, needs_values_message, op_failure, where
 from .values import NOTHING, KnownValues
 
 aten = torch.ops.aten
@@ -185,6 +185,8 @@ class Tracer:
         key, number = watched
         if self._storage_ids.get(key) == number:
             del self._storage_ids[key]
+        if self.values is not None:
+            self.values.forget(key)
         for observer in self.observers:
             observer.storage_freed(self, number)
 
@@ -244,6 +246,7 @@ class Tracer:
                 keys = {t.untyped_storage()._cdata for t in iter_tensors((args, kwargs))}
         except Exception as exc:
             raise internal_failure(func, module, self.modules, args, exc) from None
+        kernel_values = False  # the meta kernel ran where values may be known: they are computed after it
         try:
             if as_is:
                 out = func(*args, **kwargs)
@@ -254,13 +257,14 @@ class Tracer:
                     else NOTHING
                 if out is NOTHING:
                     out = META_KERNELS(func, args, kwargs)
-                    if with_values:
-                        self.values.after(func, *given, out)
+                    kernel_values = with_values
         except BurdenError:
             raise
         except Exception as exc:  # the op itself refused: shapes that do not fit, or values it needs
             raise op_failure(func, module, self.modules, args, exc, self.meta) from None
-        try:
+        try:  # from here on a failure is burden's own, never the op's
+            if kernel_values:
+                self.values.after(func, *given, out)
             event, outputs = self._record(func, module, in_args, in_kwargs, tuple(inputs), keys, out)
             for observer in self.observers:
                 observer.op_recorded(self, event, outputs)
@@ -362,8 +366,13 @@ class Tracer:
             if self.meta:
                 stack.enter_context(target_attention(self.kernels.capability if self.kernels.device == "cuda"
                                                      else None))
+                stack.enter_context(self.values.reading(self._values_needed))
             stack.enter_context(_Recorder(self))
             yield
+
+    def _values_needed(self, what: str) -> DataDependentError:
+        at = where(self.stack[-1] if self.stack else "", self.modules)
+        return DataDependentError(needs_values_message(what, at))
 
     def unrecorded(self) -> _Values:
         """Ops inside the block run unrecorded, with their known values kept."""
@@ -373,13 +382,14 @@ class Tracer:
         """Attribute the ops recorded from now on to ``path`` (backward ops have no module call)."""
         self.stack[:] = [path]
 
-    def forward(self, args: tuple, kwargs: dict) -> Any:
-        """One forward pass inside ``session``; returns the model's output (None if cut short)."""
+    def forward(self, args: tuple, kwargs: dict, call: Callable[..., Any] | None = None) -> Any:
+        """One forward pass inside ``session`` (or ``call``, a method of the model's that runs it, such
+        as ``generate``); returns its output (None if cut short)."""
         inputs = {self.storage_of(t) for t in iter_tensors((args, kwargs))}
         self.input_storages = inputs
         try:
             with self.recording(), autocast(self.kernels.amp, self.kernels.device):
-                return self.model(*args, **kwargs)
+                return (call or self.model)(*args, **kwargs)
         except _StopTrace:
             return None
         except DataDependentError as exc:
@@ -406,8 +416,9 @@ class Tracer:
             raise ShapeError(f"module {self.stop_after!r} never ran in the forward pass")
         ordered = dict(sorted(self.modules.items(), key=lambda kv: kv[1].order))
         outputs = {self.storage_of(t) for t in iter_tensors(output)}
+        assumptions = tuple(sorted(self.values.assumptions)) if self.values is not None else ()
         return Trace(events=self.events, modules=ordered, input_storages=getattr(self, "input_storages", set()),
-                     output_storages=outputs, stopped_after=self.stop_after)
+                     output_storages=outputs, stopped_after=self.stop_after, assumptions=assumptions)
 
     def run(self, args: tuple, kwargs: dict) -> Trace:
         with self.session():

@@ -21,7 +21,17 @@ from .records import ModuleInfo, TensorInfo
 
 # what torch says when a kernel needs values that a meta tensor does not have
 _NEEDS_VALUES = ("meta tensor", "no data", "data-dependent", "data dependent", "without output_size",
-                 "fake impl or meta kernel", "register_meta function")
+                 "fake impl or meta kernel", "register_meta function", "unallocated storage")
+# what torch says when an op's tensors are on two devices, or of two dtypes it cannot mix
+_OTHER_DEVICE = ("different device", "devices must match", "same device")
+_OTHER_DTYPE = ("expected scalar type", "same dtype", "dtypes must match")
+
+
+def describe_dtypes(value: Any) -> str:
+    """Shapes and dtypes of the tensors in an argument list: ``1x128 bfloat16``."""
+    found = [f"{'x'.join(str(int(d)) for d in t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in leaves(value)
+             if isinstance(t, (torch.Tensor, TensorInfo))]
+    return ", ".join(found) if found else "no tensors"
 
 
 def describe_shapes(value: Any) -> str:
@@ -56,11 +66,23 @@ def needs_values_message(what: str, at: str) -> str:
             f"analyse it with device='cpu' (--device cpu)")
 
 
+def _mixes(exc: BaseException, words: tuple[str, ...]) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in words)
+
+
 def op_failure(func: Any, module: str, modules: dict[str, ModuleInfo], args: tuple, exc: Exception,
                meta: bool) -> BurdenError:
+    """What an op's refusal means: values it needs, tensors on two devices (on meta, where burden
+    put every tensor, its own bug), dtypes the model's code mixes, or shapes that do not fit."""
     at = where(module, modules)
     if meta and (getattr(func, "overloadpacket", None) in DATA_DEPENDENT_OPS or needs_values(exc)):
         return DataDependentError(needs_values_message(f"{_op_name(func)} depends on the values", at))
+    if meta and _mixes(exc, _OTHER_DEVICE):
+        return internal_failure(func, module, modules, args, exc)
+    if _mixes(exc, _OTHER_DTYPE):
+        return ForwardError(f"the model's forward mixes dtypes at {at}: {_op_name(func)} got "
+                            f"{describe_dtypes(args)}: {first_line(exc)}")
     return ShapeError(f"the input does not fit at {at}: {_op_name(func)} got {describe_shapes(args)}: "
                       f"{first_line(exc)}")
 

@@ -69,3 +69,94 @@ def test_values_stay_in_their_trace():
     burden.estimate(model, inputs=(burden.TensorSpec(2, 16, 8),), device="meta")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(hasattr(t, "_burden_value") for t in [*model.parameters(), *model.buffers()])
+
+
+class ReusesAddresses(nn.Module):
+    """Storages written with unknown values die, and new ones are born at their addresses: a value
+    made afterwards from constants alone is known whatever address it lands on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        for _ in range(64):
+            scratch = torch.zeros(4, device=x.device)
+            scratch.copy_(y[0, :4])  # a weight's values written in: unknown from here on
+            del scratch
+            fresh = torch.arange(4, device=x.device)
+            if not bool((fresh >= 0).all()):  # read: known, wherever the allocator put it
+                return y * 2
+        return y
+
+
+def test_a_dead_storages_address_carries_no_unknown_values():
+    e = burden.estimate(ReusesAddresses(), inputs=(burden.TensorSpec(2, 8),), device="meta")
+    assert e.params == 72
+
+
+def test_token_inputs_are_their_own_values():
+    """A model that reads its ids and mask (a language model's padding check) is analysed on meta
+    when its inputs are real token inputs (``seq=``)."""
+
+    class ChecksPadding(nn.Module):
+        main_input_name = "input_ids"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = type("Config", (), {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2})()
+            self.embed = nn.Embedding(16, 8)
+
+        def forward(self, input_ids, attention_mask):
+            if bool((attention_mask == 0).any()) or bool((input_ids == self.config.pad_token_id).any()):
+                return self.embed(input_ids) * 0
+            return self.embed(input_ids)
+
+    e = burden.estimate(ChecksPadding(), seq=32, batch_size=2, device="meta")
+    assert e.device == "meta" and e.params == 128
+    with pytest.raises(DataDependentError):  # shapes alone, no values: still stops on meta
+        burden.estimate(ChecksPadding(), inputs={"input_ids": burden.TensorSpec(2, 32, dtype=torch.int64),
+                                                 "attention_mask": burden.TensorSpec(2, 32, dtype=torch.int64)},
+                        device="meta")
+
+
+class ReadsOutsideOps(nn.Module):
+    """Three reads of known values that no aten op makes: ``tolist()``, an index by a Python list,
+    and a deep copy (a cache layer copied in forward) whose copy is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        import copy
+
+        lengths = torch.arange(x.shape[0], device=x.device) + 2
+        ends = lengths[[-1, 0]]  # Python indexing makes its index tensor on meta, without values
+        copied = copy.deepcopy(lengths)
+        return self.fc(x[: ends.tolist()[1]]) * copied.tolist()[-1]  # two rows of four, times 5
+
+
+def test_reads_outside_ops_are_known_on_meta():
+    e = burden.estimate(ReadsOutsideOps(), inputs=(burden.TensorSpec(4, 8),), device="meta")
+    real = burden.estimate(ReadsOutsideOps(), inputs=(burden.TensorSpec(4, 8),), device="cpu")
+    assert e.device == "meta" and e.flops == real.flops and list(e.layer("fc").output_shape) == [2, 8]
+
+
+def test_values_held_at_once_stay_within_a_budget():
+    """Past the budget, large values are left unknown (a training step's zeros as large as the
+    weights); small ones, which control flow reads, are still computed."""
+    from burden.values import KnownValues
+
+    values = KnownValues(budget=1 << 12, small=1 << 8)
+    zeros = torch.ops.aten.zeros.default
+    large = [torch.empty(512, device="meta") for _ in range(3)]
+    for t in large:
+        values.after(zeros, ([512],), {"device": torch.device("meta")}, t)
+    assert [values.carries(t) for t in large] == [True, True, False]  # 2 KiB each, 4 KiB at most
+    small = torch.empty(8, device="meta")
+    values.after(zeros, ([8],), {"device": torch.device("meta")}, small)
+    assert values.carries(small)
+    del large[0]  # a value dies with its tensor, and its bytes with it
+    assert values.held_bytes == 2048 + 32
