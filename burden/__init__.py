@@ -12,23 +12,25 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .api import bench, calibrate, compare, estimate, fit, scale
+    from .api import bench, bench_generate, calibrate, compare, estimate, fit, fit_generate, generate, scale
     from .conventions import get_convention, list_conventions, register_formula
     from .errors import BurdenError
     from .figures import LayerFigures, UncountedOp
     from .inputs import TensorSpec
     from .models import create_model, list_models, register_model
-    from .results import Bench, Comparison, Estimate, Fit, ScaleTable
+    from .results import Bench, Comparison, Estimate, Fit, Generate, GenerateBench, GenerateFit, ScaleTable
 
 __all__ = [
-    "Bench", "BurdenError", "Comparison", "Estimate", "Fit", "LayerFigures", "ScaleTable", "TensorSpec",
-    "UncountedOp", "bench", "calibrate", "compare", "create_model", "estimate", "fit", "get_convention", "list_conventions", "list_models",
-    "register_formula", "register_model", "scale", "__version__",
+    "Bench", "BurdenError", "Comparison", "Estimate", "Fit", "Generate", "GenerateBench", "GenerateFit", "LayerFigures",
+    "ScaleTable", "TensorSpec", "UncountedOp", "bench", "bench_generate", "calibrate", "compare", "create_model",
+    "estimate", "fit", "fit_generate", "generate", "get_convention",
+    "list_conventions", "list_models", "register_formula", "register_model", "scale", "__version__",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("bench", "calibrate", "compare", "estimate", "fit", "scale"):
+    if name in ("bench", "bench_generate", "calibrate", "compare", "estimate", "fit", "fit_generate", "generate",
+                "scale"):
         from . import api as home
     elif name in ("get_convention", "list_conventions", "register_formula"):
         from . import conventions as home
@@ -40,7 +42,7 @@ def __getattr__(name: str) -> Any:
         from . import inputs as home
     elif name in ("create_model", "list_models", "register_model"):
         from . import models as home
-    elif name in ("Bench", "Comparison", "Estimate", "Fit", "ScaleTable"):
+    elif name in ("Bench", "Comparison", "Estimate", "Fit", "Generate", "GenerateBench", "GenerateFit", "ScaleTable"):
         from . import results as home
     else:
         raise AttributeError(f"module 'burden' has no attribute {name!r}")

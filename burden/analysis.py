@@ -21,6 +21,7 @@ from .figures import EstimateFigures, LatencyFigures, LayerFigures, ScaleFigures
 from .inputs import dtype_name, parse_input_size, parse_scales
 from .models import model_entry
 from .suggest import did_you_mean
+from .models.hf import is_config_spec
 from .models.resolve import resolve_model
 from .heap import paused_gc
 from .machine import available_bytes, fits_in_half
@@ -175,8 +176,9 @@ def _analyse_anywhere(model: nn.Module | str, module: nn.Module, req: Request, i
         note = f"traced on the CPU: {str(exc).split(': ', 1)[1].split('; analyse it')[0]}"
         return (real, cpu, *_run(real, cpu, inputs, checkpoint), (note,))
     except (ShapeError, ForwardError) as exc:
-        if inputs is not None or (isinstance(model, str) and ":" not in model):
-            raise  # the registered models take images
+        if inputs is not None or req.tokens or (isinstance(model, str) and ":" not in model and
+                                                 not is_config_spec(model)):
+            raise  # the registered models take images; token inputs were asked for
         # a model given the default image input that failed with it may not take images at all
         raise type(exc)(f"{exc}; if the model does not take one C x H x W image, describe its inputs with "
                         f"--inputs (inputs= in Python), such as --inputs 2x128:int64") from None
@@ -264,7 +266,8 @@ def estimate_figures(model: nn.Module | str, req: Request, inputs: Any = None,
         reserved_bytes=a.reserved_bytes, context_bytes=req.accounting.context_bytes,
         mode=req.mode, training=training,
         convention_summary=req.convention.summary, rules=req.convention.rules, memory_summary=req.memory.summary,
-        device="meta" if req.meta else str(req.device), notes=notes + _mode_note(req), live_curve=a.live.curve,
+        device="meta" if req.meta else str(req.device), notes=notes + a.trace.assumptions + _mode_note(req),
+        live_curve=a.live.curve,
         amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe(),
         bytes_moved=t.bytes_moved, latency=latency, live_stages=_stages(a.trace),
         source=model if isinstance(model, str) else None)

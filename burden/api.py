@@ -12,14 +12,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import analysis, benchmark, calibration, devices, planner
+from . import analysis, benchmark, calibration, devices, generation, generation_bench, planner, serving
 from .devices import DeviceProfile
 from .boundary import guarded
 from .errors import InputSpecError
 from .inputs import parse_memory
 from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .request import request
-from .results import Bench, Comparison, Estimate, Fit, ScaleTable, as_estimate
+from .results import Bench, Comparison, Estimate, Fit, Generate, GenerateBench, GenerateFit, ScaleTable, as_estimate
 
 @guarded
 def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
@@ -30,13 +30,16 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
              checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
              amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1,
              zero: int = 0, device_profile: str | DeviceProfile | None = None, optimizer_impl: str | None = None,
-             grad_accum: int = 1) -> Estimate:
+             grad_accum: int = 1, seq: int | None = None) -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
     ``torchvision:NAME`` or ``timm:NAME``. ``input_size`` is the per-sample shape, ``(3, 224, 224)``,
     ``(224, 320)`` for an RGB image's height and width (as ``--input 224x320``), or ``224`` for a
-    square one, and ``batch_size`` is prepended. For models that take several
+    square one, and ``batch_size`` is prepended. A Hugging Face config (a ``config.json`` path, a
+    folder holding one, or ``hf:ORG/NAME``) is built on meta, never with weights. A language model
+    takes ``seq`` instead, a sequence length: real ``input_ids`` and an attention mask of ones (and
+    in training the ids as ``labels``, for the model's own loss). For models that take several
     inputs, keyword inputs or nested structures, pass ``inputs`` instead: a tuple of positional
     arguments, or a dict of keyword arguments (``{"args": (...), "kwargs": {...}}`` for both), whose
     tensors are example tensors, ``torch.Size`` shapes or ``burden.TensorSpec``; their shapes include
@@ -84,7 +87,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     req = request(input_size, batch_size, dtype=dtype, convention=convention, device=device, memory=memory,
                   formulas=formulas, check_memory=check_memory, progress=progress, amp=amp, target=target,
                   world_size=world_size, zero=zero, device_profile=device_profile, mode=mode, optimizer=optimizer,
-                  optimizer_impl=optimizer_impl, grad_accum=grad_accum)
+                  optimizer_impl=optimizer_impl, grad_accum=grad_accum, seq=seq)
     return as_estimate(analysis.estimate_figures(model, req, inputs, checkpoint, checkpoint_depth))
 
 
@@ -94,8 +97,9 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
             memory: str | None = None, device: str | None = None, inputs: Any = None,
             formulas: Mapping[Any, Callable[..., int]] | None = None,
             fit_memory: str | int | None = None, device_profile: str | DeviceProfile | None = None,
-            bench_device: str | None = None) -> Comparison:
-    """``estimate`` each model under the same settings, as one table (the reference table's shape).
+            bench_device: str | None = None, seq: int | None = None) -> Comparison:
+    """``estimate`` each model under the same settings, as one table (the reference table's shape);
+    ``seq`` gives language models their token inputs, as in ``estimate``.
 
     With ``fit_memory`` (a budget such as ``"24GiB"``), each model also gets ``burden.fit`` at that budget
     (a training step with Adam, the same input and dtype), and the table ranks the models by the
@@ -113,10 +117,11 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
                 device_profile=device_profile)
     estimates = tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
                                memory=memory, device=device, inputs=inputs, formulas=formulas,
-                               device_profile=device_profile) for m in models)
-    fits = tuple(fit(m, fit_memory, input_size, inputs=inputs, dtype=dtype) for m in models) if fit_memory else ()
-    benches = tuple(bench(m, input_size, batch_size=batch_size, inputs=inputs, dtype=dtype, device=bench_device,
-                          device_profile=device_profile, per_module=False)
+                               device_profile=device_profile, seq=seq) for m in models)
+    fits = tuple(fit(m, fit_memory, input_size, inputs=inputs, dtype=dtype, seq=seq)
+                 for m in models) if fit_memory else ()
+    benches = tuple(bench(m, input_size, batch_size=batch_size, inputs=inputs, seq=seq, dtype=dtype,
+                          device=bench_device, device_profile=device_profile, per_module=False)
                     for m in models) if bench_device else ()
     return Comparison(estimates, fits, benches)
 
@@ -125,10 +130,10 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
 def bench(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *, batch_size: int = 1,
           inputs: Any = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
           device_profile: str | DeviceProfile | None = None, min_run_time: float = 1.0,
-          per_module: bool = True) -> Bench:
+          per_module: bool = True, seq: int | None = None) -> Bench:
     """Run ``model`` for real, with random weights, and time its forward pass beside its roofline.
 
-    ``model``, ``input_size``, ``batch_size``, ``inputs`` and ``dtype`` are as in ``estimate``;
+    ``model``, ``input_size``, ``batch_size``, ``inputs``, ``seq`` and ``dtype`` are as in ``estimate``;
     ``device`` is "cpu" or "cuda". After warm-up passes, ``torch.utils.benchmark`` times blocks of
     passes for at least ``min_run_time`` seconds (CUDA synchronised, the process's thread count
     kept): ``Bench`` has the median, the interquartile range, samples/s and, with a device profile
@@ -140,7 +145,7 @@ def bench(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 22
     """
     return Bench(**vars(benchmark.bench_figures(model, input_size, batch_size=batch_size, inputs=inputs, dtype=dtype,
                                                 device=device, device_profile=device_profile,
-                                                min_run_time=min_run_time, per_module=per_module)))
+                                                min_run_time=min_run_time, per_module=per_module, seq=seq)))
 
 
 @guarded
@@ -179,11 +184,11 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
         checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
         amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1, zero: int = 0,
         optimizer_impl: str | None = None, grad_accum: int = 1,
-        device_profile: str | DeviceProfile | None = None) -> Fit:
+        device_profile: str | DeviceProfile | None = None, seq: int | None = None) -> Fit:
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
-    sets), ``dtype``, ``mode`` (training by default), ``optimizer``, ``optimizer_impl`` and
+    sets), ``seq``, ``dtype``, ``mode`` (training by default), ``optimizer``, ``optimizer_impl`` and
     ``grad_accum`` are as in ``estimate``; under accumulation the answer is the micro-batch, and
     ``Fit.effective_batch`` the samples each optimizer step sees. The peak is the estimate's at that
     batch (the training step's in training), to the byte. The search
@@ -198,5 +203,67 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
     budget = parse_memory(memory)
     req = request(input_size, 1, dtype=dtype, convention=convention, device="meta", amp=amp, target=target,
                   world_size=world_size, zero=zero, mode=mode, optimizer=optimizer, optimizer_impl=optimizer_impl,
-                  grad_accum=grad_accum, device_profile=device_profile)
+                  grad_accum=grad_accum, device_profile=device_profile, seq=seq)
     return Fit(**vars(planner.fit_figures(model, budget, req, inputs, checkpoint, checkpoint_depth)))
+
+
+@guarded
+def generate(model: nn.Module | str, prompt: int, new_tokens: int, *, batch_size: int = 1,
+             dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION, cache: str = "dynamic",
+             target: str = "cpu", device_profile: str | DeviceProfile | None = None) -> Generate:
+    """A causal language model's ``generate()``: ``batch_size`` prompts of ``prompt`` tokens, each
+    given ``new_tokens`` more, greedy, with the model's own KV cache.
+
+    ``model`` is a Hugging Face causal LM: an ``nn.Module``, or a config (a ``config.json`` path, a
+    folder holding one, or ``hf:ORG/NAME``) built on meta. The model's own ``generate()`` runs on
+    meta stand-ins of the weights, with real token ids and masks (``burden.tokens``): the prefill,
+    and the last decode step, at the longest context (two traces, whatever ``new_tokens``). The
+    cache is the class the model picks, or with ``cache="static"`` a static one. ``Generate`` has
+    the weights, the KV cache at the end (``prompt + new_tokens - 1`` tokens: the last token is
+    produced, not fed back) and per token, each phase's peak (weights, cache, activations, logits),
+    FLOPs under ``convention`` and bytes moved, and the whole run's peak. ``dtype`` runs the model
+    in that dtype (default: its own). ``target`` and ``device_profile`` are as in ``estimate``:
+    with a profile, time to first token, time per output token and tokens/s are roofline lower
+    bounds on that device, and each layer is compute- or memory-bound in each phase.
+    """
+    req = request((1,), batch_size, dtype=dtype, convention=convention, device="meta", target=target,
+                  device_profile=device_profile)
+    name, module = analysis.model_to_analyse(model)
+    return Generate(**vars(generation.generate_figures(name, module, req, prompt, new_tokens, cache)))
+
+
+@guarded
+def fit_generate(model: nn.Module | str, memory: int | str, prompt: int | None, new_tokens: int, *,
+                 batch_size: int | None = None, dtype: str | torch.dtype | None = None, cache: str = "dynamic",
+                 target: str = "cpu", device_profile: str | DeviceProfile | None = None) -> GenerateFit:
+    """The largest batch whose ``generate()`` of ``prompt`` + ``new_tokens`` tokens fits in
+    ``memory`` (``"80GiB"``, bytes); with ``batch_size``, the longest prompt that fits at that batch
+    (up to the model's ``max_position_embeddings``; ``prompt`` is then not needed). ``model``,
+    ``dtype``, ``cache``, ``target`` and ``device_profile`` are as in ``generate``. Each size is a traced generation; the answer and the
+    next size are traced to confirm it, and ``GenerateFit.generation`` is the answer's figures.
+    On the CUDA target a size fits where the simulated caching allocator, given ``memory`` less the
+    CUDA context, never runs out."""
+    budget = parse_memory(memory)
+    if batch_size is None and prompt is None:
+        raise InputSpecError("give the prompt's length to find the largest batch, or batch_size to find the longest "
+                             "prompt")
+    req = request((1,), batch_size or 1, dtype=dtype, device="meta", target=target, device_profile=device_profile)
+    name, module = analysis.model_to_analyse(model)
+    return GenerateFit(**vars(serving.fit_generation(name, module, budget, req, prompt, new_tokens, cache,
+                                                      search_prompt=batch_size is not None)))
+
+
+@guarded
+def bench_generate(model: nn.Module | str, prompt: int, new_tokens: int, *, batch_size: int = 1,
+                   dtype: str | torch.dtype | None = None, device: str = "cpu",
+                   device_profile: str | DeviceProfile | None = None, min_run_time: float = 1.0) -> GenerateBench:
+    """Run ``model.generate()`` for real, with random weights, and time it beside ``generate``'s roofline.
+
+    Time to first token is the median of one-token generations; the time per output token is the
+    difference between ``new_tokens``-token and one-token generations over the steps between (the
+    mean step). ``device`` is "cpu" or "cuda"; ``device_profile`` as in ``bench`` (default:
+    ``local`` on a CPU once ``burden calibrate`` has run, the GPU's data sheet on CUDA). The run is
+    refused when ``generate``'s peak says it would not fit in free memory."""
+    return GenerateBench(**vars(generation_bench.generate_bench_figures(
+        model, prompt, new_tokens, batch_size=batch_size, dtype=dtype, device=device, device_profile=device_profile,
+        min_run_time=min_run_time)))

@@ -43,13 +43,13 @@ def default_profile(device: str) -> str | None:
     return devices.DEFAULT_PROFILE if devices.DEFAULT_PROFILE in devices.stored_names() else None
 
 
-def _free_bytes(device: str) -> int | None:
+def free_bytes(device: str) -> int | None:
     if device == "cuda":
         return torch.cuda.mem_get_info()[0]
     return available_bytes()
 
 
-def _real_model(model: nn.Module | str, device: str, dtype: torch.dtype | None) -> tuple[str, nn.Module]:
+def real_model(model: nn.Module | str, device: str, dtype: torch.dtype | None) -> tuple[str, nn.Module]:
     """A model to run: built on ``device`` with its factory's random weights, or a copy of the
     user's module where it must move or change dtype (the user's module is never changed)."""
     name, module = analysis.model_to_analyse(model, device)
@@ -132,7 +132,7 @@ def _per_module(module: nn.Module, run: Callable[[], Any], device: str, passes: 
 def _check_fits(figures: EstimateFigures, device: str, model: str) -> None:
     """Refuse before anything is built: weights, inputs and peak features must fit in free memory."""
     need = figures.peak_bytes
-    free = _free_bytes(device)
+    free = free_bytes(device)
     if free is not None and need > free:
         raise InputSpecError(f"a forward pass of {model} at batch {figures.batch} holds about {need / 2**30:.2f} "
                              f"GiB (weights, input and peak features), more than the {free / 2**30:.2f} GiB free "
@@ -142,19 +142,19 @@ def _check_fits(figures: EstimateFigures, device: str, model: str) -> None:
 def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, batch_size: int = 1,
                   inputs: Any = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
                   device_profile: str | devices.DeviceProfile | None = None, min_run_time: float = 1.0,
-                  per_module: bool = True) -> BenchFigures:
+                  per_module: bool = True, seq: int | None = None) -> BenchFigures:
     """The figures of ``burden.bench`` (which documents the arguments)."""
     device = run_device(device, "bench")
     if not isinstance(min_run_time, (int, float)) or isinstance(min_run_time, bool) or min_run_time <= 0:
         raise InputSpecError(f"min_run_time is a positive number of seconds, got {min_run_time!r}")
     profile = device_profile or default_profile(device)
     req = request(input_size, batch_size, dtype=dtype, convention="torch", device="meta", device_profile=profile,
-                  target="cuda" if device == "cuda" else "cpu")
+                  target="cuda" if device == "cuda" else "cpu", seq=seq)
     forced = None if dtype is None else parse_dtype(dtype)
     # the prediction, and what the run will hold, from a meta trace that costs nothing to run
     figures = analysis.estimate_figures(model, req, inputs)
     _check_fits(figures, device, figures.model)
-    name, module = _real_model(model, device, forced)
+    name, module = real_model(model, device, forced)
     args, kwargs = _inputs(module, req, inputs, device)
 
     def run() -> Any:

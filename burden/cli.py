@@ -27,19 +27,54 @@ def _table_format(fmt: str) -> str:
 
 
 def _input_options(args: argparse.Namespace) -> dict:
-    """The input size and batch, or with --inputs every input's shape."""
+    """The input size and batch, a language model's sequence length and batch, or with --inputs
+    every input's shape."""
+    seq = getattr(args, "seq", None)
+    if seq is not None and (args.inputs is not None or args.input is not None):
+        raise InputSpecError("--seq gives a language model's token inputs: leave out --input and --inputs")
     if args.inputs is not None:
         if args.input is not None or args.batch is not None:
             raise InputSpecError("--inputs gives every input's shape, batch included: leave out --input and --batch")
         from .inputs import parse_inputs_spec
 
         return {"inputs": parse_inputs_spec(args.inputs)}
+    if seq is not None:
+        return {"seq": seq, "batch_size": args.batch or 1}
     return {"input_size": args.input or options.DEFAULT_INPUT, "batch_size": args.batch or 1}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints the whole usage; one line is enough
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(text: str, lowest: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"malformed {what} {text!r}; give a whole number") from None
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"{what} must be {lowest} or more, got {value}")
+    return value
+
+
+def _whole(text: str) -> int:
+    """A count from 1: tokens, a sequence length."""
+    return _at_least(text, 1, "count")
+
+
+def _add_seq_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seq", default=None, type=_whole, metavar="N",
+                   help="a language model's input: input_ids of N tokens and an attention mask (in training the "
+                        "ids as labels too); replaces --input")
+
+
+def _add_generate_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--generate", action="store_true",
+                   help=f"a language model's generate() of --prompt + --new-tokens tokens: {what}")
+    p.add_argument("--prompt", default=None, type=_whole, metavar="N", help="with --generate: tokens in each prompt")
+    p.add_argument("--new-tokens", default=None, type=_whole, metavar="N",
+                   help="with --generate: tokens generated for each prompt")
 
 
 def _positive_int(text: str) -> int:
@@ -52,13 +87,7 @@ def _positive_int(text: str) -> int:
 
 
 def _depth(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"malformed depth {text!r}; give a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"depth must be 0 or more, got {value}")
-    return value
+    return _at_least(text, 0, "depth")
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -69,6 +98,7 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help="the model's inputs when it does not take one image, shapes batch first: 2x128:int64, "
                         "2x3x224x224,2x10:int64, or input_ids=2x128:int64,attention_mask=2x128:int64 (a "
                         "dtype left out is the model's own); replaces --input and --batch")
+    _add_seq_option(p)
     p.add_argument("--no-memory-check", dest="check_memory", action="store_false",
                    help="with --device cpu: run even when the run would hold more than half of the free memory")
     p.add_argument("--batch", default=None, type=_positive_int, metavar="N", help="batch size (default 1)")
@@ -185,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--input", default=None, metavar="SIZE", help="image input size, as in estimate")
     fit.add_argument("--inputs", default=None, metavar="SPEC",
                      help="the model's inputs, as in estimate; their leading dimension is the batch the search sets")
+    _add_seq_option(fit)
     fit.add_argument("--dtype", default=None, metavar="DTYPE",
                      help=f"{', '.join(options.DTYPE_NAMES)}: bytes per value (default: the model's own)")
     fit.add_argument("--mode", choices=options.MODES, default="training",
@@ -196,9 +227,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --target cuda: the GPU (a data sheet such as h100, or a measured profile), whose "
                           "compute capability picks the kernels and the cuBLAS workspace, and whose CUDA context "
                           "is set aside from the budget (default: an H100 and a 512 MiB context)")
+    _add_generate_options(fit, "the largest batch that fits, or with --batch the longest prompt")
+    fit.add_argument("--batch", default=None, type=_positive_int, metavar="N",
+                     help="with --generate: the batch, to find the longest prompt instead")
+    fit.add_argument("--cache", default="dynamic", choices=("dynamic", "static"),
+                     help="with --generate: the KV cache, as in burden generate")
     fit.add_argument("--format", choices=("text", "json"), default="text",
                      help="text (default) or json (exact integers: budget_bytes, max_batch, peak_bytes, ...)")
     fit.set_defaults(run=_fit)
+
+    gen = sub.add_parser("generate", help="a language model's generate(): KV cache, prefill and decode, tokens/s")
+    gen.add_argument("model", help="a Hugging Face config: a config.json, a folder holding one, or hf:ORG/NAME "
+                                   "(only the config is read, never weights); or package.module:factory")
+    gen.add_argument("--prompt", required=True, type=_whole, metavar="N", help="tokens in each prompt")
+    gen.add_argument("--new-tokens", required=True, type=_whole, metavar="N",
+                     help="tokens generated for each prompt")
+    gen.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="prompts at once (default 1)")
+    gen.add_argument("--dtype", default=None, metavar="DTYPE",
+                     help=f"{', '.join(options.DTYPE_NAMES)}: the dtype the model runs in (default: the config's own)")
+    gen.add_argument("--cache", default="dynamic", choices=("dynamic", "static"),
+                     help="dynamic (default: the cache class the model picks) or static (preallocated to the "
+                          "longest context)")
+    gen.add_argument("--convention", default=options.DEFAULT_CONVENTION, metavar="NAME",
+                     help="FLOP convention, as in estimate")
+    gen.add_argument("--target", default="cpu", choices=("cpu", "cuda"),
+                     help="how the peaks count bytes, as in estimate (cuda: as torch.cuda.max_memory_allocated)")
+    _add_profile_option(gen, "time to first token, time per token, tokens/s and each layer's bound")
+    gen.add_argument("--layers", action="store_true",
+                     help="with --device-profile: also each kind of layer's time and bound in each phase")
+    gen.add_argument("--format", choices=("text", "json", "html"), default="text",
+                     help="text (default), json (exact integers: kv_cache_bytes, prefill_peak_bytes, decode_flops, "
+                          "...) or html (a self-contained page)")
+    gen.set_defaults(run=_generate)
 
     cmp_ = sub.add_parser("compare", help="one table across models (the reference table's shape)")
     cmp_.add_argument("models", nargs="*", metavar="MODEL", help="models to compare")
@@ -256,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("model", help="a registered name (burden list) or package.module:factory")
     ben.add_argument("--input", default=None, metavar="SIZE", help="image input size, as in estimate")
     ben.add_argument("--inputs", default=None, metavar="SPEC", help="the model's inputs, as in estimate")
+    _add_seq_option(ben)
     ben.add_argument("--batch", default=None, type=_positive_int, metavar="N", help="batch size (default 1)")
     ben.add_argument("--dtype", default=None, metavar="DTYPE",
                      help=f"{', '.join(options.DTYPE_NAMES)}: the dtype the model runs in (default: its own)")
@@ -267,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="time blocks of passes for at least this long (default 1)")
     ben.add_argument("--no-modules", dest="per_module", action="store_false",
                      help="leave out the per-module times (forward hooks)")
+    _add_generate_options(ben, "time to first token and tokens/s, timed beside burden generate's roofline "
+                               "(2 new tokens or more)")
     ben.add_argument("--format", choices=("text", "json"), default="text",
                      help="text (default) or json (median_seconds, samples_per_second, efficiency, modules...)")
     ben.set_defaults(run=_bench)
@@ -400,27 +463,83 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_inputs_with_generate(args: argparse.Namespace) -> None:
+    if args.input is not None or args.inputs is not None or args.seq is not None:
+        raise InputSpecError("--generate sets the inputs by --prompt and --batch: leave out --input, --inputs and --seq")
+
+
+def _fit_generate(args: argparse.Namespace) -> int:
+    from .api import fit_generate
+
+    if args.new_tokens is None or (args.prompt is None and args.batch is None):
+        raise InputSpecError("--generate needs --new-tokens, and --prompt to find the largest batch or --batch to "
+                             "find the longest prompt")
+    _no_inputs_with_generate(args)
+    f = fit_generate(args.model, args.memory, args.prompt, args.new_tokens, batch_size=args.batch, dtype=args.dtype,
+                     cache=args.cache, target=args.target, device_profile=args.device_profile)
+    print(f.to_json() if args.format == "json" else f.summary())
+    return 0
+
+
 def _fit(args: argparse.Namespace) -> int:
     from .api import fit
 
+    if args.generate:
+        return _fit_generate(args)
+    if args.prompt is not None or args.new_tokens is not None or args.batch is not None:
+        raise InputSpecError("--prompt, --new-tokens and --batch size a generation: add --generate")
+
     if args.inputs is not None and args.input is not None:
         raise InputSpecError("--inputs gives every input's shape: leave out --input")
-    if args.inputs is not None:
-        from .inputs import parse_inputs_spec
-
-        sizes = {"inputs": parse_inputs_spec(args.inputs)}
-    else:
-        sizes = {"input_size": args.input or options.DEFAULT_INPUT}
+    args.batch = None  # the search sets the batch
+    sizes = _input_options(args)
+    sizes.pop("batch_size", None)
     f = fit(args.model, args.memory, **sizes, mode=args.mode, **_training_options(args), dtype=args.dtype,
-            device_profile=args.device_profile, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth, amp=args.amp,
-            target=args.target, world_size=args.world_size, zero=args.zero)
+            device_profile=args.device_profile, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth,
+            amp=args.amp, target=args.target, world_size=args.world_size, zero=args.zero)
     print(f.to_json() if args.format == "json" else f.summary())
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .api import generate
+
+    if args.layers and args.device_profile is None:
+        raise InputSpecError("--layers gives each layer's time and bound: add --device-profile")
+    g = generate(args.model, args.prompt, args.new_tokens, batch_size=args.batch, dtype=args.dtype,
+                 convention=args.convention, cache=args.cache, target=args.target,
+                 device_profile=args.device_profile)
+    if args.format == "json":
+        print(g.to_json())
+    elif args.format == "html":
+        print(g.to_html(), end="")
+    else:
+        print(g.summary())
+        if args.layers:
+            print()
+            print(g.layers(fmt="simple"))
+    return 0
+
+
+def _bench_generate(args: argparse.Namespace) -> int:
+    from .api import bench_generate
+
+    if args.prompt is None or args.new_tokens is None:
+        raise InputSpecError("--generate needs --prompt and --new-tokens")
+    _no_inputs_with_generate(args)
+    b = bench_generate(args.model, args.prompt, args.new_tokens, batch_size=args.batch or 1, dtype=args.dtype,
+                       device=args.device, device_profile=args.device_profile, min_run_time=args.min_time)
+    print(b.to_json() if args.format == "json" else b.summary())
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     from .api import bench
 
+    if args.generate:
+        return _bench_generate(args)
+    if args.prompt is not None or args.new_tokens is not None:
+        raise InputSpecError("--prompt and --new-tokens size a generation: add --generate")
     b = bench(args.model, **_input_options(args), dtype=args.dtype, device=args.device,
               device_profile=args.device_profile, min_run_time=args.min_time, per_module=args.per_module)
     print(b.to_json() if args.format == "json" else b.summary())

@@ -318,6 +318,137 @@ class FitFigures:
 
 
 @dataclass(frozen=True)
+class GenerationPhase:
+    """One phase of a generation (the prefill, or the last decode step): the most held while it
+    ran (weights, cache, activations, logits), its FLOPs under the convention, the bytes its ops
+    move, and with a device profile its roofline time."""
+
+    peak_bytes: int
+    flops: int
+    bytes_moved: int
+    reserved_bytes: int = 0  # on the CUDA target: the caching allocator's most reserved, simulated
+    latency: LatencyFigures | None = None
+
+
+@dataclass(frozen=True)
+class GenerateFigures:
+    """A causal language model's ``generate()``: ``batch`` sequences of ``prompt`` tokens, each
+    given ``new_tokens`` more, greedy, with the model's own KV cache (``burden.generate``).
+
+    ``kv_cache_bytes`` is the cache at the end (``prompt + new_tokens - 1`` tokens: the last token
+    is produced, not fed back; a static cache is made that long), every tensor once;
+    ``kv_cache_bytes_per_token`` that over the batch and ``cached_tokens``. ``peak_bytes`` is the
+    higher of the two phases' peaks. ``decode`` is None with
+    one new token: the prefill makes it."""
+
+    model: str
+    batch: int
+    prompt: int
+    new_tokens: int
+    dtype: str
+    cache: str  # "dynamic" (the model's own choice) or "static"
+    convention: str
+    params: int
+    param_bytes: int  # the weights and buffers as the device holds them
+    input_bytes: int  # the prompt's ids and attention mask
+    kv_cache_bytes: int
+    kv_cache_bytes_per_token: int
+    prefill: GenerationPhase
+    decode: GenerationPhase | None
+    peak_bytes: int
+    context_bytes: int = 0  # on the CUDA target: the CUDA context beside the allocator
+    accounting: str = ""
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def cached_tokens(self) -> int:
+        """The tokens of each sequence the cache holds at the end (a static cache is made that long)."""
+        return self.prompt + self.new_tokens - 1
+
+    @property
+    def time_to_first_token_seconds(self) -> float | None:
+        """The prefill's roofline time (a lower bound), with a device profile."""
+        return self.prefill.latency.predicted_seconds if self.prefill.latency is not None else None
+
+    @property
+    def seconds_per_output_token(self) -> float | None:
+        """The last decode step's roofline time, the longest of all steps (a lower bound)."""
+        latency = (self.decode or self.prefill).latency
+        return latency.predicted_seconds if latency is not None else None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """New tokens a second over the batch, at the last step's pace."""
+        seconds = self.seconds_per_output_token
+        return self.batch / seconds if seconds else None
+
+
+@dataclass(frozen=True)
+class GenerateBenchFigures:
+    """A real ``generate()`` with random weights, timed (``burden.bench_generate``): time to first
+    token (median of one-token generations) and the mean decode step, beside the prediction."""
+
+    model: str
+    batch: int
+    prompt: int
+    new_tokens: int
+    dtype: str
+    device: str
+    device_name: str
+    threads: int | None
+    time_to_first_token_seconds: float
+    seconds_per_output_token: float  # the mean decode step
+    predicted: GenerateFigures | None  # with a device profile
+    profile: str | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.batch / self.seconds_per_output_token if self.seconds_per_output_token else float("inf")
+
+    @property
+    def prefill_efficiency(self) -> float | None:
+        """Predicted / measured time to first token."""
+        p = self.predicted
+        return p.time_to_first_token_seconds / self.time_to_first_token_seconds if p is not None else None
+
+    @property
+    def decode_efficiency(self) -> float | None:
+        """Predicted (the last step's) / measured (the mean step's) time per token."""
+        p = self.predicted
+        if p is None or not self.seconds_per_output_token:
+            return None
+        return p.seconds_per_output_token / self.seconds_per_output_token
+
+
+@dataclass(frozen=True)
+class GenerateFitFigures:
+    """The largest batch (``search="batch"``) or the longest prompt (``search="prompt"``) whose
+    generation fits a memory budget (``burden.fit_generate``), confirmed by traces: the answer
+    fits, the next size does not. ``generation`` is the answer's figures (None when even size 1
+    does not fit)."""
+
+    model: str
+    budget_bytes: int
+    search: str
+    batch: int  # the answer when searching the batch
+    prompt: int  # the answer when searching the prompt
+    new_tokens: int
+    peak_bytes: int
+    next_peak_bytes: int | None  # the next size's peak, as traced
+    generation: GenerateFigures | None
+    traces: int  # generate() runs traced
+    reserved_bytes: int = 0  # on the CUDA target: the most the caching allocator reserves within the budget
+    context_bytes: int = 0
+    accounting: str = ""
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def answer(self) -> int:
+        return self.batch if self.search == "batch" else self.prompt
+
+
+@dataclass(frozen=True)
 class ComparisonFigures:
     """Several models' estimates under the same settings: the reference table's shape. With
     ``fits`` (one ``FitFigures`` per estimate, same budget), the table ranks the models by the

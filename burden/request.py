@@ -27,6 +27,7 @@ from .machine import require_cuda
 from .optimizers import OptimizerSpec, check_impl, factory
 from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, MODES
 from .records import value_bytes
+from .tokens import token_inputs
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Request:
     profile: DeviceProfile | None = None  # the device whose roofline predicts the forward's time
     mode: str = "inference"
     training: Training = field(default_factory=Training)
+    tokens: bool = False  # size is (sequence length,): a language model's token inputs (burden.tokens)
 
     @property
     def meta(self) -> bool:
@@ -108,8 +110,9 @@ def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any 
             progress: Callable[[str], None] | None = None, amp: Any = None, target: str = "cpu",
             world_size: int = 1, zero: int = 0, device_profile: str | DeviceProfile | None = None,
             mode: str = "inference", optimizer: OptimizerSpec = DEFAULT_OPTIMIZER, optimizer_impl: str | None = None,
-            grad_accum: int = 1) -> Request:
-    """Every option checked, before any model is built or traced."""
+            grad_accum: int = 1, seq: int | None = None) -> Request:
+    """Every option checked, before any model is built or traced. ``seq`` (a sequence length)
+    replaces ``input_size`` for a language model: its inputs are token ids and a mask."""
     rules = get_convention(convention).with_formulas(formulas or {})
     low = amp_dtype(amp)
     parsed = None if dtype is None else parse_dtype(dtype)
@@ -120,11 +123,15 @@ def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any 
     factory(optimizer)
     training = Training(optimizer, check_impl(optimizer_impl), _grad_accum(grad_accum))
     profile = None if device_profile is None else load_profile(device_profile)
-    return Request(size=parse_input_size(input_size), batch=parse_batch(batch_size), dtype=parsed, convention=rules,
+    if seq is not None:
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise InputSpecError(f"the sequence length must be a whole number from 1, got {seq!r}")
+    size = (seq,) if seq is not None else parse_input_size(input_size)
+    return Request(size=size, batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                    memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
                    check_memory=check_memory, progress=progress, amp=low,
                    accounting=accounting(target, world_size, zero, profile), profile=profile, mode=mode,
-                   training=training)
+                   training=training, tokens=seq is not None)
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -139,6 +146,17 @@ def model_inputs(module: nn.Module, req: Request, inputs: Any = None, device: st
     """The forward's arguments: ``inputs`` built on ``device`` (default: where the request traces),
     or one image batch of the request's size. The one place default inputs are made."""
     device = device or ("meta" if req.meta else req.device)
+    if inputs is None and req.tokens:
+        config = getattr(module, "config", None)
+        if config is None:
+            raise InputSpecError(f"{type(module).__name__} has no config of a language model's: give its inputs "
+                                 f"(inputs=, --inputs) instead of a sequence length")
+        # real ids and mask wherever the trace runs: their values are small and the model may read them
+        return (), token_inputs(config, req.batch, req.size[0], labels=req.mode == "training",
+                                device="cpu" if device == "meta" else device)
+    if inputs is None and getattr(module, "main_input_name", None) == "input_ids":
+        raise InputSpecError(f"{type(module).__name__} takes token ids: give a sequence length (seq=, --seq N) or "
+                             f"its inputs (inputs=, --inputs)")
     if inputs is None:
         return (torch.zeros((req.batch, *req.size), dtype=model_dtype(module), device=device),), {}
     return materialize_inputs(inputs, device=device, dtype=model_dtype(module))

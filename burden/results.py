@@ -13,7 +13,8 @@ from typing import Any, Sequence
 from . import analysis
 from .boundary import guarded
 from .errors import InputSpecError
-from .figures import BenchFigures, ComparisonFigures, EstimateFigures, FitFigures, ScaleFigures
+from .figures import BenchFigures, ComparisonFigures, EstimateFigures, FitFigures, GenerateBenchFigures, GenerateFigures
+from .figures import GenerateFitFigures, ScaleFigures
 from .options import DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .render import html as html_view
 from .render import json as json_view
@@ -150,6 +151,67 @@ class Bench(_Summarised, BenchFigures):
         eff = f", efficiency {self.efficiency:.2f}" if self.efficiency is not None else ""
         return (f"<Bench {self.model}, batch {self.batch} on {self.device}: {self.median_seconds * 1e3:.3g} ms median, "
                 f"{self.samples_per_second:,.1f} samples/s{eff}; print() it for each module>")
+
+
+class Generate(_Summarised, GenerateFigures):
+    """A causal language model's ``generate()`` with its KV cache (``burden.generate``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_view.generate_to_dict(self)
+
+    def summary(self) -> str:
+        return text_view.generate_summary(self)
+
+    def layers(self, fmt: str = "github") -> str:
+        """Each kind of layer (its path with the block numbers as ``*``) in each phase: its roofline
+        time and whether it is compute- or memory-bound (with a device profile)."""
+        return text_view.generate_layer_table(self, fmt=fmt)
+
+    def to_html(self) -> str:
+        """A self-contained HTML page of the generation."""
+        return html_view.generate_page(self)
+
+    def save_html(self, path: Any) -> None:
+        html_view.write_text_atomic(path, self.to_html())
+
+    def _repr_html_(self) -> str:
+        return html_view.generate_fragment(self)
+
+    def __repr__(self) -> str:
+        speed = f", {self.tokens_per_second:,.1f} tokens/s" if self.tokens_per_second is not None else ""
+        return (f"<Generate {self.model}, batch {self.batch}, {self.prompt:,} + {self.new_tokens:,} tokens, "
+                f"{self.dtype}: KV cache {fmt_bytes(self.kv_cache_bytes)}, peak {fmt_bytes(self.peak_bytes)}{speed}; print() it "
+                f"for more>")
+
+
+class GenerateFit(_Summarised, GenerateFitFigures):
+    """The largest batch or longest prompt whose generation fits (``burden.fit_generate``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_view.generate_fit_to_dict(self)
+
+    def summary(self) -> str:
+        return text_view.generate_fit_summary(self)
+
+    def __repr__(self) -> str:
+        what = "batch" if self.search == "batch" else "prompt"
+        return (f"<GenerateFit {self.model}, budget {fmt_bytes(self.budget_bytes)}: {what} {self.answer:,} peaks at "
+                f"{fmt_bytes(self.peak_bytes)}; print() it for more>")
+
+
+class GenerateBench(_Summarised, GenerateBenchFigures):
+    """A real ``generate()`` timed beside its roofline (``burden.bench_generate``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_view.generate_bench_to_dict(self)
+
+    def summary(self) -> str:
+        return text_view.generate_bench_summary(self)
+
+    def __repr__(self) -> str:
+        return (f"<GenerateBench {self.model}, batch {self.batch} on {self.device}: first token after "
+                f"{self.time_to_first_token_seconds * 1e3:.3g} ms, {self.tokens_per_second:,.1f} tokens/s; print() it "
+                f"for the roofline beside it>")
 
 
 def as_estimate(figures: EstimateFigures) -> Estimate:

@@ -30,7 +30,7 @@ CELL_TIMEOUT_S = 180  # per cell; the whole notebook runs in seconds
 STARTUP_TIMEOUT_S = 120  # for the kernel to start and answer
 SE_RESNET50_PARAMS = "28,141,144"  # the reference table's figure
 COMPARED = ("se_resnet50", "se_resnext50_32x4d", "se_resnet101")
-TAGS = ("imports", "estimate", "rich", "compare", "custom-model", "custom", "training")
+TAGS = ("imports", "estimate", "rich", "compare", "custom-model", "custom", "training", "generate")
 PROBE = "kernel-probe"
 
 
@@ -243,6 +243,14 @@ def test_training_cell(executed, figures):
 
 # --------------------------------------------------------------------------------------------
 # the committed file
+
+
+def test_generate_cell_shows_the_cache(executed):
+    """The serving cell's rich view: the KV cache of its Llama config, by arithmetic on the config
+    (K and V, 8 layers, 2 KV heads of 64, 1,024 + 256 - 1 tokens, batch 8, float32)."""
+    html = result(executed, "generate", "text/html")
+    kv = 2 * 8 * 2 * 64 * (1024 + 256 - 1) * 8 * 4
+    assert f"{kv:,} B" in html and "time to first token" in html and "<script" not in html
 
 
 def test_committed_notebook_is_small_and_text_only():

@@ -71,3 +71,23 @@ def test_model_untouched_after_shape_error():
     with pytest.raises(burden.BurdenError, match="conv"):
         burden.estimate(model, (3, 2, 2))
     assert_same(before, snapshot(model))
+
+
+def test_language_model_untouched_after_generate():
+    """``burden.generate`` runs the model's own generate(): its class (swapped while the trace
+    runs, so that it reports the target's device), modes, hooks, weights and generation config come
+    back as they were."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=100)
+    model = transformers.LlamaForCausalLM(config)
+    model.train()
+    model.model.norm.eval()
+    model.lm_head.register_forward_hook(lambda m, i, o: None)
+    cls, generation, attributes = type(model), model.generation_config.to_dict(), set(vars(model))
+    before = snapshot(model)
+    burden.generate(model, 8, 4, batch_size=2)
+    burden.generate(model, 8, 4, batch_size=2, cache="static")  # transformers remembers a static cache's size
+    assert type(model) is cls and model.generation_config.to_dict() == generation and set(vars(model)) == attributes
+    assert_same(before, snapshot(model))

@@ -1,5 +1,6 @@
 """Turn what the user names into a model: a registered name, ``package.module:factory``,
-``torchvision:NAME`` or ``timm:NAME`` (those two only where the package is installed)."""
+``torchvision:NAME`` or ``timm:NAME`` (those two only where the package is installed), or a
+Hugging Face config (``burden.models.hf``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import FactoryImportError
+from .hf import config_model, is_config_spec
 from .registry import model_entry
 
 
@@ -96,6 +98,8 @@ def _registered_on_meta(name: str) -> nn.Module:
 def resolve_model(spec: str, device: str = "meta") -> tuple[str, nn.Module]:
     """The model ``spec`` names: on the meta device by default, so that no weights are allocated;
     on a real device, built there and initialised by its own factory."""
+    if is_config_spec(spec):
+        return spec, config_model(spec, device)
     prefix, sep, rest = spec.partition(":")
     if not sep and spec.endswith(".py"):
         raise FactoryImportError(f"name the function in {spec} that builds the model: {spec}:FUNCTION")

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from types import SimpleNamespace
 
-from ..figures import EstimateFigures as Estimate, LayerFigures, ScaleFigures
+from ..figures import EstimateFigures as Estimate, GenerateFigures, LayerFigures, ScaleFigures
 from ..version import __version__
-from .json import TRAINING_KEYS, latency_to_dict
+from .json import TRAINING_KEYS, generate_to_dict, latency_to_dict
+from .phases import layer_kinds
 from .text import COMPARISON_COLUMNS, DEFAULT_COMPARISON, size_label, training_step_words
 from .units import BINARY_UNITS, FLOP_UNITS, fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
 
@@ -666,6 +667,41 @@ def estimate_fragment(e: Estimate) -> str:
     rows = [r for r in _layer_rows(e) if r["depth"] == 1]
     return _render("fragment.html.j2", e=e, input=" x ".join(str(d) for d in e.input), rows=rows,
                    conv=_conventions(e), peak=_peak(e))
+
+
+def _generation_context(g: GenerateFigures) -> dict[str, Any]:
+    phases = [("prefill", g.prefill)] + ([("last decode step", g.decode)] if g.decode is not None else [])
+    return {"g": g, "context": g.cached_tokens, "phases": phases, "kinds": layer_kinds(g),
+            "reserved": max(p.reserved_bytes for _, p in phases) if g.context_bytes else 0}
+
+
+def generate_command(g: GenerateFigures) -> str:
+    """The command line that prints the same figures (for a model given by name or config)."""
+    parts = ["burden generate", g.model, "--prompt", str(g.prompt), "--new-tokens", str(g.new_tokens)]
+    if g.batch != 1:
+        parts += ["--batch", str(g.batch)]
+    parts += ["--dtype", g.dtype]
+    if g.convention != "convnet-burden":
+        parts += ["--convention", g.convention]
+    if g.cache != "dynamic":
+        parts += ["--cache", g.cache]
+    if g.context_bytes:
+        parts += ["--target", "cuda"]
+    if g.prefill.latency is not None:
+        parts += ["--device-profile", g.prefill.latency.profile]
+    return " ".join(parts)
+
+
+def generate_page(g: GenerateFigures) -> str:
+    """The self-contained HTML report of a generation: the cache, each phase's peak, FLOPs and
+    time, and each kind of layer's bound in each phase. No script, no network."""
+    return _render("generate.html.j2", summary=generate_to_dict(g), command=generate_command(g),
+                   **_generation_context(g))
+
+
+def generate_fragment(g: GenerateFigures) -> str:
+    """Compact HTML of a generation for Jupyter."""
+    return _render("generate_fragment.html.j2", **_generation_context(g))
 
 
 def _settings(estimates: Sequence[Estimate]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..figures import BenchFigures, ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
+from ..figures import GenerateBenchFigures, GenerateFigures, GenerateFitFigures
 from ..figures import ScaleFigures as ScaleTable
 
 LAYER_KEYS = ("name", "type", "details", "depth", "output_shape", "call_output_shapes", "calls", "params",
@@ -152,4 +153,55 @@ def bench_to_dict(b: BenchFigures) -> dict[str, Any]:
         "predicted_seconds": b.predicted_seconds, "efficiency": b.efficiency, "profile": b.profile,
         "peak_bytes": b.peak_bytes,
         "modules": [asdict(m) for m in b.modules], "notes": list(b.notes),
+    }
+
+
+def generate_to_dict(g: GenerateFigures) -> dict[str, Any]:
+    """Exact integers; the times only with a device profile (null without one)."""
+    decode = g.decode
+    return {
+        "model": g.model, "batch": g.batch, "prompt": g.prompt, "new_tokens": g.new_tokens, "dtype": g.dtype,
+        "cache": g.cache, "convention": g.convention, "params": g.params, "param_bytes": g.param_bytes,
+        "input_bytes": g.input_bytes, "kv_cache_bytes": g.kv_cache_bytes,
+        "kv_cache_bytes_per_token": g.kv_cache_bytes_per_token, "prefill_peak_bytes": g.prefill.peak_bytes,
+        "decode_peak_bytes": decode.peak_bytes if decode is not None else None, "peak_bytes": g.peak_bytes,
+        "prefill_flops": g.prefill.flops, "decode_flops": decode.flops if decode is not None else None,
+        "prefill_bytes_moved": g.prefill.bytes_moved,
+        "decode_bytes_moved": decode.bytes_moved if decode is not None else None,
+        "prefill_reserved_bytes": g.prefill.reserved_bytes,
+        "decode_reserved_bytes": decode.reserved_bytes if decode is not None else None,
+        "context_bytes": g.context_bytes, "accounting": g.accounting,
+        "time_to_first_token_seconds": g.time_to_first_token_seconds,
+        "seconds_per_output_token": g.seconds_per_output_token, "tokens_per_second": g.tokens_per_second,
+        "prefill_latency": latency_to_dict(g.prefill.latency),
+        "decode_latency": latency_to_dict(decode.latency) if decode is not None else None,
+        "notes": list(g.notes),
+    }
+
+
+def generate_fit_to_dict(f: GenerateFitFigures) -> dict[str, Any]:
+    """The answer (``max_batch`` or ``max_prompt``), its peak and the next size's, exact integers."""
+    return {
+        "model": f.model, "budget_bytes": f.budget_bytes, "search": f.search, "new_tokens": f.new_tokens,
+        "max_batch" if f.search == "batch" else "batch": f.batch,
+        "max_prompt" if f.search == "prompt" else "prompt": f.prompt,
+        "peak_bytes": f.peak_bytes, "next_peak_bytes": f.next_peak_bytes, "traces": f.traces,
+        "reserved_bytes": f.reserved_bytes,
+        "context_bytes": f.context_bytes, "accounting": f.accounting, "notes": list(f.notes),
+        "generation": generate_to_dict(f.generation) if f.generation is not None else None,
+    }
+
+
+def generate_bench_to_dict(b: GenerateBenchFigures) -> dict[str, Any]:
+    """The measured times, and the prediction's beside them (null without a profile)."""
+    p = b.predicted
+    return {
+        "model": b.model, "batch": b.batch, "prompt": b.prompt, "new_tokens": b.new_tokens, "dtype": b.dtype,
+        "device": b.device, "device_name": b.device_name, "threads": b.threads,
+        "time_to_first_token_seconds": b.time_to_first_token_seconds,
+        "seconds_per_output_token": b.seconds_per_output_token, "tokens_per_second": b.tokens_per_second,
+        "predicted_time_to_first_token_seconds": p.time_to_first_token_seconds if p else None,
+        "predicted_seconds_per_output_token": p.seconds_per_output_token if p else None,
+        "prefill_efficiency": b.prefill_efficiency, "decode_efficiency": b.decode_efficiency,
+        "profile": b.profile, "notes": list(b.notes),
     }

@@ -10,12 +10,20 @@ from .. import rulebook
 from ..devices import DeviceProfile
 from ..errors import InputSpecError
 from ..figures import BenchFigures, ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
+from ..figures import GenerateBenchFigures, GenerateFigures, GenerateFitFigures, GenerationPhase
 from ..figures import LayerFigures, TrainingFigures
 from ..figures import ScaleFigures as ScaleTable
+from .phases import layer_kinds
 from .units import fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
 
 if TYPE_CHECKING:
     from ..check import CheckReport
+
+
+def _aligned(rows: Sequence[tuple[str, str]]) -> str:
+    """Key-value lines, the values in one column."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
 def summary(e: Estimate) -> str:
@@ -74,8 +82,7 @@ def summary(e: Estimate) -> str:
                                    f"{fmt_bytes(t.recompute_peak_bytes)} live while it runs")]
         if t.backward_uncounted_ops:
             rows.append(("uncounted backward", ", ".join(f"{u.op} x{u.calls}" for u in t.backward_uncounted_ops)))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return _aligned(rows)
 
 
 def reserved_rows(reserved: int, context: int) -> list[tuple[str, str]]:
@@ -405,12 +412,125 @@ def fit_summary(f: FitFigures) -> str:
     if f.max_batch:
         rows.append(("traces", f"{f.traces}: batch 1 to predict, " + ("the answer and the answer + 1 to confirm"
                                                                        if f.traces <= 3 else "then refined and confirmed")))
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    lines = _aligned(rows).splitlines()
     table = [[f"{p.batch:,}", fmt_bytes(p.peak_bytes), "yes" if p.fits else "no",
               "traced" if p.traced else "predicted"] for p in f.around]
     return "\n".join(lines) + "\n\n" + _tabulate(table, ["batch", "peak", "fits", "from"], "simple",
                                                   ["right", "right", "left", "left"])
+
+
+def generate_summary(g: GenerateFigures) -> str:
+    """A generation: the weights, the cache, each phase's peak, FLOPs and time, and the run's peak."""
+    steps = "the prefill makes the one new token" if g.decode is None else \
+        f"a prefill, then {g.new_tokens - 1} decode steps"
+    rows = [("model", g.model), ("batch", f"{g.batch} sequence{'s' if g.batch > 1 else ''}"),
+            ("tokens", f"{g.prompt:,} of prompt + {g.new_tokens:,} new ({steps})"),
+            ("dtype", g.dtype), ("convention", g.convention),
+            ("params", fmt_count(g.params)), ("weights", fmt_bytes(g.param_bytes)),
+            ("prompt", f"{fmt_bytes(g.input_bytes)} (ids and attention mask, held)"),
+            ("KV cache", f"{fmt_bytes(g.kv_cache_bytes)} at the end, {g.cached_tokens:,} tokens of each sequence "
+                         f"({fmt_bytes(g.kv_cache_bytes_per_token)} a token; {g.cache} cache)"),
+            ("prefill", _phase_words(g.prefill, "")),
+            ("last decode", _phase_words(g.decode, " per step") if g.decode is not None else "none: one new token"),
+            ("peak", f"{fmt_bytes(g.peak_bytes)} (the higher of the two)")]
+    phases = [p for p in (g.prefill, g.decode) if p is not None]
+    if g.context_bytes and any(p.reserved_bytes for p in phases):
+        reserved = max(p.reserved_bytes for p in phases)
+        rows += reserved_rows(reserved, g.context_bytes)
+    if g.time_to_first_token_seconds is not None:
+        rows += [("time to first token", f"{fmt_seconds(g.time_to_first_token_seconds)} at least (the prefill's "
+                                         f"roofline)"),
+                 ("time per token", f"{fmt_seconds(g.seconds_per_output_token)} at least (the last step's)"),
+                 ("throughput", f"{g.tokens_per_second:,.1f} tokens/s at most, over the batch")]
+        for name, phase in (("prefill", g.prefill), ("decode", g.decode)):
+            if phase is not None and phase.latency is not None:
+                rows.append((f"{name} bound", _bounds(g, name)))
+    if g.accounting:
+        rows.append(("peaks counted", g.accounting))
+    rows += [("note", note) for note in g.notes]
+    return _aligned(rows)
+
+
+def _phase_words(phase: GenerationPhase, each: str) -> str:
+    return (f"peak {fmt_bytes(phase.peak_bytes)}, {fmt_flops(phase.flops)}{each}, "
+            f"{fmt_bytes(phase.bytes_moved)} moved{each}")
+
+
+def _bounds(g: GenerateFigures, phase: str) -> str:
+    """Which kinds of layer are compute-bound in a phase, and the time of each bound."""
+    latency = getattr(g, phase).latency
+    compute = [k.kind.rsplit(".", 1)[-1] for k in layer_kinds(g)
+               if getattr(k, phase) is not None and getattr(k, phase).bound == "compute"]
+    kinds = list(dict.fromkeys(compute))
+    named = ", ".join(kinds[:4]) + (f" and {len(kinds) - 4} more" if len(kinds) > 4 else "") if kinds else "no layer"
+    return (f"{fmt_seconds(latency.compute_seconds)} compute-bound ({named}), "
+            f"{fmt_seconds(latency.memory_seconds)} memory-bound; each layer: --layers or .layers()")
+
+
+def generate_layer_table(g: GenerateFigures, fmt: str = "github") -> str:
+    """Each kind of layer in each phase: roofline time and bound (``burden.render.phases``)."""
+    kinds = layer_kinds(g)
+    if not kinds:
+        raise InputSpecError("the time of each layer needs a device profile (device_profile=, --device-profile)")
+
+    def cells(time: object) -> list[str]:
+        return [fmt_seconds(time.seconds), time.bound or "-"] if time is not None else ["", ""]
+
+    rows = [[k.kind, fmt_count(k.modules), *cells(k.prefill), *cells(k.decode)] for k in kinds]
+    return _tabulate(rows, ["layer", "modules", "prefill time", "prefill bound", "decode step time", "decode bound"],
+                     fmt, ["left", "right", "right", "left", "right", "left"])
+
+
+def generate_fit_summary(f: GenerateFitFigures) -> str:
+    """What fits for serving: the answer, its peak and cache, and the next size's peak."""
+    g = f.generation
+    what = "largest batch" if f.search == "batch" else "longest prompt"
+    rows = [("model", f.model), ("budget", fmt_bytes(f.budget_bytes))]
+    if f.search == "batch":
+        rows.append(("generation", f"prompts of {f.prompt:,} tokens, {f.new_tokens:,} new each"))
+    else:
+        rows.append(("generation", f"batch {f.batch}, {f.new_tokens:,} new tokens each"))
+    if g is None:
+        rows.append((what, "none: even 1 does not fit"))
+    else:
+        rows += [(what, f"{f.answer:,}" + (f" tokens (a context of {g.cached_tokens:,})" if f.search == "prompt"
+                                           else "")),
+                 ("peak", f"{fmt_bytes(f.peak_bytes)} ({f.peak_bytes / f.budget_bytes:.1%} of the budget)"),
+                 ("KV cache", f"{fmt_bytes(g.kv_cache_bytes)} at the end"),
+                 ("weights", fmt_bytes(g.param_bytes))]
+        if f.context_bytes:
+            rows += reserved_rows(f.reserved_bytes, f.context_bytes)
+    if f.next_peak_bytes is not None:
+        rows.append(("next", f"{fmt_bytes(f.next_peak_bytes)} at {f.answer + 1:,}: over the budget"))
+    rows.append(("traces", f"{f.traces} generate() runs traced, the answer and the next size among them"))
+    if f.accounting:
+        rows.append(("peaks counted", f.accounting))
+    rows += [("note", note) for note in f.notes]
+    return _aligned(rows)
+
+
+def generate_bench_summary(b: GenerateBenchFigures) -> str:
+    """The measured time to first token and time per token, beside the roofline's."""
+    p = b.predicted
+
+    def beside(measured: float, predicted: float | None, efficiency: float | None) -> str:
+        if predicted is None:
+            return fmt_seconds(measured)
+        return f"{fmt_seconds(measured)} (roofline {fmt_seconds(predicted)}, efficiency {efficiency:.2f})"
+
+    rows = [("model", b.model), ("batch", str(b.batch)),
+            ("tokens", f"{b.prompt:,} of prompt + {b.new_tokens:,} new"), ("dtype", b.dtype),
+            ("device", b.device_name),
+            ("time to first token", beside(b.time_to_first_token_seconds,
+                                           p.time_to_first_token_seconds if p else None, b.prefill_efficiency)),
+            ("time per token", beside(b.seconds_per_output_token, p.seconds_per_output_token if p else None,
+                                      b.decode_efficiency) + " (measured: the mean step; roofline: the last)"),
+            ("throughput", f"{b.tokens_per_second:,.1f} tokens/s over the batch"
+                           + (f" (roofline {p.tokens_per_second:,.1f})" if p else ""))]
+    if b.profile:
+        rows.append(("profile", b.profile))
+    rows += [("note", note) for note in b.notes]
+    return _aligned(rows)
 
 
 def bench_summary(b: BenchFigures) -> str:
@@ -427,8 +547,7 @@ def bench_summary(b: BenchFigures) -> str:
                  ("roofline bound", f"{fmt_seconds(b.predicted_seconds)}"),
                  ("efficiency", f"{b.efficiency:.2f} (bound / measured: the fraction of the roofline reached)")]
     rows += [("note", note) for note in b.notes]
-    width = max(len(k) for k, _ in rows)
-    text = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    text = _aligned(rows)
     if not b.modules:
         return text
     table = [[m.name, m.type, fmt_seconds(m.median_seconds), fmt_seconds(m.predicted_seconds),
