@@ -314,9 +314,9 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
     finally:
         tracer.stop()
         attribution.remove()
-    allocations, released = _in_place_accumulation(tracer.events, attribution.accumulations,
-                                                   lifetimes.allocations, lifetimes.released)
-    for number in gradients & allocations.keys():
+    allocations, released, merged = _in_place_accumulation(tracer.events, attribution.accumulations,
+                                                           lifetimes.allocations, lifetimes.released)
+    for number in {_merged_into(merged, g) for g in gradients} & allocations.keys():
         allocations[number] = replace(allocations[number], gradient=True)
     return _Step(events=tracer.events, forward=forward, allocations=allocations, released=released, saved=saved,
                  saved_at_first=saved_at_first,
@@ -358,9 +358,17 @@ def _state_allocations(optimizer: Optimizer, meta: bool) -> list[Allocation]:
     return list(found.values())
 
 
+def _merged_into(merged: dict[int, int], storage: int) -> int:
+    """The storage whose memory a sum's result lives in, through sums of sums."""
+    while storage in merged:
+        storage = merged[storage]
+    return storage
+
+
 def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allocations: dict[int, Allocation],
-                           released: dict[int, int]) -> tuple[dict[int, Allocation], dict[int, int]]:
-    """Where eager autograd sums two gradients for one input in place.
+                           released: dict[int, int]) -> tuple[dict[int, Allocation], dict[int, int], dict[int, int]]:
+    """Where eager autograd sums two gradients for one input in place; also which result storage
+    lives in which operand's memory (a parameter's summed gradient is that operand).
 
     The engine adds a second gradient into the first with ``add_`` when it holds the last
     reference to the first (and else into the second, if it holds that one's), and out of place
@@ -369,6 +377,7 @@ def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allo
     the operand's memory and allocates nothing.
     """
     allocations, released = dict(allocations), dict(released)
+    merged: dict[int, int] = {}
     for index in accumulations:
         event = events[index]
         result = event.outputs[0]
@@ -377,12 +386,13 @@ def _in_place_accumulation(events: list[OpEvent], accumulations: list[int], allo
             if (storage in allocations and released.get(storage) == index and result.storage in allocations
                     and tuple(operand.shape) == tuple(result.shape) and operand.dtype == result.dtype):
                 del allocations[result.storage]
+                merged[result.storage] = storage
                 if result.storage in released:
                     released[storage] = released.pop(result.storage)
                 else:
                     del released[storage]  # the sum is still alive at the end: so is the operand
                 break
-    return allocations, released
+    return allocations, released, merged
 
 
 def _backward(output: Any, tracer: Tracer) -> None:
