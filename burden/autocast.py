@@ -10,18 +10,16 @@ region lasts, so a parameter used twice is cast once and its copy lives to the r
 
 The meta device has no autocast of its own, so the same policy is applied one level up, where
 autograd still sees the casts: the Python entry points of those ops (``F.linear``, ``F.conv2d``,
-``torch.matmul``, ``x @ y``, ``F.scaled_dot_product_attention``, ...) are wrapped for the duration
-of the forward and given back afterwards. Wrapping the names, rather than a function mode, also
-reaches the calls that torch's own Python functions make (``multi_head_attention_forward`` calls
-``linear``), which a function mode does not see. Matrix products that a C++ op makes internally
-are the exception: recurrent layers are not cast, and ``einsum`` is cast as a whole, its inputs
-rather than its inner products.
+``torch.matmul``, ``x @ y``, ``F.scaled_dot_product_attention``, ...) are answered by casting
+wrappers through a torch function mode (``burden.patching.swapped``), in the tracing thread only.
+The mode also sees the calls that torch's own Python functions make (``multi_head_attention_forward``
+calls ``linear``). Matrix products that a C++ op makes internally are the exception: recurrent
+layers are not cast, and ``einsum`` is cast as a whole, its inputs rather than its inner products.
 """
 
 from __future__ import annotations
 
-import threading
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
@@ -30,7 +28,7 @@ from torch.nn import functional
 from .containers import iter_tensors, map_tensors
 from .cuda_policy import FLOAT32, FLOAT32_OPT_DTYPE, LOW, PROMOTE
 from .errors import InputSpecError
-from .patching import replaced
+from .patching import keys_of, swapped
 
 # (owner, attribute, policy): the Python names of autocast_mode.cpp's AutocastCPU ops
 _ENTRY_POINTS: tuple[tuple[Any, str, str], ...] = (
@@ -70,7 +68,6 @@ class _Policy:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(parameter) -> (parameter, its copy)
-        self.inside = threading.local()  # an entry point running: the ops it calls are its own
 
     def _cast(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if not _eligible(t) or t.dtype is dtype:
@@ -89,8 +86,7 @@ class _Policy:
         """``original`` under ``policy``; ``fused``, where given, is the kernel CUDA runs for a float16
         input that is to come out in float32 without a float32 copy of it (softmax's half_to_float)."""
         def entry_point(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self.inside, "active", False):
-                return original(*args, **kwargs)
+            # the mode is off while this runs: the ops that ``original`` calls are its own
             if policy == FLOAT32_OPT_DTYPE:
                 # no cast of the inputs: the op computes in float32 unless the caller chose a dtype
                 first = args[0] if args else None
@@ -109,11 +105,7 @@ class _Policy:
                 dtype = max(floats, key=lambda d: d.itemsize) if len(floats) > 1 else None
             if dtype is not None:
                 args, kwargs = map_tensors(lambda t: self._cast(t, dtype), (args, kwargs))
-            self.inside.active = True
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.inside.active = False
+            return original(*args, **kwargs)
 
         return entry_point
 
@@ -137,20 +129,21 @@ def amp_dtype(amp: str | torch.dtype | None) -> torch.dtype | None:
 
 @contextmanager
 def autocast(dtype: torch.dtype | None, device: str = "cpu") -> Iterator[None]:
-    """``device``'s autocast policy for the block (nothing with ``dtype=None``); the parameter copies
-    it made are dropped at the end, as ``torch.autocast`` drops its cache, and every wrapped name
-    is given back."""
+    """``device``'s autocast policy for the block, in this thread (nothing with ``dtype=None``); the
+    parameter copies it made are dropped at the end, as ``torch.autocast`` drops its cache."""
     if dtype is None:
         yield
         return
     policy = _Policy(dtype)
+    table = {}
+    for owner, name, kind in _cuda_entry_points() if device == "cuda" else _ENTRY_POINTS:
+        current = getattr(owner, name, None)
+        if current is not None:  # else not in this torch release
+            fused = _HALF_TO_FLOAT.get(name) if device == "cuda" else None
+            wrapper = policy.wrap(current, kind, fused)
+            table.update({key: wrapper for key in keys_of(current)})
     try:
-        with ExitStack() as stack:
-            for owner, name, kind in _cuda_entry_points() if device == "cuda" else _ENTRY_POINTS:
-                current = getattr(owner, name, None)
-                if current is not None:  # else not in this torch release
-                    fused = _HALF_TO_FLOAT.get(name) if device == "cuda" else None
-                    stack.enter_context(replaced(owner, name, policy.wrap(current, kind, fused)))
+        with swapped(table):
             yield
     finally:
         policy.cache.clear()

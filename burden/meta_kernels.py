@@ -18,6 +18,7 @@ Three things happen here and nowhere else:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from torch.nn import functional
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import leaves, map_leaves
-from .patching import replaced
+from .patching import swapped
 from .records import schema_facts
 from .shape_rules import RETURNS_NOTHING, shape_rule
 
@@ -74,16 +75,19 @@ def _storages(value: Any) -> set[int]:
 
 class MetaKernels:
     """Meta results remembered across analyses, bounded, and forgotten when torch's kernel
-    registrations change (a library registering a new meta kernel mid-session)."""
+    registrations change (a library registering a new meta kernel mid-session). Traces in several
+    threads share it: each entry is whole before it is stored, and the table changes under a lock."""
 
     def __init__(self, limit: int = 1 << 14) -> None:
         self.limit = limit
+        self._lock = threading.Lock()
         self._results: OrderedDict[Any, tuple[bool, tuple]] = OrderedDict()
         self._generation: Any = None
         self._checked = float("-inf")  # when the generation was last read
 
     def clear(self) -> None:
-        self._results.clear()
+        with self._lock:
+            self._results.clear()
 
     def _check_generation(self) -> None:
         # The number of registered ops and Python kernels changes when anything registers new ones.
@@ -115,9 +119,11 @@ class MetaKernels:
             except _Uncacheable:
                 key = None
             if key is not None:
-                spec = self._results.get(key)
+                with self._lock:
+                    spec = self._results.get(key)
+                    if spec is not None:
+                        self._results.move_to_end(key)
                 if spec is not None:
-                    self._results.move_to_end(key)
                     return _rebuild(spec)
         out = shape_rule(func, args, kwargs)
         if out is RETURNS_NOTHING:
@@ -126,11 +132,13 @@ class MetaKernels:
             out = func(*args, **kwargs)
         if key is not None and not (_storages(out) & _storages((args, kwargs))):
             try:
-                self._results[key] = _describe(out)
+                spec = _describe(out)
             except _Uncacheable:
                 return out
-            if len(self._results) > self.limit:
-                self._results.popitem(last=False)
+            with self._lock:
+                self._results[key] = spec
+                if len(self._results) > self.limit:
+                    self._results.popitem(last=False)
         return out
 
 
@@ -178,7 +186,7 @@ def target_attention(capability: tuple[int, int] | None = None) -> Iterator[None
             out = cuda_attention(*args, **kwargs, capability=capability)
         return out if out is not None else original(*args, **kwargs)
 
-    with replaced(functional, "scaled_dot_product_attention", attention):
+    with swapped({original: attention}):
         yield
 
 

@@ -1,22 +1,42 @@
-"""The one way burden swaps a name for the length of a trace and gives it back exactly.
+"""The two ways burden swaps something in for the length of a trace, and gives it back exactly.
 
-A trace points a few names at burden's own versions: ``F.scaled_dot_product_attention`` at the
-CPU's kernel choice, the autocast entry points at their casting wrappers, a checkpointed
-module's ``forward`` at its checkpointed run. Afterwards each name is what it was: the same
-object, or absent again where the owner had none of its own (a method ``torch.Tensor`` inherits,
-an instance's ``forward`` that comes from its class).
+- **Torch's own functions** (``F.scaled_dot_product_attention`` at the target's kernel choice, the
+  autocast entry points at their casting wrappers, ``Tensor.tolist`` at the known values) are
+  answered by a torch *function mode* (``swapped``), which torch keeps per thread: another thread
+  that calls ``F.linear`` while a trace runs gets torch's own ``F.linear``, and no name on
+  ``torch``, ``torch.nn.functional`` or ``torch.Tensor`` is ever rebound.
+- **Attributes of the model being traced** (a checkpointed module's ``forward``, a cache
+  attribute) are set on that object and put back on the way out (``replaced``): the same object
+  again, or absent again where the owner had none of its own.
+
+A function mode is off while it handles a call, so the functions that ``torch.nn.functional``
+writes in Python (``multi_head_attention_forward`` calls ``linear`` and
+``scaled_dot_product_attention``) would hide their inner calls from it. Those run here as a copy
+of their body, with the mode on and their own torch-function check answered "no" (it already was
+handled): the inner calls are seen, as a name rebound for the whole process would have seen them.
+Nothing in torch's modules changes.
 """
 
 from __future__ import annotations
 
+import types
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
+
+from torch.overrides import TorchFunctionMode
 
 _ABSENT = object()
+# the guards with which torch's Python functions hand themselves to the function modes
+_GUARDS = ("has_torch_function", "has_torch_function_unary", "has_torch_function_variadic")
+_HANDLED = {name: (lambda *args, **kwargs: False) for name in _GUARDS}
+# whose Python functions run with the mode on. Not ``torch.Tensor``'s: its Python methods call their
+# C base (``super().unflatten``), which would hand the call to the mode again, without end.
+_BODIES_OF = frozenset({"torch.nn.functional"})
 
 
 @contextmanager
 def replaced(owner: Any, name: str, replacement: Any) -> Iterator[None]:
+    """``owner.name`` is ``replacement`` inside the block (for the model's own objects, never torch's)."""
     own = vars(owner).get(name, _ABSENT)
     setattr(owner, name, replacement)
     try:
@@ -26,3 +46,57 @@ def replaced(owner: Any, name: str, replacement: Any) -> Iterator[None]:
             delattr(owner, name)
         else:
             setattr(owner, name, own)
+
+
+def keys_of(function: Any) -> tuple[Any, ...]:
+    """The objects a function mode is handed for ``function``: itself, and what a decorator wraps
+    (torch hands over the inner function of its ``Tensor`` operator wrappers)."""
+    inner = getattr(function, "__wrapped__", None)
+    return (function,) if inner is None else (function, inner)
+
+
+class _Swaps(TorchFunctionMode):
+    """Each function in ``table`` answered by its replacement, in the thread that entered the mode."""
+
+    def __init__(self, table: Mapping[Any, Callable[..., Any]]) -> None:
+        super().__init__()
+        self.table = dict(table)
+        self.bodies: dict[Any, Callable[..., Any] | None] = {}
+
+    def __torch_function__(self, func: Any, types_: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        try:
+            replacement = self.table.get(func)
+        except TypeError:  # an unhashable callable: never one of ours
+            replacement = None
+        if replacement is not None:
+            return replacement(*args, **kwargs)
+        body = self._body(func)
+        if body is None:
+            return func(*args, **kwargs)
+        with self:
+            return body(*args, **kwargs)
+
+    def _body(self, func: Any) -> Callable[..., Any] | None:
+        """A copy of one of torch's Python functions whose torch-function check says "handled"."""
+        if (not isinstance(func, types.FunctionType) or func.__module__ not in _BODIES_OF
+                or not set(_GUARDS) & set(func.__code__.co_names)):
+            return None
+        if func not in self.bodies:
+            body = types.FunctionType(func.__code__, {**func.__globals__, **_HANDLED}, func.__name__,
+                                      func.__defaults__, func.__closure__)
+            body.__kwdefaults__ = func.__kwdefaults__
+            self.bodies[func] = body
+        return self.bodies[func]
+
+
+@contextmanager
+def swapped(table: Mapping[Any, Callable[..., Any]]) -> Iterator[None]:
+    """Inside the block, and in this thread only, a call of a function in ``table`` (keyed by the
+    function objects, see ``keys_of``) runs its replacement, which may call the original: the mode
+    is off while a replacement runs."""
+    if not table:
+        yield
+        return
+    with _Swaps(table):
+        yield

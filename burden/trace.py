@@ -1,6 +1,6 @@
 """The tracer: one forward pass, recorded op by op and attributed to modules.
 
-Two process-wide module hooks keep a stack of module paths; a ``TorchDispatchMode`` sees every
+Hooks on the model's own modules keep a stack of module paths; a ``TorchDispatchMode`` sees every
 aten op, including the work that ``forward`` does through functional calls (``F.relu``, the SE
 rescale, residual sums, ``flatten``). Each op becomes an ``OpEvent`` owned by the innermost module
 on the stack. Nothing here counts FLOPs or bytes: counting applies a convention to the recorded
@@ -10,18 +10,22 @@ By default the pass runs on the meta device, with the model's tensors swapped fo
 (``burden.stand_ins``), so no weights are copied, no activation memory is allocated, and the
 user's tensors are never written to. Observers (``op_recorded``) see every op as it is recorded:
 that is how memory lifetimes and the training step watch a pass without reaching inside.
+
+Everything a trace installs is its own or this thread's: hooks on the traced model's modules
+(removed on the way out), dispatch and function modes (torch keeps their stacks per thread). Another
+thread's work, and other models, run as if no trace were running.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .autocast import autocast
@@ -147,6 +151,7 @@ class Tracer:
         self.stack_args: list[Any] = []  # each open module's inputs, to say what a failing module got
         self.open_spans: list[int] = []
         self._paths: dict[int, str] = {}  # id(module) -> its path in the model
+        self._thread = threading.get_ident()  # the thread whose module calls are this trace's
         self._storage_ids: dict[int, int] = {}
         self._next_storage = itertools.count()
         # storage -> (address, number): a plain weak reference per numbered storage, whose callback
@@ -321,7 +326,7 @@ class Tracer:
     # handles costs more than the calls they watch. Modules outside the model are ignored.
     def _pre_hook(self, module: nn.Module, args: Any) -> None:
         path = self._paths.get(id(module))
-        if path is None or self.forward_done:
+        if path is None or self.forward_done or threading.get_ident() != self._thread:
             return
         info = self.modules[path]
         if info.calls == 0:
@@ -333,6 +338,8 @@ class Tracer:
 
     def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
         path = self._paths.get(id(module))
+        if threading.get_ident() != self._thread:  # the same model, called by another thread meanwhile
+            return
         if path is None or self.forward_done or not self.stack or self.stack[-1] != path:
             return
         info = self.modules[path]
@@ -355,7 +362,11 @@ class Tracer:
         with ExitStack() as stack:
             stack.enter_context(no_full_collections())
             stack.enter_context(self.stand_ins.swapped(self.model))
-            handles = [register_module_forward_pre_hook(self._pre_hook), register_module_forward_hook(self._post_hook)]
+            self._thread = threading.get_ident()
+            # the model's own hooks run after these, as they would after torch's global hooks
+            handles = [hook for module in self.model.modules()
+                       for hook in (module.register_forward_pre_hook(self._pre_hook, prepend=True),
+                                    module.register_forward_hook(self._post_hook, prepend=True))]
             stack.callback(lambda: [h.remove() for h in handles])
             yield
 
@@ -398,7 +409,9 @@ class Tracer:
         except BurdenError:
             raise
         except Exception as exc:
-            module_args = self.stack_args[-1] if self.stack_args else args
+            # the hooks see positional inputs only; the model's own forward is often called with keywords
+            inner = len(self.stack_args) > 1 or (self.stack and self.stack[-1] != "")
+            module_args = self.stack_args[-1] if self.stack_args and inner else (args, kwargs)
             failure = forward_failure(self.stack, self.modules, module_args, exc)
             if isinstance(failure, DataDependentError):
                 failure.feature_bytes_so_far = self._allocated_bytes()

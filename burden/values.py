@@ -35,7 +35,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from . import routing
 from .containers import iter_tensors, map_tensors
-from .patching import replaced
+from .patching import swapped
 
 aten = torch.ops.aten
 
@@ -181,9 +181,7 @@ class KnownValues:
                 index = _lists_on_cpu(index)
             return getitem(t, index)
 
-        with ExitStack() as stack:
-            stack.enter_context(replaced(torch.Tensor, "tolist", listed))
-            stack.enter_context(replaced(torch.Tensor, "__getitem__", indexed))
+        with swapped({tolist: listed, getitem: indexed}):
             yield
 
     def _values_of(self, func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict, frozenset[str]] | None:

@@ -48,9 +48,10 @@ def test_serving_example_is_burdens(tmp_path):
     summary = burden.generate(str(tmp_path), 8192, 512, batch_size=4, dtype="bfloat16",
                               device_profile="h100").summary().splitlines()
     assert len(block) == 5
-    # the README quotes the pinned torch; another release's CPU attention kernel moves other bytes in
-    # the prefill (3.78 TiB on 2.14), while the cache and the decode step are the same everywhere
+    # the README quotes the pinned torch. Another release's CPU attention kernels give other figures for
+    # the steps (measured: 2.14.1 moves 3.78 TiB in the prefill, and its decode step is the same; 2.7.1
+    # differs in both steps), while the weights and the cache are the model's on every release
     pinned = torch.__version__.startswith("2.13.")
     for line in block:
-        if pinned or line.startswith(("KV cache", "last decode", "throughput")):
+        if pinned or line.startswith("KV cache"):
             assert line in summary, line

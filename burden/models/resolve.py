@@ -4,11 +4,11 @@ Hugging Face config (``burden.models.hf``)."""
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -86,13 +86,23 @@ def _factory(path: str) -> nn.Module:
     return built
 
 
-@functools.lru_cache(maxsize=8)
+_BUILT = threading.local()  # per thread: an analysis changes its model while it runs (hooks, stand-ins, mode)
+_KEEP = 8
+
+
 def _registered_on_meta(name: str) -> nn.Module:
     # An analysis leaves the model as it found it, so a registered model built once serves every
-    # later analysis in the process (building SENet-154 costs about as much as tracing it). It is
-    # kept in eval mode, the mode most analyses ask for, so that they need not switch it.
-    with torch.device("meta"):
-        return model_entry(name).factory().eval()
+    # later analysis in the thread (building SENet-154 costs about as much as tracing it); each
+    # thread has its own, as an analysis running in another thread changes its model while it runs.
+    # It is kept in eval mode, the mode most analyses ask for, so that they need not switch it.
+    built: dict[str, nn.Module] = _BUILT.__dict__.setdefault("models", {})
+    if name not in built:
+        with torch.device("meta"):
+            model = model_entry(name).factory().eval()
+        if len(built) >= _KEEP:
+            built.pop(next(iter(built)))
+        built[name] = model
+    return built[name]
 
 
 def resolve_model(spec: str, device: str = "meta") -> tuple[str, nn.Module]:
