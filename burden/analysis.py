@@ -22,11 +22,11 @@ from .inputs import dtype_name, parse_input_size, parse_scales
 from .models import model_entry
 from .suggest import did_you_mean
 from .models.hf import is_config_spec
-from .models.resolve import resolve_model
+from .models.resolve import own_input_size, resolve_model
 from .heap import paused_gc
 from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
-from .options import DEFAULT_CONVENTION, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
+from .options import DEFAULT_CONVENTION, DEFAULT_INPUT_SIZE, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .records import Trace
 from .request import Request, describe_inputs, input_sizes, model_dtype, model_inputs, request
 from .roofline import latency_figures
@@ -54,6 +54,16 @@ def model_to_analyse(model: nn.Module | str, device: str | None = None) -> tuple
     if device is not None and torch.device(device).type != "meta":
         return type(model).__name__, with_real_weights(model, device)
     return type(model).__name__, model
+
+
+def model_and_request(model: nn.Module | str, req: Request, device: str | None = None
+                      ) -> tuple[str, nn.Module, Request]:
+    """``model_to_analyse``, and the request at the model's own input size (``own_input_size``)
+    where the caller asked for none: 3 x 224 x 224 where the model does not say."""
+    name, module = model_to_analyse(model, device)
+    if req.size is None:
+        req = replace(req, size=own_input_size(model, module) or DEFAULT_INPUT_SIZE)
+    return name, module, req
 
 
 @dataclass(frozen=True)
@@ -251,7 +261,7 @@ def estimate_figures(model: nn.Module | str, req: Request, inputs: Any = None,
                      ) -> EstimateFigures:
     """The figures of ``burden.estimate`` (which documents the options) for a checked request."""
     check_mode(req, checkpoint is not None or checkpoint_depth is not None)
-    name, module = model_to_analyse(model, req.device)
+    name, module, req = model_and_request(model, req, req.device)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     module, req, a, training, notes = _analyse_anywhere(model, module, req, inputs, paths)
     size, batch = (req.size, req.batch) if inputs is None else describe_inputs(a.args, a.kwargs)

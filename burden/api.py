@@ -22,7 +22,7 @@ from .request import request
 from .results import Bench, Comparison, Estimate, Fit, Generate, GenerateBench, GenerateFit, ScaleTable, as_estimate
 
 @guarded
-def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
+def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | None = None, *,
              batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
              memory: str | None = None, inputs: Any = None, device: str | None = None, mode: str = "inference",
              optimizer: str = DEFAULT_OPTIMIZER, formulas: Mapping[Any, Callable[..., int]] | None = None,
@@ -36,7 +36,9 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
     ``torchvision:NAME`` or ``timm:NAME``. ``input_size`` is the per-sample shape, ``(3, 224, 224)``,
     ``(224, 320)`` for an RGB image's height and width (as ``--input 224x320``), or ``224`` for a
-    square one, and ``batch_size`` is prepended. A Hugging Face config (a ``config.json`` path, a
+    square one, and ``batch_size`` is prepended. Left out, it is the model's own: timm's
+    ``pretrained_cfg["input_size"]``, the crop of torchvision's default weights, a registered
+    model's own; 3 x 224 x 224 where the model does not say (``Estimate.input`` shows the size used). A Hugging Face config (a ``config.json`` path, a
     folder holding one, or ``hf:ORG/NAME``) is built on meta, never with weights. A language model
     takes ``seq`` instead, a sequence length: real ``input_ids`` and an attention mask of ones (and
     in training the ids as ``labels``, for the model's own loss). For models that take several
@@ -92,7 +94,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] = (3,
 
 
 @guarded
-def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[int] = (3, 224, 224), *,
+def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[int] | None = None, *,
             batch_size: int = 1, dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
             memory: str | None = None, device: str | None = None, inputs: Any = None,
             formulas: Mapping[Any, Callable[..., int]] | None = None,
@@ -127,7 +129,7 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
 
 
 @guarded
-def bench(model: nn.Module | str, input_size: int | str | Sequence[int] = (3, 224, 224), *, batch_size: int = 1,
+def bench(model: nn.Module | str, input_size: int | str | Sequence[int] | None = None, *, batch_size: int = 1,
           inputs: Any = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
           device_profile: str | DeviceProfile | None = None, min_run_time: float = 1.0,
           per_module: bool = True, seq: int | None = None) -> Bench:
@@ -178,7 +180,7 @@ def scale(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES
 
 
 @guarded
-def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Sequence[int] = (3, 224, 224), *,
+def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Sequence[int] | None = None, *,
         inputs: Any = None, mode: str = "training", optimizer: str = DEFAULT_OPTIMIZER,
         dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION,
         checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,

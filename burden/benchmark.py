@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
@@ -139,7 +140,7 @@ def _check_fits(figures: EstimateFigures, device: str, model: str) -> None:
                              f"on {device}; use a smaller --batch")
 
 
-def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, batch_size: int = 1,
+def bench_figures(model: nn.Module | str, input_size: Any = None, *, batch_size: int = 1,
                   inputs: Any = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
                   device_profile: str | devices.DeviceProfile | None = None, min_run_time: float = 1.0,
                   per_module: bool = True, seq: int | None = None) -> BenchFigures:
@@ -155,6 +156,8 @@ def bench_figures(model: nn.Module | str, input_size: Any = (3, 224, 224), *, ba
     figures = analysis.estimate_figures(model, req, inputs)
     _check_fits(figures, device, figures.model)
     name, module = real_model(model, device, forced)
+    if req.size is None:  # the model's own size, which the estimate found
+        req = replace(req, size=figures.input)
     args, kwargs = _inputs(module, req, inputs, device)
 
     def run() -> Any:

@@ -20,7 +20,8 @@ from .api import estimate
 from .conventions import get_convention, list_conventions
 from .results import Estimate
 from .inputs import parse_batch, parse_input_size
-from .models.resolve import resolve_model
+from .models.resolve import own_input_size, resolve_model
+from .options import DEFAULT_INPUT_SIZE
 from .state import on_meta, preserved_modes, with_real_weights
 
 
@@ -88,13 +89,16 @@ def fvcore_analysis(model: nn.Module, x: torch.Tensor) -> ToolCount:
 
     analysis = (FlopCountAnalysis(with_real_weights(model), (torch.zeros(x.shape, dtype=x.dtype),))
                 .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
-    return ToolCount("fvcore.nn.FlopCountAnalysis", int(analysis.total()), dict(analysis.by_module()))
+    by_module = {path: int(n) for path, n in analysis.by_module().items()}  # einsum's come as whole floats
+    return ToolCount("fvcore.nn.FlopCountAnalysis", int(analysis.total()), by_module)
 
 
-def check(model: nn.Module | str, input_size: Any = (3, 224, 224), *, batch_size: int = 1,
+def check(model: nn.Module | str, input_size: Any = None, *, batch_size: int = 1,
           conventions: Sequence[str] | None = None) -> CheckReport:
-    size, batch = parse_input_size(input_size), parse_batch(batch_size)
+    batch = parse_batch(batch_size)
     name, module = resolve_model(model) if isinstance(model, str) else (type(model).__name__, model)
+    size = (parse_input_size(input_size) if input_size is not None
+            else own_input_size(model, module) or DEFAULT_INPUT_SIZE)
     names = list(conventions or list_conventions())
     estimates: dict[str, Estimate] = {c: estimate(module, size, batch_size=batch, convention=c) for c in names}
     with preserved_modes(module):

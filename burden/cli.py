@@ -40,7 +40,7 @@ def _input_options(args: argparse.Namespace) -> dict:
         return {"inputs": parse_inputs_spec(args.inputs)}
     if seq is not None:
         return {"seq": seq, "batch_size": args.batch or 1}
-    return {"input_size": args.input or options.DEFAULT_INPUT, "batch_size": args.batch or 1}
+    return {"input_size": args.input, "batch_size": args.batch or 1}  # no --input: the model's own size
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,7 +92,8 @@ def _depth(text: str) -> int:
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default=None, metavar="SIZE",
-                   help=f"image input size: 224, 224x320 (H x W) or 3x224x224 (C x H x W); default "
+                   help=f"image input size: 224, 224x320 (H x W) or 3x224x224 (C x H x W); default: the "
+                        f"model's own (timm's pretrained_cfg, torchvision's default weights), else "
                         f"{options.DEFAULT_INPUT}")
     p.add_argument("--inputs", default=None, metavar="SPEC",
                    help="the model's inputs when it does not take one image, shapes batch first: 2x128:int64, "
@@ -354,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="each convention beside fvcore's and PyTorch's own counts")
     chk.add_argument("model", help="a registered name or package.module:factory")
-    chk.add_argument("--input", default=options.DEFAULT_INPUT, metavar="SIZE", help="input size, as in estimate")
+    chk.add_argument("--input", default=None, metavar="SIZE", help="input size, as in estimate")
     chk.add_argument("--batch", default=1, type=_positive_int, metavar="N", help="batch size (default 1)")
     chk.set_defaults(run=_check)
 

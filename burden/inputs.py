@@ -175,7 +175,8 @@ def materialize_inputs(inputs: Any, device: str, dtype: torch.dtype) -> tuple[tu
     """Positional and keyword arguments for the forward pass, built on ``device``.
 
     A tuple or list is the positional arguments; a dict is the keyword arguments, unless it is
-    ``{"args": ..., "kwargs": ...}``; anything else is the single positional argument. Example
+    ``{"args": ..., "kwargs": ...}``; anything else (a ``torch.Size`` included, though it is a tuple)
+    is the single positional argument. Example
     tensors keep their shape and dtype but not their values; ``torch.Size`` and ``TensorSpec``
     become zero tensors.
     """
@@ -185,7 +186,7 @@ def materialize_inputs(inputs: Any, device: str, dtype: torch.dtype) -> tuple[tu
             raise InputSpecError("inputs={'args': tuple, 'kwargs': dict} expected")
     elif isinstance(inputs, dict):
         args, kwargs = (), inputs
-    elif isinstance(inputs, (tuple, list)):
+    elif isinstance(inputs, (tuple, list)) and not isinstance(inputs, torch.Size):  # a Size is one shape
         args, kwargs = tuple(inputs), {}
     else:
         args, kwargs = (inputs,), {}

@@ -18,6 +18,7 @@ DEFAULT_OPTIMIZER = "adam"
 OPTIMIZER_IMPLS = ("single", "foreach", "fused")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "int8", "float64")
 DEFAULT_INPUT = "224"
+DEFAULT_INPUT_SIZE = (3, 224, 224)  # where neither the caller nor the model says
 DEFAULT_SCALES = "0.5:3:0.5"
 DEFAULT_SCALE_BATCH = 128
 DEFAULT_SCALE_BASE = 224

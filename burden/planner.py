@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from .analysis import analyse, check_mode, checkpoint_paths, model_to_analyse
+from .analysis import analyse, check_mode, checkpoint_paths, model_and_request
 from .figures import BatchPeak, FitFigures, TrainingFigures
 from .inputs import dtype_name, rebatch
 from .device_memory import DeviceRun
@@ -115,7 +115,7 @@ def fit_figures(model: nn.Module | str, budget: int, req: Request, inputs: Any =
                 checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None) -> FitFigures:
     """The figures of ``burden.fit`` (which documents the options) for a checked request."""
     check_mode(req, checkpoint is not None or checkpoint_depth is not None)
-    name, module = model_to_analyse(model)
+    name, module, req = model_and_request(model, req)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
     probe = _prober(module, req, inputs, paths, budget)
     # the peaks the lines predict are allocated bytes: on CUDA the context is not among them

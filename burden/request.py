@@ -126,7 +126,8 @@ def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any 
     if seq is not None:
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
             raise InputSpecError(f"the sequence length must be a whole number from 1, got {seq!r}")
-    size = (seq,) if seq is not None else parse_input_size(input_size)
+    # None: the model's own size, once the model is known (``analysis.model_and_request``)
+    size = (seq,) if seq is not None else None if input_size is None else parse_input_size(input_size)
     return Request(size=size, batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                    memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
                    check_memory=check_memory, progress=progress, amp=low,

@@ -64,7 +64,8 @@ def fvcore_attribution(model: nn.Module, trace: Trace, args: tuple, kwargs: dict
     result = FlopAttribution()
     for path in ran:
         children = _children(path, paths)
-        own_flops = by_module.get(path, 0) - sum(by_module.get(c, 0) for c in children)
+        # fvcore's einsum handle gives a float (floor(flops / 2), always whole): figures are integers
+        own_flops = int(by_module.get(path, 0)) - sum(int(by_module.get(c, 0)) for c in children)
         if path in ancestors and own_flops:
             where = "the model's own forward" if path == "" else f"module {path!r}"
             raise InputSpecError(f"the fvcore convention cannot count the work up to {trace.stopped_after!r}: "

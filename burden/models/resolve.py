@@ -131,3 +131,32 @@ def resolve_model(spec: str, device: str = "meta") -> tuple[str, nn.Module]:
     # a constructor that reads its own weights' values (torchvision's RegNets) cannot run on meta:
     # build it on the CPU and move it there, which frees the weights
     return spec, build().to("meta")
+
+
+def own_input_size(model: nn.Module | str, module: nn.Module) -> tuple[int, ...] | None:
+    """The per-sample input a model is made for, where it says: timm's ``pretrained_cfg``
+    ``input_size`` (a timm model's own, by name or given), a torchvision ViT's fixed
+    ``image_size``, torchvision's default weights' eval transforms (their crop), or a registered
+    model's entry. None where nothing says."""
+    cfg = getattr(module, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        return tuple(int(d) for d in cfg["input_size"])
+    if not isinstance(model, str) or is_config_spec(model):
+        return None
+    prefix, sep, rest = model.partition(":")
+    if not sep:
+        return model_entry(model).input_size
+    if prefix == "torchvision":
+        fixed = getattr(module, "image_size", None)  # a ViT built without weights is fixed at its own size
+        if isinstance(fixed, int):
+            return (3, fixed, fixed)
+        from torchvision.models import get_model_weights  # installed: the model was built from it
+
+        try:
+            weights = get_model_weights(rest).DEFAULT
+        except (ValueError, KeyError, AttributeError):  # a model with no weights: nothing says
+            return None
+        crop = getattr(weights.transforms(), "crop_size", None)
+        if crop:
+            return (3, int(crop[0]), int(crop[-1]))
+    return None
