@@ -148,7 +148,8 @@ class Tracer:
         self.events: list[OpEvent] = []
         self.modules: dict[str, ModuleInfo] = {}
         self.stack: list[str] = []
-        self.stack_args: list[Any] = []  # each open module's inputs, to say what a failing module got
+        self.stack_args: list[Any] = []  # each open module's positional inputs (its records' input shapes)
+        self.stack_kwargs: list[dict] = []  # and its keyword inputs, to say what a failing module got
         self.open_spans: list[int] = []
         self._paths: dict[int, str] = {}  # id(module) -> its path in the model
         self._thread = threading.get_ident()  # the thread whose module calls are this trace's
@@ -322,9 +323,10 @@ class Tracer:
                                  f"made an empty output ({describe_shapes(t)}) from {describe_shapes(inputs)}")
 
     # module hooks ------------------------------------------------------------------------------
-    # Two process-wide hooks rather than two per module: registering and removing thousands of
-    # handles costs more than the calls they watch. Modules outside the model are ignored.
-    def _pre_hook(self, module: nn.Module, args: Any) -> None:
+    # Hooks on the model's own modules, never torch's global ones, which every model in the
+    # process would call (a few thousand handles cost milliseconds). Another thread's calls of the
+    # same modules are ignored.
+    def _pre_hook(self, module: nn.Module, args: Any, kwargs: dict) -> None:
         path = self._paths.get(id(module))
         if path is None or self.forward_done or threading.get_ident() != self._thread:
             return
@@ -334,6 +336,7 @@ class Tracer:
         info.calls += 1
         self.stack.append(path)
         self.stack_args.append(args)
+        self.stack_kwargs.append(kwargs)
         self.open_spans.append(len(self.events))
 
     def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
@@ -349,6 +352,7 @@ class Tracer:
         info.spans.append((self.open_spans.pop(), len(self.events), shape_tree(self.stack_args[-1]), shapes))
         self.stack.pop()
         self.stack_args.pop()
+        self.stack_kwargs.pop()
         if path == self.stop_after:
             raise _StopTrace
 
@@ -365,7 +369,7 @@ class Tracer:
             self._thread = threading.get_ident()
             # the model's own hooks run after these, as they would after torch's global hooks
             handles = [hook for module in self.model.modules()
-                       for hook in (module.register_forward_pre_hook(self._pre_hook, prepend=True),
+                       for hook in (module.register_forward_pre_hook(self._pre_hook, prepend=True, with_kwargs=True),
                                     module.register_forward_hook(self._post_hook, prepend=True))]
             stack.callback(lambda: [h.remove() for h in handles])
             yield
@@ -409,9 +413,7 @@ class Tracer:
         except BurdenError:
             raise
         except Exception as exc:
-            # the hooks see positional inputs only; the model's own forward is often called with keywords
-            inner = len(self.stack_args) > 1 or (self.stack and self.stack[-1] != "")
-            module_args = self.stack_args[-1] if self.stack_args and inner else (args, kwargs)
+            module_args = (self.stack_args[-1], self.stack_kwargs[-1]) if self.stack_args else (args, kwargs)
             failure = forward_failure(self.stack, self.modules, module_args, exc)
             if isinstance(failure, DataDependentError):
                 failure.feature_bytes_so_far = self._allocated_bytes()
