@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from zoo import _machine, _rss, _table, burden_tree  # noqa: E402  (the other zoo's helpers)
+from zoo import _machine, _table, _verdict, burden_tree  # noqa: E402  (the other zoo's helpers)
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -313,15 +313,6 @@ def _finish(run: Running, killed: str | None) -> dict[str, Any]:
     return rec
 
 
-def _verdict(run: Running) -> str | None:
-    run.peak_rss = max(run.peak_rss, _rss(run.proc.pid))
-    if time.monotonic() - run.started > TIMEOUT_S:
-        return f"timeout ({TIMEOUT_S} s)"
-    if run.peak_rss > WORKER_RSS_LIMIT:
-        return f"killed: RSS over {WORKER_RSS_LIMIT / 2**30:.0f} GiB"
-    return None
-
-
 def run_pool(types: list[str], jobs: int, analyses: tuple[str, ...], on_record: Callable[[dict], None]) -> None:
     """Each type in a fresh process, ``jobs`` at a time, with a timeout and an RSS cap."""
     todo, running = list(reversed(types)), []
@@ -332,7 +323,7 @@ def run_pool(types: list[str], jobs: int, analyses: tuple[str, ...], on_record: 
                     running.append(_start(todo.pop(), Path(tmp), analyses))
                 time.sleep(0.2)
                 for run in list(running):
-                    killed = _verdict(run)
+                    killed = _verdict(run, TIMEOUT_S, WORKER_RSS_LIMIT)
                     if killed:
                         os.killpg(run.proc.pid, 9)
                     elif run.proc.poll() is None:

@@ -651,13 +651,14 @@ def run_pool(model_ids: list[str], jobs: int, on_record: Callable[[dict[str, Any
                 run.proc.kill()
 
 
-def _verdict(run: Running) -> str | None:
-    """Why a worker must be stopped now, if it must."""
+def _verdict(run: Any, timeout_s: float = TIMEOUT_S, rss_limit: int = WORKER_RSS_LIMIT) -> str | None:
+    """Why a worker (a record with ``proc``, ``started`` and ``peak_rss``) must be stopped now, if it
+    must; its peak RSS is brought up to date."""
     run.peak_rss = max(run.peak_rss, _rss(run.proc.pid))
-    if time.monotonic() - run.started > TIMEOUT_S:
-        return f"timeout ({TIMEOUT_S} s)"
-    if run.peak_rss > WORKER_RSS_LIMIT:
-        return f"killed: RSS over {WORKER_RSS_LIMIT / 2**30:.0f} GiB"
+    if time.monotonic() - run.started > timeout_s:
+        return f"timeout ({timeout_s} s)"
+    if run.peak_rss > rss_limit:
+        return f"killed: RSS over {rss_limit / 2**30:.0f} GiB"
     return None
 
 
