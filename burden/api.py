@@ -30,7 +30,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
              checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
              amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1,
              zero: int = 0, device_profile: str | DeviceProfile | None = None, optimizer_impl: str | None = None,
-             grad_accum: int = 1, seq: int | None = None) -> Estimate:
+             grad_accum: int = 1, seq: int | None = None, routing: str = "balanced") -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -77,6 +77,10 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
     or a profile's JSON path) adds ``Estimate.latency``: each op's roofline time on that device,
     max(real FLOPs / peak, bytes moved / bandwidth), per layer and in total, with the samples/s it
     allows. It is a lower bound on time, not a promise (``burden bench`` measures the real one).
+    ``routing="balanced"`` (the default) assumes that the choices a model makes from its weights and
+    then reads (a mixture of experts' top-k, ``generate()``'s greedy token) are spread evenly, and
+    says so in the notes (``burden.routing``); ``"refuse"`` assumes nothing, and such a model stops
+    with ``DataDependentError`` on meta.
 
     ``device`` is where the pass is traced: by default the meta device (nothing allocated, any size),
     except for a model whose forward needs real values (``.item()``, ``nonzero``, boolean masks),
@@ -89,7 +93,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
     req = request(input_size, batch_size, dtype=dtype, convention=convention, device=device, memory=memory,
                   formulas=formulas, check_memory=check_memory, progress=progress, amp=amp, target=target,
                   world_size=world_size, zero=zero, device_profile=device_profile, mode=mode, optimizer=optimizer,
-                  optimizer_impl=optimizer_impl, grad_accum=grad_accum, seq=seq)
+                  optimizer_impl=optimizer_impl, grad_accum=grad_accum, seq=seq, routing=routing)
     return as_estimate(analysis.estimate_figures(model, req, inputs, checkpoint, checkpoint_depth))
 
 
@@ -186,7 +190,7 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
         checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
         amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1, zero: int = 0,
         optimizer_impl: str | None = None, grad_accum: int = 1,
-        device_profile: str | DeviceProfile | None = None, seq: int | None = None) -> Fit:
+        device_profile: str | DeviceProfile | None = None, seq: int | None = None, routing: str = "balanced") -> Fit:
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
@@ -198,21 +202,22 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
     for almost every model, and traces the answer and the answer + 1 to confirm it: three traces,
     more only where a prediction was off. ``Fit`` has the answer, its peak and the next batch's,
     what the peak holds, and the peaks around it. ``checkpoint``, ``checkpoint_depth``, ``amp``,
-    ``target``, ``world_size``, ``zero`` and ``device_profile`` are as in ``estimate``; with ZeRO the
+    ``target``, ``world_size``, ``zero``, ``device_profile`` and ``routing`` are as in ``estimate``; with ZeRO the
     batch is per device. On the CUDA target the answer is the largest batch whose run never exhausts
     ``memory`` less the CUDA context (the profile's, or 512 MiB), the caching allocator simulated.
     """
     budget = parse_memory(memory)
     req = request(input_size, 1, dtype=dtype, convention=convention, device="meta", amp=amp, target=target,
                   world_size=world_size, zero=zero, mode=mode, optimizer=optimizer, optimizer_impl=optimizer_impl,
-                  grad_accum=grad_accum, device_profile=device_profile, seq=seq)
+                  grad_accum=grad_accum, device_profile=device_profile, seq=seq, routing=routing)
     return Fit(**vars(planner.fit_figures(model, budget, req, inputs, checkpoint, checkpoint_depth)))
 
 
 @guarded
 def generate(model: nn.Module | str, prompt: int, new_tokens: int, *, batch_size: int = 1,
              dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION, cache: str = "dynamic",
-             target: str = "cpu", device_profile: str | DeviceProfile | None = None) -> Generate:
+             target: str = "cpu", device_profile: str | DeviceProfile | None = None,
+             routing: str = "balanced") -> Generate:
     """A causal language model's ``generate()``: ``batch_size`` prompts of ``prompt`` tokens, each
     given ``new_tokens`` more, greedy, with the model's own KV cache.
 
@@ -224,12 +229,13 @@ def generate(model: nn.Module | str, prompt: int, new_tokens: int, *, batch_size
     the weights, the KV cache at the end (``prompt + new_tokens - 1`` tokens: the last token is
     produced, not fed back) and per token, each phase's peak (weights, cache, activations, logits),
     FLOPs under ``convention`` and bytes moved, and the whole run's peak. ``dtype`` runs the model
-    in that dtype (default: its own). ``target`` and ``device_profile`` are as in ``estimate``:
+    in that dtype (default: its own). ``target``, ``device_profile`` and ``routing`` (the greedy
+    token, a mixture of experts' choices) are as in ``estimate``:
     with a profile, time to first token, time per output token and tokens/s are roofline lower
     bounds on that device, and each layer is compute- or memory-bound in each phase.
     """
     req = request((1,), batch_size, dtype=dtype, convention=convention, device="meta", target=target,
-                  device_profile=device_profile)
+                  device_profile=device_profile, routing=routing)
     name, module = analysis.model_to_analyse(model)
     return Generate(**vars(generation.generate_figures(name, module, req, prompt, new_tokens, cache)))
 
@@ -237,11 +243,13 @@ def generate(model: nn.Module | str, prompt: int, new_tokens: int, *, batch_size
 @guarded
 def fit_generate(model: nn.Module | str, memory: int | str, prompt: int | None, new_tokens: int, *,
                  batch_size: int | None = None, dtype: str | torch.dtype | None = None, cache: str = "dynamic",
-                 target: str = "cpu", device_profile: str | DeviceProfile | None = None) -> GenerateFit:
+                 target: str = "cpu", device_profile: str | DeviceProfile | None = None,
+                 routing: str = "balanced") -> GenerateFit:
     """The largest batch whose ``generate()`` of ``prompt`` + ``new_tokens`` tokens fits in
     ``memory`` (``"80GiB"``, bytes); with ``batch_size``, the longest prompt that fits at that batch
     (up to the model's ``max_position_embeddings``; ``prompt`` is then not needed). ``model``,
-    ``dtype``, ``cache``, ``target`` and ``device_profile`` are as in ``generate``. Each size is a traced generation; the answer and the
+    ``dtype``, ``cache``, ``target``, ``device_profile`` and ``routing`` are as in ``generate``. Each size is a
+    traced generation; the answer and the
     next size are traced to confirm it, and ``GenerateFit.generation`` is the answer's figures.
     On the CUDA target a size fits where the simulated caching allocator, given ``memory`` less the
     CUDA context, never runs out."""
@@ -249,7 +257,8 @@ def fit_generate(model: nn.Module | str, memory: int | str, prompt: int | None, 
     if batch_size is None and prompt is None:
         raise InputSpecError("give the prompt's length to find the largest batch, or batch_size to find the longest "
                              "prompt")
-    req = request((1,), batch_size or 1, dtype=dtype, device="meta", target=target, device_profile=device_profile)
+    req = request((1,), batch_size or 1, dtype=dtype, device="meta", target=target, device_profile=device_profile,
+                  routing=routing)
     name, module = analysis.model_to_analyse(model)
     return GenerateFit(**vars(serving.fit_generation(name, module, budget, req, prompt, new_tokens, cache,
                                                       search_prompt=batch_size is not None)))

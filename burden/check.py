@@ -10,7 +10,6 @@ the fused CPU attention and LSTM kernels as 0, which the second run shows.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -18,44 +17,12 @@ from torch import nn
 
 from .api import estimate
 from .conventions import get_convention, list_conventions
+from .figures import CheckReport, ConventionCheck, ToolCount
 from .results import Estimate
 from .inputs import parse_batch, parse_input_size
 from .models.resolve import own_input_size, resolve_model
 from .options import DEFAULT_INPUT_SIZE
 from .state import on_meta, preserved_modes, with_real_weights
-
-
-@dataclass(frozen=True)
-class ToolCount:
-    tool: str
-    total: int
-    by_module: dict[str, int]  # module path -> FLOPs including submodules
-
-
-@dataclass(frozen=True)
-class ConventionCheck:
-    convention: str
-    flops: int
-    equals: str | None  # the tool this convention claims to reproduce
-    tool_flops: int | None
-    differences: tuple[tuple[str, int, int], ...]  # (module path, burden, tool) where they differ
-
-    @property
-    def agrees(self) -> bool:
-        return self.equals is None or (self.flops == self.tool_flops and not self.differences)
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    model: str
-    input: tuple[int, ...]
-    batch: int
-    checks: tuple[ConventionCheck, ...]
-    tools: tuple[ToolCount, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(c.agrees for c in self.checks)
 
 
 FLOP_COUNTER_META = "torch.utils.flop_counter.FlopCounterMode on meta"

@@ -160,6 +160,13 @@ def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
                    help="with --mode training: checkpoint every module N levels down (1: the model's children)")
 
 
+def _add_routing_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--routing", choices=options.ROUTINGS, default=options.ROUTINGS[0],
+                   help="choices a model makes from its weights and reads (a mixture of experts' top-k, "
+                        "generate()'s greedy token): balanced (default, the assumption named in the notes) or "
+                        "refuse (assume nothing: such a model needs its values)")
+
+
 def _add_profile_option(p: argparse.ArgumentParser, what: str = "the per-layer roofline time and bound") -> None:
     p.add_argument("--device-profile", default=None, metavar="NAME",
                    help=f"add {what} on a device: a data sheet ({', '.join(BUILT_IN_PROFILES)}), 'local' after "
@@ -207,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_options(est)
     _add_device_options(est)
     _add_profile_option(est)
+    _add_routing_option(est)
     est.set_defaults(run=_estimate)
 
     fit = sub.add_parser("fit", help="the largest batch whose peak fits a memory budget")
@@ -228,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --target cuda: the GPU (a data sheet such as h100, or a measured profile), whose "
                           "compute capability picks the kernels and the cuBLAS workspace, and whose CUDA context "
                           "is set aside from the budget (default: an H100 and a 512 MiB context)")
+    _add_routing_option(fit)
     _add_generate_options(fit, "the largest batch that fits, or with --batch the longest prompt")
     fit.add_argument("--batch", default=None, type=_positive_int, metavar="N",
                      help="with --generate: the batch, to find the longest prompt instead")
@@ -254,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--target", default="cpu", choices=("cpu", "cuda"),
                      help="how the peaks count bytes, as in estimate (cuda: as torch.cuda.max_memory_allocated)")
     _add_profile_option(gen, "time to first token, time per token, tokens/s and each layer's bound")
+    _add_routing_option(gen)
     gen.add_argument("--layers", action="store_true",
                      help="with --device-profile: also each kind of layer's time and bound in each phase")
     gen.add_argument("--format", choices=("text", "json", "html"), default="text",
@@ -445,7 +455,8 @@ def _estimate(args: argparse.Namespace) -> int:
                  check_memory=args.check_memory,
                  progress=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=args.checkpoint,
                  checkpoint_depth=args.checkpoint_depth, amp=args.amp, target=args.target,
-                 world_size=args.world_size, zero=args.zero, device_profile=args.device_profile)
+                 world_size=args.world_size, zero=args.zero, device_profile=args.device_profile,
+                 routing=args.routing)
     layers = args.layers or args.depth is not None or args.leaves
     if args.format == "json":
         print(e.to_json())
@@ -477,7 +488,8 @@ def _fit_generate(args: argparse.Namespace) -> int:
                              "find the longest prompt")
     _no_inputs_with_generate(args)
     f = fit_generate(args.model, args.memory, args.prompt, args.new_tokens, batch_size=args.batch, dtype=args.dtype,
-                     cache=args.cache, target=args.target, device_profile=args.device_profile)
+                     cache=args.cache, target=args.target, device_profile=args.device_profile,
+                     routing=args.routing)
     print(f.to_json() if args.format == "json" else f.summary())
     return 0
 
@@ -497,7 +509,7 @@ def _fit(args: argparse.Namespace) -> int:
     sizes.pop("batch_size", None)
     f = fit(args.model, args.memory, **sizes, mode=args.mode, **_training_options(args), dtype=args.dtype,
             device_profile=args.device_profile, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth,
-            amp=args.amp, target=args.target, world_size=args.world_size, zero=args.zero)
+            amp=args.amp, target=args.target, world_size=args.world_size, zero=args.zero, routing=args.routing)
     print(f.to_json() if args.format == "json" else f.summary())
     return 0
 
@@ -509,7 +521,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise InputSpecError("--layers gives each layer's time and bound: add --device-profile")
     g = generate(args.model, args.prompt, args.new_tokens, batch_size=args.batch, dtype=args.dtype,
                  convention=args.convention, cache=args.cache, target=args.target,
-                 device_profile=args.device_profile)
+                 device_profile=args.device_profile, routing=args.routing)
     if args.format == "json":
         print(g.to_json())
     elif args.format == "html":

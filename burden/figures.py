@@ -483,3 +483,38 @@ class ScaleFigures:
     dtype: str
     convention: str
     rows: tuple[ScaleRow, ...]
+
+
+# --- burden check: each convention beside the tools it claims to equal -------------------------
+
+@dataclass(frozen=True)
+class ToolCount:
+    tool: str
+    total: int
+    by_module: dict[str, int]  # module path -> FLOPs including submodules
+
+
+@dataclass(frozen=True)
+class ConventionCheck:
+    convention: str
+    flops: int
+    equals: str | None  # the tool this convention claims to reproduce
+    tool_flops: int | None
+    differences: tuple[tuple[str, int, int], ...]  # (module path, burden, tool) where they differ
+
+    @property
+    def agrees(self) -> bool:
+        return self.equals is None or (self.flops == self.tool_flops and not self.differences)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    model: str
+    input: tuple[int, ...]
+    batch: int
+    checks: tuple[ConventionCheck, ...]
+    tools: tuple[ToolCount, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.agrees for c in self.checks)

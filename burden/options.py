@@ -16,6 +16,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "adadelta", "adamax
 DEFAULT_OPTIMIZER = "adam"
 # single-tensor loop, foreach (multi-tensor) kernels, or fused kernels: as torch.optim's foreach=/fused=
 OPTIMIZER_IMPLS = ("single", "foreach", "fused")
+# choices a model makes from its weights: assumed balanced (burden.routing), or refused
+ROUTINGS = ("balanced", "refuse")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "int8", "float64")
 DEFAULT_INPUT = "224"
 DEFAULT_INPUT_SIZE = (3, 224, 224)  # where neither the caller nor the model says

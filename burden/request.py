@@ -25,7 +25,7 @@ from .kernels import Kernels
 from .inputs import materialize_inputs, parse_batch, parse_dtype, parse_input_size
 from .machine import require_cuda
 from .optimizers import OptimizerSpec, check_impl, factory
-from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, MODES
+from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, MODES, ROUTINGS
 from .records import value_bytes
 from .tokens import token_inputs
 
@@ -59,6 +59,7 @@ class Request:
     mode: str = "inference"
     training: Training = field(default_factory=Training)
     tokens: bool = False  # size is (sequence length,): a language model's token inputs (burden.tokens)
+    routing: str = "balanced"  # burden.routing.ROUTINGS
 
     @property
     def meta(self) -> bool:
@@ -73,7 +74,7 @@ class Request:
     @property
     def kernels(self) -> Kernels:
         """The kernels the traced pass runs: the target's attention chooser and autocast policy."""
-        return Kernels(self.accounting.target, self.accounting.capability, self.amp)
+        return Kernels(self.accounting.target, self.accounting.capability, self.amp, self.routing)
 
     def elsize(self, module: nn.Module) -> int:
         return torch.empty((), dtype=self.dtype or model_dtype(module)).element_size()
@@ -110,7 +111,7 @@ def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any 
             progress: Callable[[str], None] | None = None, amp: Any = None, target: str = "cpu",
             world_size: int = 1, zero: int = 0, device_profile: str | DeviceProfile | None = None,
             mode: str = "inference", optimizer: OptimizerSpec = DEFAULT_OPTIMIZER, optimizer_impl: str | None = None,
-            grad_accum: int = 1, seq: int | None = None) -> Request:
+            grad_accum: int = 1, seq: int | None = None, routing: str = ROUTINGS[0]) -> Request:
     """Every option checked, before any model is built or traced. ``seq`` (a sequence length)
     replaces ``input_size`` for a language model: its inputs are token ids and a mask."""
     rules = get_convention(convention).with_formulas(formulas or {})
@@ -127,12 +128,14 @@ def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any 
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
             raise InputSpecError(f"the sequence length must be a whole number from 1, got {seq!r}")
     # None: the model's own size, once the model is known (``analysis.model_and_request``)
+    if routing not in ROUTINGS:
+        raise InputSpecError(f"unknown routing {routing!r}; choose {' or '.join(ROUTINGS)}")
     size = (seq,) if seq is not None else None if input_size is None else parse_input_size(input_size)
     return Request(size=size, batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                    memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
                    check_memory=check_memory, progress=progress, amp=low,
                    accounting=accounting(target, world_size, zero, profile), profile=profile, mode=mode,
-                   training=training, tokens=seq is not None)
+                   training=training, tokens=seq is not None, routing=routing)
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:

@@ -10,6 +10,9 @@ training keeps near even (load-balancing losses), so burden assumes it is even: 
 choice of row ``r`` is candidate ``(r * k + j) mod n`` (an argmax is a top-1). Every candidate is
 picked ``rows * k / n`` times (to within one), and no row picks the same one twice.
 
+``routing="refuse"`` (``--routing refuse``) assumes nothing: a model that reads such a choice
+stops with ``DataDependentError``, as it would without this module.
+
 Only the indices are assumed; the scores stay unknown. A value computed from an assumed one
 carries the assumption (``burden.values``), and a trace keeps the note of every assumption that
 one of its reads rested on (``KnownValues.assumptions``), for the figures' notes.
@@ -20,6 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from .options import ROUTINGS  # noqa: F401  (the choices, named where the command line reads them)
 
 aten = torch.ops.aten
 

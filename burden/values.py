@@ -120,8 +120,10 @@ def _written(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> list[tor
 class KnownValues:
     """The values known in one trace."""
 
-    def __init__(self, limit: int = 1 << 23, budget: int = 1 << 30, small: int = 1 << 19) -> None:
+    def __init__(self, limit: int = 1 << 23, budget: int = 1 << 30, small: int = 1 << 19,
+                 assume: bool = True) -> None:
         self.limit = limit
+        self.assume = assume  # choices made from the weights assumed balanced (burden.routing), or left unknown
         # Bytes of values held at once: a training step's optimizer state is zeros as large as the
         # weights, known but never read; past ``budget``, only values of up to ``small`` bytes (the
         # scalars, positions and masks that control flow reads) are still computed.
@@ -279,7 +281,7 @@ class KnownValues:
 
     def _assume(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         """Outputs without values that ``burden.routing`` assumes: given those, marked as assumed."""
-        if func not in routing.CHOICES:
+        if not self.assume or func not in routing.CHOICES:
             return
         outs = out if isinstance(out, tuple) else (out,)
         for meta, real in zip(outs, routing.assumed(func, args, kwargs, out) or ()):

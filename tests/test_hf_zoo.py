@@ -14,7 +14,7 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 
 import burden  # noqa: E402
-from burden.errors import ForwardError, InternalError  # noqa: E402
+from burden.errors import DataDependentError, ForwardError, InputSpecError, InternalError  # noqa: E402
 from burden.tokens import token_inputs  # noqa: E402
 from burden.trace import Tracer  # noqa: E402
 from burden import routing  # noqa: E402
@@ -127,6 +127,15 @@ def test_the_assumption_is_in_the_notes():
     assert routing.NOTE in burden.estimate(on_meta("jetmoe"), seq=SEQ, device="meta").notes
     assert routing.NOTE in generate(on_meta("jetmoe")).notes
     assert routing.NOTE not in burden.estimate(on_meta("llama"), seq=SEQ, device="meta").notes
+
+
+def test_routing_refuse_assumes_nothing():
+    """``routing="refuse"``: the same router read stops the meta trace, as it would with no assumption,
+    and the CLI offers the same choice."""
+    with pytest.raises(DataDependentError):
+        burden.estimate(on_meta("jetmoe"), seq=SEQ, device="meta", routing="refuse")
+    with pytest.raises(InputSpecError, match="routing"):
+        burden.estimate(on_meta("llama"), seq=SEQ, device="meta", routing="even")
 
 
 def test_balanced_choices():

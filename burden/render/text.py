@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import shutil
 import textwrap
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 from .. import rulebook
 from ..devices import DeviceProfile
 from ..errors import InputSpecError
 from ..figures import BenchFigures, ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
 from ..figures import GenerateBenchFigures, GenerateFigures, GenerateFitFigures, GenerationPhase
-from ..figures import LayerFigures, TrainingFigures
+from ..figures import CheckReport, LayerFigures, TrainingFigures
 from ..figures import ScaleFigures as ScaleTable
 from .phases import layer_kinds
 from .units import fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
 
-if TYPE_CHECKING:
-    from ..check import CheckReport
 
 
 def _aligned(rows: Sequence[tuple[str, str]]) -> str:
@@ -335,7 +333,7 @@ def scale_table(t: ScaleTable, fmt: str = "github") -> str:
                             f"FLOPs (batch {t.batch})"], fmt, ["left", "left", "right", "right"])
 
 
-def check_report(r: "CheckReport", max_differences: int = 20) -> str:
+def check_report(r: CheckReport, max_differences: int = 20) -> str:
     lines = [f"model {r.model}, input {' x '.join(map(str, r.input))}, batch {r.batch}", ""]
     rows = []
     for c in r.checks:
