@@ -35,7 +35,7 @@ from allocator_oracle import measure, measure_step  # noqa: E402
 from burden.devices import matching  # noqa: E402
 from burden.figures import TrainingFigures  # noqa: E402
 from burden.memory import inference_peak, inferred_lifetimes, replay, trace_lifetimes  # noqa: E402
-from burden.request import request  # noqa: E402
+from burden.api import request  # noqa: E402
 from burden.training import training_step  # noqa: E402
 
 OPTIMIZER = "adam"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,20 +26,13 @@ from .models.resolve import own_input_size, resolve_model
 from .heap import paused_gc
 from .machine import available_bytes, fits_in_half
 from .memory import LiveMemory, inference_peak, trace_lifetimes
-from .options import DEFAULT_CONVENTION, DEFAULT_INPUT_SIZE, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
+from .options import DEFAULT_INPUT_SIZE
 from .records import Trace
-from .request import Request, describe_inputs, input_sizes, model_dtype, model_inputs, request
+from .request import Request, describe_inputs, input_sizes, model_dtype, model_inputs
 from .roofline import latency_figures
 from .traffic import trace_bytes
 from .training import training_step
 from .state import preserved_modes, with_real_weights
-
-
-def check_request(input_size: Any, batch_size: Any, dtype: Any, convention: str, device: Any,
-                  memory: str | None = None, formulas: Mapping[Any, Callable[..., int]] | None = None) -> None:
-    """Fail on bad arguments before the first model is built (``compare``)."""
-    request(input_size, batch_size, dtype=dtype, convention=convention, device=device, memory=memory,
-            formulas=formulas)
 
 
 def model_to_analyse(model: nn.Module | str, device: str | None = None) -> tuple[str, nn.Module]:
@@ -307,13 +300,11 @@ def default_trunk(model: nn.Module | str) -> str:
     raise InputSpecError("give the trunk module path (for example --trunk layer4) for a model outside the registry")
 
 
-def scale_figures(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES, *,
-                  batch_size: int = DEFAULT_SCALE_BATCH,
-                  trunk: str | None = None, base: int = DEFAULT_SCALE_BASE, channels: int = 3,
-                  dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION) -> ScaleFigures:
-    """The figures of ``burden.scale`` (which documents the arguments)."""
+def scale_figures(model: nn.Module | str, scales: str | Sequence[float], batch_size: int, trunk: str | None,
+                  base: int, channels: int, dtype: str | torch.dtype | None, convention: str) -> ScaleFigures:
+    """The figures of ``burden.scale`` and ``Estimate.scale`` (which document the arguments)."""
     factors = parse_scales(scales)
-    req = request((channels, base, base), batch_size, dtype=dtype, convention=convention, device="meta")
+    req = Request.counting((channels, base, base), batch_size, dtype, convention)
     trunk = trunk or default_trunk(model)
     name, module = model_to_analyse(model)
     if trunk not in dict(module.named_modules()):

@@ -13,13 +13,53 @@ import torch
 from torch import nn
 
 from . import analysis, benchmark, calibration, devices, generation, generation_bench, planner, serving
-from .devices import DeviceProfile
+from .accounting import accounting
+from .autocast import amp_dtype
 from .boundary import guarded
+from .conventions import get_convention, get_memory_convention
+from .devices import DeviceProfile, load as load_profile
 from .errors import InputSpecError
-from .inputs import parse_memory
-from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
-from .request import request
+from .inputs import parse_batch, parse_dtype, parse_input_size, parse_memory
+from .machine import run_device
+from .optimizers import OptimizerSpec, check_impl, factory
+from .options import (DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES,
+                      MODES, ROUTINGS)
+from .request import Request, Training, check_device, check_grad_accum
 from .results import Bench, Comparison, Estimate, Fit, Generate, GenerateBench, GenerateFit, ScaleTable, as_estimate
+
+def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any = None,
+            convention: str = DEFAULT_CONVENTION, device: Any = None, memory: str | None = None,
+            formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
+            progress: Callable[[str], None] | None = None, amp: Any = None, target: str = "cpu",
+            world_size: int = 1, zero: int = 0, device_profile: str | DeviceProfile | None = None,
+            mode: str = "inference", optimizer: OptimizerSpec = DEFAULT_OPTIMIZER, optimizer_impl: str | None = None,
+            grad_accum: int = 1, seq: int | None = None, routing: str = ROUTINGS[0]) -> Request:
+    """The request that every layer below takes whole, each option checked once, here at the boundary,
+    before any model is built or traced. ``seq`` (a sequence length) replaces ``input_size`` for a
+    language model: its inputs are token ids and a mask; ``input_size=None`` is the model's own size,
+    found once the model is known (``analysis.model_and_request``)."""
+    rules = get_convention(convention).with_formulas(formulas or {})
+    low = amp_dtype(amp)
+    parsed = None if dtype is None else parse_dtype(dtype)
+    if low is not None and parsed not in (None, torch.float32):
+        raise InputSpecError("mixed precision keeps float32 weights: leave out --dtype (dtype=) with --amp (amp=)")
+    if mode not in MODES:
+        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
+    factory(optimizer)
+    training = Training(optimizer, check_impl(optimizer_impl), check_grad_accum(grad_accum))
+    profile = None if device_profile is None else load_profile(device_profile)
+    if seq is not None:
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise InputSpecError(f"the sequence length must be a whole number from 1, got {seq!r}")
+    if routing not in ROUTINGS:
+        raise InputSpecError(f"unknown routing {routing!r}; choose {' or '.join(ROUTINGS)}")
+    size = (seq,) if seq is not None else None if input_size is None else parse_input_size(input_size)
+    return Request(size=size, batch=parse_batch(batch_size), dtype=parsed, convention=rules,
+                   memory=get_memory_convention(memory or rules.memory), device=check_device(device),
+                   check_memory=check_memory, progress=progress, amp=low,
+                   accounting=accounting(target, world_size, zero, profile), profile=profile, mode=mode,
+                   training=training, tokens=seq is not None, routing=routing)
+
 
 @guarded
 def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | None = None, *,
@@ -115,12 +155,11 @@ def compare(models: Iterable[nn.Module | str], input_size: int | str | Sequence[
     models = list(models)
     if not models:
         raise InputSpecError("compare needs at least one model")
-    analysis.check_request(input_size, batch_size, dtype, convention, device, memory, formulas)
+    # every argument checked before the first model is built
+    request(input_size, batch_size, dtype=dtype, convention=convention, device=device, memory=memory,
+            formulas=formulas, device_profile=device_profile)
     if fit_memory is not None:
         parse_memory(fit_memory)
-    if device_profile is not None:
-        request(input_size, batch_size, dtype=dtype, convention=convention, device="meta",
-                device_profile=device_profile)
     estimates = tuple(estimate(m, input_size, batch_size=batch_size, dtype=dtype, convention=convention,
                                memory=memory, device=device, inputs=inputs, formulas=formulas,
                                device_profile=device_profile, seq=seq) for m in models)
@@ -149,9 +188,12 @@ def bench(model: nn.Module | str, input_size: int | str | Sequence[int] | None =
     anything is built when burden's peak says it would not fit in free memory. A module the user
     passes is left as it was (a copy runs where it must move or change dtype).
     """
-    return Bench(**vars(benchmark.bench_figures(model, input_size, batch_size=batch_size, inputs=inputs, dtype=dtype,
-                                                device=device, device_profile=device_profile,
-                                                min_run_time=min_run_time, per_module=per_module, seq=seq)))
+    device = run_device(device, "bench")
+    benchmark.check_run_time(min_run_time)
+    req = request(input_size, batch_size, dtype=dtype, convention="torch", device="meta", seq=seq,
+                  device_profile=device_profile or benchmark.default_profile(device),
+                  target="cuda" if device == "cuda" else "cpu")
+    return Bench(**vars(benchmark.bench_figures(model, req, inputs, device, min_run_time, per_module)))
 
 
 @guarded
@@ -178,8 +220,7 @@ def scale(model: nn.Module | str, scales: str | Sequence[float] = DEFAULT_SCALES
 
     A size the network cannot take gives a row whose ``error`` says why, not an exception.
     """
-    figures = analysis.scale_figures(model, scales, batch_size=batch_size, trunk=trunk, base=base, channels=channels,
-                                     dtype=dtype, convention=convention)
+    figures = analysis.scale_figures(model, scales, batch_size, trunk, base, channels, dtype, convention)
     return ScaleTable(**vars(figures))
 
 
@@ -275,6 +316,9 @@ def bench_generate(model: nn.Module | str, prompt: int, new_tokens: int, *, batc
     mean step). ``device`` is "cpu" or "cuda"; ``device_profile`` as in ``bench`` (default:
     ``local`` on a CPU once ``burden calibrate`` has run, the GPU's data sheet on CUDA). The run is
     refused when ``generate``'s peak says it would not fit in free memory."""
-    return GenerateBench(**vars(generation_bench.generate_bench_figures(
-        model, prompt, new_tokens, batch_size=batch_size, dtype=dtype, device=device, device_profile=device_profile,
-        min_run_time=min_run_time)))
+    device = run_device(device, "bench")
+    req = request((1,), batch_size, dtype=dtype, device="meta",
+                  device_profile=device_profile or benchmark.default_profile(device),
+                  target="cuda" if device == "cuda" else "cpu")
+    return GenerateBench(**vars(generation_bench.generate_bench_figures(model, req, prompt, new_tokens, device,
+                                                                        min_run_time)))

@@ -90,7 +90,8 @@ class _Policy:
             if policy == FLOAT32_OPT_DTYPE:
                 # no cast of the inputs: the op computes in float32 unless the caller chose a dtype
                 first = args[0] if args else None
-                if "dtype" not in kwargs and isinstance(first, torch.Tensor) and _eligible(first):
+                # a dtype of None is none chosen (torch hands F.softmax its keywords, dtype=None included)
+                if kwargs.get("dtype") is None and isinstance(first, torch.Tensor) and _eligible(first):
                     dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
                     if fused is not None and first.dtype is torch.float16 and isinstance(dim, int):
                         return fused(first, dim, True)

@@ -21,9 +21,9 @@ from . import analysis, devices
 from .containers import iter_tensors
 from .errors import ForwardError, InputSpecError
 from .figures import BenchFigures, EstimateFigures, ModuleTime
-from .inputs import dtype_name, parse_dtype
-from .machine import available_bytes, processor_name, run_device
-from .request import Request, model_dtype, model_inputs, request
+from .inputs import dtype_name
+from .machine import available_bytes, processor_name
+from .request import Request, model_dtype, model_inputs
 from .state import preserved_modes
 
 _WARMUP = 3
@@ -140,18 +140,17 @@ def _check_fits(figures: EstimateFigures, device: str, model: str) -> None:
                              f"on {device}; use a smaller --batch")
 
 
-def bench_figures(model: nn.Module | str, input_size: Any = None, *, batch_size: int = 1,
-                  inputs: Any = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
-                  device_profile: str | devices.DeviceProfile | None = None, min_run_time: float = 1.0,
-                  per_module: bool = True, seq: int | None = None) -> BenchFigures:
-    """The figures of ``burden.bench`` (which documents the arguments)."""
-    device = run_device(device, "bench")
+def check_run_time(min_run_time: Any) -> None:
     if not isinstance(min_run_time, (int, float)) or isinstance(min_run_time, bool) or min_run_time <= 0:
         raise InputSpecError(f"min_run_time is a positive number of seconds, got {min_run_time!r}")
-    profile = device_profile or default_profile(device)
-    req = request(input_size, batch_size, dtype=dtype, convention="torch", device="meta", device_profile=profile,
-                  target="cuda" if device == "cuda" else "cpu", seq=seq)
-    forced = None if dtype is None else parse_dtype(dtype)
+
+
+def bench_figures(model: nn.Module | str, req: Request, inputs: Any, device: str, min_run_time: float,
+                  per_module: bool) -> BenchFigures:
+    """The figures of ``burden.bench`` (which documents the arguments): ``req`` is the meta
+    prediction's (the torch convention, the target and profile of ``device``, checked by
+    ``run_device``); the real run takes its batch, dtype and size."""
+    forced = req.dtype
     # the prediction, and what the run will hold, from a meta trace that costs nothing to run
     figures = analysis.estimate_figures(model, req, inputs)
     _check_fits(figures, device, figures.model)

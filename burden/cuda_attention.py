@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.nn import functional
@@ -346,18 +346,24 @@ def run_kernel(backend: str, query: torch.Tensor, key: torch.Tensor, value: torc
     raise ValueError(f"no fused kernel named {backend!r}")
 
 
-def cuda_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                   dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
-                   enable_gqa: bool = False, *, capability: tuple[int, int],
+def _sdpa_arguments(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
+                    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> tuple:
+    """``F.scaled_dot_product_attention``'s arguments, bound by its own signature."""
+    return query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
+
+
+def cuda_attention(args: tuple, kwargs: dict, *, capability: tuple[int, int],
                    enabled: tuple[str, ...] | frozenset = BACKENDS,
                    build: CudaBuild = DEFAULT_BUILD) -> torch.Tensor | None:
-    """``F.scaled_dot_product_attention`` on meta tensors as a GPU of ``capability`` runs it: the fused
-    kernel's output where CUDA picks one, else None, and the caller keeps the default (math) path.
+    """``F.scaled_dot_product_attention(*args, **kwargs)`` on meta tensors as a GPU of ``capability``
+    runs it: the fused kernel's output where CUDA picks one, else None, and the caller keeps the
+    default (math) path.
 
     None as well for calls this module leaves to the default path: non-meta or nested tensors, and inputs
     that ``validate_sdpa_input`` rejects, so that the real error is raised there. No fused backend gets
     a GQA call it can't take natively in 2.13 (mem-eff has no GQA), so k and v are never repeated here.
     """
+    query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(*args, **kwargs)
     qkv = (query, key, value)
     if not all(isinstance(t, torch.Tensor) for t in qkv) or any(t.is_nested or t.device.type != "meta" for t in qkv):
         return None

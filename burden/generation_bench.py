@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .benchmark import default_profile, device_name, free_bytes, real_model
+from .analysis import model_to_analyse
+from .benchmark import device_name, free_bytes, real_model
 from .errors import ForwardError, InputSpecError
 from .figures import GenerateBenchFigures
 from .generation import generate_figures, generate_options
-from .inputs import dtype_name, parse_dtype
-from .machine import run_device
-from .request import model_dtype, request
+from .inputs import dtype_name
+from .request import Request, model_dtype
 from .state import preserved_modes
 from .tokens import token_inputs
 
@@ -34,18 +34,13 @@ def _median(run: Any, min_run_time: float, label: str) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def generate_bench_figures(model: nn.Module | str, prompt: int, new_tokens: int, *, batch_size: int = 1,
-                           dtype: str | torch.dtype | None = None, device: str = "cpu",
-                           device_profile: Any = None, min_run_time: float = 1.0) -> GenerateBenchFigures:
-    """The figures of ``burden.bench_generate`` (which documents the arguments)."""
-    device = run_device(device, "bench")
+def generate_bench_figures(model: nn.Module | str, req: Request, prompt: int, new_tokens: int, device: str,
+                           min_run_time: float) -> GenerateBenchFigures:
+    """The figures of ``burden.bench_generate`` (which documents the arguments): ``req`` is the
+    meta prediction's, with the batch, dtype, target and profile of the run on ``device``."""
     if new_tokens < 2:
         raise InputSpecError("timing a decode step needs at least 2 new tokens")
-    profile = device_profile or default_profile(device)
-    req = request((1,), batch_size, dtype=dtype, device="meta", device_profile=profile,
-                  target="cuda" if device == "cuda" else "cpu")
-    from .analysis import model_to_analyse
-
+    batch_size, profile = req.batch, req.profile
     name, meta = model_to_analyse(model)
     predicted = generate_figures(name, meta, req, prompt, new_tokens)
     free = free_bytes(device)
@@ -53,7 +48,7 @@ def generate_bench_figures(model: nn.Module | str, prompt: int, new_tokens: int,
         raise InputSpecError(f"generating with {name} at batch {batch_size} holds about "
                              f"{predicted.peak_bytes / 2**30:.2f} GiB, more than the {free / 2**30:.2f} GiB free on "
                              f"{device}; use a smaller --batch or --prompt")
-    _, module = real_model(model, device, None if dtype is None else parse_dtype(dtype))
+    _, module = real_model(model, device, req.dtype)
     inputs = token_inputs(module.config, batch_size, prompt, device=device)
 
     def runner(tokens: int) -> Any:

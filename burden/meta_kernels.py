@@ -168,7 +168,7 @@ def _bool_mask_to_float(mask: Any, dtype: torch.dtype) -> Any:
 
 
 @contextmanager
-def target_attention(capability: tuple[int, int] | None = None) -> Iterator[None]:
+def target_attention(capability: tuple[int, int] | None = None) -> Iterator[Any]:
     """While the block runs, ``scaled_dot_product_attention`` on meta tensors runs the kernel the
     target would pick: the CPU's (``capability`` None), or CUDA's on a GPU of that compute
     capability (``burden.cuda_attention``, by the rules of PyTorch's ``sdp_utils``). Models call it
@@ -183,11 +183,11 @@ def target_attention(capability: tuple[int, int] | None = None) -> Iterator[None
         if capability is None:
             out = choose_attention(args, kwargs)
         else:
-            out = cuda_attention(*args, **kwargs, capability=capability)
+            out = cuda_attention(args, kwargs, capability=capability)
         return out if out is not None else original(*args, **kwargs)
 
-    with swapped({original: attention}):
-        yield
+    with swapped({original: attention}) as mode:
+        yield mode
 
 
 def choose_attention(args: tuple, kwargs: dict) -> Any:

@@ -23,7 +23,8 @@ import types
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
-from torch.overrides import TorchFunctionMode
+import torch
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack, _pop_mode, _push_mode
 
 _ABSENT = object()
 # the guards with which torch's Python functions hand themselves to the function modes
@@ -91,12 +92,48 @@ class _Swaps(TorchFunctionMode):
 
 
 @contextmanager
-def swapped(table: Mapping[Any, Callable[..., Any]]) -> Iterator[None]:
+def swapped(table: Mapping[Any, Callable[..., Any]]) -> Iterator[TorchFunctionMode | None]:
     """Inside the block, and in this thread only, a call of a function in ``table`` (keyed by the
     function objects, see ``keys_of``) runs its replacement, which may call the original: the mode
-    is off while a replacement runs."""
+    is off while a replacement runs. Yields the mode (None for an empty table), which
+    ``backward_with`` turns on again inside autograd's nodes."""
     if not table:
-        yield
+        yield None
         return
-    with _Swaps(table):
-        yield
+    with _Swaps(table) as mode:
+        yield mode
+
+
+def backward_with(modes: list[TorchFunctionMode], roots: list[torch.Tensor], seeds: list[torch.Tensor]) -> None:
+    """``torch.autograd.backward(roots, seeds)`` with ``modes`` on inside every node of the graph.
+    Autograd runs its nodes without the caller's function modes, and a node that recomputes a
+    checkpointed forward (``torch.utils.checkpoint``) calls the model's code again: it must meet the
+    same swaps as the forward did, or it takes another path (the meta device's attention)."""
+    if not modes:
+        torch.autograd.backward(roots, seeds)
+        return
+    def on(*_: Any) -> None:
+        for mode in modes:
+            _push_mode(mode)
+
+    def off(*_: Any) -> None:
+        for _mode in modes:
+            _pop_mode()
+
+    handles, seen = [], set()
+    todo = [t.grad_fn for t in roots]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        handles += [node.register_prehook(on), node.register_hook(off)]
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    depth = len(_get_current_function_mode_stack())
+    try:
+        torch.autograd.backward(roots, seeds)
+    finally:
+        for handle in handles:
+            handle.remove()
+        while len(_get_current_function_mode_stack()) > depth:  # a node that raised left its modes on
+            _pop_mode()

@@ -11,7 +11,7 @@ batches) and, failing that, bisect, so the answer is always confirmed by traces 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from torch import nn

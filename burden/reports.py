@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .options import DEFAULT_CONVENTION
 
 DEFAULT_INPUT = (3, 224, 224)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The settings every page of one ``burden report`` shares (``write_reports`` documents them)."""
+
+    input_size: Any = 224
+    convention: str = DEFAULT_CONVENTION
+    batch_size: int = 1
+    dtype: str | None = None
+    mode: str = "inference"
+    optimizer: str | None = None
+    chart_depth: int | None = None
+    fit_memory: str | int | None = None
+    device_profile: str | None = None
 
 
 def report_filename(name: str) -> str:
@@ -31,13 +47,13 @@ def _registered(name: str) -> bool:
     return name in list_models()
 
 
-def _command(names: Sequence[str], size: tuple[int, ...], convention: str, out: Path, *, batch_size: int = 1,
-             dtype: str | None = None, mode: str = "inference", optimizer: str | None = None,
-             chart_depth: int | None = None, fit_memory: str | int | None = None,
-             device_profile: str | None = None) -> str:
+def _command(names: Sequence[str], size: tuple[int, ...], settings: ReportSettings, out: Path) -> str:
     """The command line that writes the same set of files into a folder of the same name."""
     from .models import list_models
 
+    convention, batch_size, dtype, mode = settings.convention, settings.batch_size, settings.dtype, settings.mode
+    optimizer, chart_depth = settings.optimizer, settings.chart_depth
+    fit_memory, device_profile = settings.fit_memory, settings.device_profile
     parts = ["burden report"]
     parts += ["--all"] if list(names) == list_models() else list(names)
     if size != DEFAULT_INPUT:
@@ -61,11 +77,8 @@ def _command(names: Sequence[str], size: tuple[int, ...], convention: str, out: 
     return " ".join(parts + ["--out", f"{out.name}/" if out.name else "."])
 
 
-def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, input_size: Any = 224,
-                  convention: str = DEFAULT_CONVENTION, index: bool = False, batch_size: int = 1,
-                  dtype: str | None = None, mode: str = "inference", optimizer: str | None = None,
-                  chart_depth: int | None = None, fit_memory: str | int | None = None,
-                  device_profile: str | None = None) -> list[Path]:
+def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, index: bool = False,
+                  **settings: Any) -> list[Path]:
     """Write ``<out_dir>/<model>.html`` for each model, and with ``index`` also ``index.html`` and
     ``README.md`` (the comparison table, linking the pages). Returns the paths written, in order.
 
@@ -79,6 +92,7 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
     such as ``"24GiB"``), each page adds what fits: ``burden.fit`` under the same settings. With
     ``device_profile`` (inference only), each page adds the roofline: a chart of each layer's
     arithmetic intensity against the FLOP/s it would attain, and each layer's time and bound.
+    ``settings`` are the fields of ``ReportSettings``, by keyword.
     """
     from .api import estimate, fit, scale
     from .conventions import get_convention
@@ -87,6 +101,11 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
     from .models import model_entry
     from .render.html import estimate_page, index_markdown, index_page, write_text_atomic
 
+    given = ReportSettings(**settings)  # a misspelt keyword is Python's TypeError
+    input_size, convention, batch_size, dtype, mode = (given.input_size, given.convention, given.batch_size,
+                                                       given.dtype, given.mode)
+    optimizer, chart_depth, fit_memory, device_profile = (given.optimizer, given.chart_depth, given.fit_memory,
+                                                          given.device_profile)
     names = list(dict.fromkeys(names))  # a model named twice is written once
     if not names:
         raise InputSpecError("name at least one model")
@@ -138,9 +157,7 @@ def write_reports(names: Iterable[str], out_dir: str | os.PathLike[str], *, inpu
                                                                        fit=fits)))
         estimates.append(e)
     if index:
-        command = _command(names, size, convention, out.resolve(), batch_size=batch_size, dtype=dtype, mode=mode,
-                           optimizer=optimizer, chart_depth=chart_depth, fit_memory=fit_memory,
-                           device_profile=device_profile)
+        command = _command(names, size, given, out.resolve())
         written.append(write_text_atomic(out / "index.html", index_page(estimates, files, command=command)))
         written.append(write_text_atomic(out / "README.md", index_markdown(estimates, files, command=command)))
     return written

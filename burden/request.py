@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .accounting import Accounting, accounting
-from .autocast import amp_dtype
+from .accounting import Accounting
 from .containers import iter_tensors
 from .conventions import Convention, MemoryConvention, get_convention, get_memory_convention
-from .devices import DeviceProfile, load as load_profile
+from .devices import DeviceProfile
 from .errors import InputSpecError
 from .kernels import Kernels
 from .inputs import materialize_inputs, parse_batch, parse_dtype, parse_input_size
 from .machine import require_cuda
-from .optimizers import OptimizerSpec, check_impl, factory
-from .options import DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, MODES, ROUTINGS
+from .optimizers import OptimizerSpec
+from .options import DEFAULT_OPTIMIZER, ROUTINGS
 from .records import value_bytes
 from .tokens import token_inputs
 
@@ -59,7 +58,15 @@ class Request:
     mode: str = "inference"
     training: Training = field(default_factory=Training)
     tokens: bool = False  # size is (sequence length,): a language model's token inputs (burden.tokens)
-    routing: str = "balanced"  # burden.routing.ROUTINGS
+    routing: str = ROUTINGS[0]  # balanced, or refuse (burden.routing)
+
+    @classmethod
+    def counting(cls, size: Any, batch: Any, dtype: Any, convention: str) -> "Request":
+        """A request that only counts one forward pass on meta (``scale``'s rows), every argument checked."""
+        rules = get_convention(convention)
+        return cls(size=parse_input_size(size), batch=parse_batch(batch),
+                   dtype=None if dtype is None else parse_dtype(dtype), convention=rules,
+                   memory=get_memory_convention(rules.memory), device="meta")
 
     @property
     def meta(self) -> bool:
@@ -85,7 +92,7 @@ class Request:
         return None if self.amp is not None else self.elsize(module)
 
 
-def _check_device(device: str | torch.device | None) -> str | None:
+def check_device(device: str | torch.device | None) -> str | None:
     """The device to trace on: None (meta, or the CPU where the model needs values), or one named."""
     if device is None:
         return None
@@ -99,43 +106,10 @@ def _check_device(device: str | torch.device | None) -> str | None:
     return str(dev)
 
 
-def _grad_accum(value: Any) -> int:
+def check_grad_accum(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputSpecError(f"gradient accumulation takes a whole number of micro-batches from 1, got {value!r}")
     return value
-
-
-def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any = None,
-            convention: str = DEFAULT_CONVENTION, device: Any = None, memory: str | None = None,
-            formulas: Mapping[Any, Callable[..., int]] | None = None, check_memory: bool = True,
-            progress: Callable[[str], None] | None = None, amp: Any = None, target: str = "cpu",
-            world_size: int = 1, zero: int = 0, device_profile: str | DeviceProfile | None = None,
-            mode: str = "inference", optimizer: OptimizerSpec = DEFAULT_OPTIMIZER, optimizer_impl: str | None = None,
-            grad_accum: int = 1, seq: int | None = None, routing: str = ROUTINGS[0]) -> Request:
-    """Every option checked, before any model is built or traced. ``seq`` (a sequence length)
-    replaces ``input_size`` for a language model: its inputs are token ids and a mask."""
-    rules = get_convention(convention).with_formulas(formulas or {})
-    low = amp_dtype(amp)
-    parsed = None if dtype is None else parse_dtype(dtype)
-    if low is not None and parsed not in (None, torch.float32):
-        raise InputSpecError("mixed precision keeps float32 weights: leave out --dtype (dtype=) with --amp (amp=)")
-    if mode not in MODES:
-        raise InputSpecError(f"unknown mode {mode!r}; choose inference or training")
-    factory(optimizer)
-    training = Training(optimizer, check_impl(optimizer_impl), _grad_accum(grad_accum))
-    profile = None if device_profile is None else load_profile(device_profile)
-    if seq is not None:
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-            raise InputSpecError(f"the sequence length must be a whole number from 1, got {seq!r}")
-    # None: the model's own size, once the model is known (``analysis.model_and_request``)
-    if routing not in ROUTINGS:
-        raise InputSpecError(f"unknown routing {routing!r}; choose {' or '.join(ROUTINGS)}")
-    size = (seq,) if seq is not None else None if input_size is None else parse_input_size(input_size)
-    return Request(size=size, batch=parse_batch(batch_size), dtype=parsed, convention=rules,
-                   memory=get_memory_convention(memory or rules.memory), device=_check_device(device),
-                   check_memory=check_memory, progress=progress, amp=low,
-                   accounting=accounting(target, world_size, zero, profile), profile=profile, mode=mode,
-                   training=training, tokens=seq is not None, routing=routing)
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:

@@ -15,7 +15,7 @@ from .boundary import guarded
 from .errors import InputSpecError
 from .figures import BenchFigures, ComparisonFigures, EstimateFigures, FitFigures, GenerateBenchFigures, GenerateFigures
 from .figures import GenerateFitFigures, ScaleFigures
-from .options import DEFAULT_SCALE_BATCH, DEFAULT_SCALES
+from .options import DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES
 from .render import html as html_view
 from .render import json as json_view
 from .render import text as text_view
@@ -86,8 +86,8 @@ class Estimate(_Summarised, EstimateFigures):
         if self.source is None:
             raise InputSpecError("this estimate was made from an nn.Module, which it does not keep; "
                                  "call burden.scale(model, ...) with the module")
-        figures = analysis.scale_figures(self.source, scales or DEFAULT_SCALES, batch_size=batch_size, trunk=trunk,
-                                         dtype=self.dtype, convention=self.convention)
+        figures = analysis.scale_figures(self.source, scales or DEFAULT_SCALES, batch_size, trunk,
+                                         DEFAULT_SCALE_BASE, 3, self.dtype, self.convention)
         return ScaleTable(**vars(figures))
 
     def to_html(self) -> str:

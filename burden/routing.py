@@ -10,7 +10,7 @@ training keeps near even (load-balancing losses), so burden assumes it is even: 
 choice of row ``r`` is candidate ``(r * k + j) mod n`` (an argmax is a top-1). Every candidate is
 picked ``rows * k / n`` times (to within one), and no row picks the same one twice.
 
-``routing="refuse"`` (``--routing refuse``) assumes nothing: a model that reads such a choice
+``routing="refuse"`` (``--routing refuse``; the choices are ``options.ROUTINGS``) assumes nothing: a model that reads such a choice
 stops with ``DataDependentError``, as it would without this module.
 
 Only the indices are assumed; the scores stay unknown. A value computed from an assumed one
@@ -23,8 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from .options import ROUTINGS  # noqa: F401  (the choices, named where the command line reads them)
 
 aten = torch.ops.aten
 

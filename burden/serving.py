@@ -14,7 +14,6 @@ out in either phase.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable
 
 from torch import nn

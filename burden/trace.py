@@ -34,6 +34,7 @@ from .errors import BurdenError, DataDependentError, ShapeError, UnsupportedMode
 from .heap import no_full_collections
 from .kernels import Kernels
 from .meta_kernels import META_KERNELS, target_attention
+from .patching import backward_with
 from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OPS, decomposes
 from .records import ModuleInfo, OpEvent, TensorInfo, Trace, schema_facts
 from .stand_ins import Make, StandIns, meta_stand_in
@@ -153,6 +154,7 @@ class Tracer:
         self.open_spans: list[int] = []
         self._paths: dict[int, str] = {}  # id(module) -> its path in the model
         self._thread = threading.get_ident()  # the thread whose module calls are this trace's
+        self.function_modes: list[Any] = []  # the swaps ``recording`` turned on, for ``backward``
         self._storage_ids: dict[int, int] = {}
         self._next_storage = itertools.count()
         # storage -> (address, number): a plain weak reference per numbered storage, whose callback
@@ -379,11 +381,18 @@ class Tracer:
         """Every aten op run inside the block is recorded (on meta, with the target's kernel choices)."""
         with ExitStack() as stack:
             if self.meta:
-                stack.enter_context(target_attention(self.kernels.capability if self.kernels.device == "cuda"
-                                                     else None))
-                stack.enter_context(self.values.reading(self._values_needed))
+                self.function_modes = [
+                    stack.enter_context(target_attention(self.kernels.capability if self.kernels.device == "cuda"
+                                                         else None)),
+                    stack.enter_context(self.values.reading(self._values_needed))]
+                stack.callback(self.function_modes.clear)
             stack.enter_context(_Recorder(self))
             yield
+
+    def backward(self, roots: list[torch.Tensor], seeds: list[torch.Tensor]) -> None:
+        """Backpropagate inside ``recording``, the forward's swaps on wherever autograd runs the
+        model's code again (checkpointed modules)."""
+        backward_with([m for m in self.function_modes if m is not None], roots, seeds)
 
     def _values_needed(self, what: str) -> DataDependentError:
         at = where(self.stack[-1] if self.stack else "", self.modules)

@@ -403,7 +403,7 @@ def _backward(output: Any, tracer: Tracer) -> None:
         raise InputSpecError("nothing to train: no model output depends on a parameter that requires grad")
     with tracer.recording():
         seeds = [torch.ones_like(t) for t in roots]
-        torch.autograd.backward(roots, seeds)
+        tracer.backward(roots, seeds)
     tracer.stack.clear()
 
 

@@ -27,7 +27,7 @@ included, until the storage dies.
 from __future__ import annotations
 
 import weakref
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
@@ -161,7 +161,7 @@ class KnownValues:
         return None if found is None else found.real
 
     @contextmanager
-    def reading(self, refuse: Callable[[str], Exception]) -> Iterator[None]:
+    def reading(self, refuse: Callable[[str], Exception]) -> Iterator[Any]:
         """Two reads of values that no op the trace sees makes, answered from the known values while
         the block runs: ``tolist()`` (which reads memory directly, and refuses a meta tensor whatever
         is known; ``refuse`` makes the error where the value is unknown), and indexing by a Python
@@ -183,8 +183,8 @@ class KnownValues:
                 index = _lists_on_cpu(index)
             return getitem(t, index)
 
-        with swapped({tolist: listed, getitem: indexed}):
-            yield
+        with swapped({tolist: listed, getitem: indexed}) as mode:
+            yield mode
 
     def _values_of(self, func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict, frozenset[str]] | None:
         """The arguments with every tensor replaced by its value, and the assumptions those rest on;

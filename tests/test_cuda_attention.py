@@ -326,7 +326,7 @@ def test_cudnn_outputs_with_gqa():
     q = meta(2, 8, 128, 64, grad=True)
     k, v = meta(2, 2, 256, 64, grad=True), meta(2, 2, 256, 64, grad=True)
     with _Record() as rec:
-        out = cuda_attention(q, k, v, enable_gqa=True, capability=H100)
+        out = cuda_attention((q, k, v), {"enable_gqa": True}, capability=H100)
     assert "aten._scaled_dot_product_cudnn_attention" in rec.names() and "aten.repeat_interleave" not in rec.names()
     assert tuple(out.shape) == (2, 8, 128, 64)
     out.sum().backward()
@@ -343,7 +343,7 @@ def test_no_score_matrix_where_a_fused_kernel_runs(capability, dtype, kernel):
     q, k, v = (meta(2, 8, 1024, 64, dtype=dtype, grad=True) for _ in range(3))
     scores = 2 * 8 * 1024 * 1024
     with _Record() as rec:
-        out = cuda_attention(q, k, v, is_causal=True, capability=capability)
+        out = cuda_attention((q, k, v), {"is_causal": True}, capability=capability)
         out.sum().backward()
     assert f"aten._scaled_dot_product_{kernel}_attention" in rec.names()
     assert rec.largest_output() < scores
@@ -355,12 +355,12 @@ def test_no_score_matrix_where_a_fused_kernel_runs(capability, dtype, kernel):
 def test_math_and_unhandled_calls_return_none():
     q = meta(2, 8, 128, 64)
     # math on CUDA: the caller keeps the default path
-    assert cuda_attention(q, q, q, capability=T4) is None  # bf16 below sm80
+    assert cuda_attention((q, q, q), {}, capability=T4) is None  # bf16 below sm80
     # not meta, mixed dtypes (validate_sdpa_input raises on the default path), a mask of a third dtype
     cpu = torch.empty(2, 8, 16, 64)
-    assert cuda_attention(cpu, cpu, cpu, capability=A100) is None
-    assert cuda_attention(q, meta(2, 8, 128, 64, dtype=FP16), q, capability=A100) is None
-    assert cuda_attention(q, q, q, meta(128, 128, dtype=FP16), capability=A100) is None
+    assert cuda_attention((cpu, cpu, cpu), {}, capability=A100) is None
+    assert cuda_attention((q, meta(2, 8, 128, 64, dtype=FP16), q), {}, capability=A100) is None
+    assert cuda_attention((q, q, q, meta(128, 128, dtype=FP16)), {}, capability=A100) is None
 
 
 def test_output_matches_the_math_path_shape():
@@ -368,6 +368,6 @@ def test_output_matches_the_math_path_shape():
     k, v = meta(2, 8, 77, 40, dtype=FP16), meta(2, 8, 77, 24, dtype=FP16)
     mask = meta(2, 1, 100, 77, dtype=torch.bool)
     for capability in (A100, H100, T4):
-        out = cuda_attention(q, k, v, mask, capability=capability)
+        out = cuda_attention((q, k, v, mask), {}, capability=capability)
         expected = functional.scaled_dot_product_attention(q, k, v, mask)
         assert out.shape == expected.shape and out.dtype == expected.dtype

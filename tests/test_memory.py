@@ -17,7 +17,7 @@ import burden
 from allocator_oracle import measure, measure_step
 from burden.errors import InputSpecError
 from burden.memory import inference_peak, trace_lifetimes
-from burden.request import request
+from burden.api import request
 from burden.trace import trace_forward
 from burden.training import training_step
 from test_untouched import Net, assert_same, prepare, snapshot
