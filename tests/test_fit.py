@@ -175,6 +175,7 @@ def test_the_answer_is_confirmed_by_a_real_step(impl):
     assert real(f.max_batch) <= budget < real(f.max_batch + 1)
 
 
+@pytest.mark.consistency
 def test_estimate_and_fit_print_the_same_peak(capsys):
     """The issue's words: `burden estimate se_resnet50 --batch B --mode training --optimizer adam` prints
     the peak `burden fit se_resnet50 --memory 8GiB --optimizer adam` prints at its answer B."""

@@ -51,6 +51,7 @@ def test_module_called_twice_counts_twice():
     assert e.layer("fc").calls == 2
 
 
+@pytest.mark.consistency
 def test_meta_equals_real_cpu_tensors():
     torch.manual_seed(0)
 
@@ -84,6 +85,7 @@ def test_any_input_size_on_meta_without_allocating():
     assert e.layer("layer4").output_shape == [128, 2048, 21, 21]
 
 
+@pytest.mark.consistency
 def test_first_analysis_in_a_process_equals_later_ones():
     """First-time code paths (imports, meta kernels) must not change what burden measures."""
     import subprocess

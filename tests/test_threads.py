@@ -128,6 +128,7 @@ def alone():
     return found
 
 
+@pytest.mark.consistency
 @pytest.mark.parametrize("round_", range(5))
 def test_concurrent_training_estimates_equal_each_alone(alone, round_):
     """Two training estimates of se_resnet50 at once, one with amp, as each gives alone."""

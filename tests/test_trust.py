@@ -1,9 +1,11 @@
 """One test per wrong answer found on models nobody here wrote (issue "Trustworthy").
 
 Each failed before its fix. Where the defect showed on a zoo model (CoaT, VGG, DenseNet, a
-Hugging Face model), a hand-made module with the same structure stands in for it. The expected
+Hugging Face model), a hand-made module with the same structure stands in for it. Most expected
 figures are worked out by hand in the comments, or come from a real CPU run or the CPU
-allocator, never from burden's own method.
+allocator. The tests marked ``consistency`` compare burden with itself (a repeat run, meta against
+a CPU run of burden's own tracer): they catch a defect that makes two of burden's answers differ,
+not one that makes both wrong.
 """
 
 from __future__ import annotations
@@ -98,12 +100,14 @@ def test_repeated_estimates_of_an_aliasing_model_agree_with_the_allocator():
     assert peaks == [measure(model, (torch.randn(2, 5, 8),)).inference_peak] * 3
 
 
+@pytest.mark.consistency
 def test_repeated_transformer_estimates_are_identical():
-    # the defect as reported: the second and later estimates of one process were higherdef test_repeated_transformer_estimates_are_identical():
+    # the defect as reported: the second and later estimates of one process were higher
     first, *rest = (burden.estimate(TinyLM(), inputs=tokens()).to_dict() for _ in range(3))
     assert all(r == first for r in rest)
 
 
+@pytest.mark.consistency
 def test_repeated_training_estimates_are_identical_and_leave_no_gradients():
     # a model built on meta (as registered models are) must not keep the gradients of a step
     with torch.device("meta"):
@@ -291,6 +295,7 @@ def test_models_that_need_values_say_so_on_meta(model):
         burden.estimate(model, size, device="meta")
 
 
+@pytest.mark.consistency
 @pytest.mark.parametrize("model", [Proposals(), ItemMask()], ids=["boolean mask", "item"])
 def test_models_that_need_values_are_traced_on_the_cpu(model):
     size = (3, 4, 4) if isinstance(model, Proposals) else (4,)
