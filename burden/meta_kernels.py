@@ -21,15 +21,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import torch
 from torch.nn import functional
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import leaves, map_leaves
-from .patching import swapped
 from .records import schema_facts
 from .shape_rules import RETURNS_NOTHING, shape_rule
 
@@ -167,14 +165,12 @@ def _bool_mask_to_float(mask: Any, dtype: torch.dtype) -> Any:
     return mask
 
 
-@contextmanager
-def target_attention(capability: tuple[int, int] | None = None) -> Iterator[Any]:
-    """While the block runs, ``scaled_dot_product_attention`` on meta tensors runs the kernel the
-    target would pick: the CPU's (``capability`` None), or CUDA's on a GPU of that compute
-    capability (``burden.cuda_attention``, by the rules of PyTorch's ``sdp_utils``). Models call it
-    as ``torch.nn.functional.scaled_dot_product_attention``, and so does torch from inside its own
-    Python functions (``multi_head_attention_forward``), so that name is pointed at the choice and
-    given back on the way out."""
+def target_attention(capability: tuple[int, int] | None = None) -> dict[Any, Callable[..., Any]]:
+    """The swap (for ``burden.patching.swapped``) under which ``scaled_dot_product_attention`` on
+    meta tensors runs the kernel the target would pick: the CPU's (``capability`` None), or CUDA's on
+    a GPU of that compute capability (``burden.cuda_attention``, by the rules of PyTorch's
+    ``sdp_utils``). Models call it as ``torch.nn.functional.scaled_dot_product_attention``, and so
+    does torch from inside its own Python functions (``multi_head_attention_forward``)."""
     original = functional.scaled_dot_product_attention
     if capability is not None:
         from .cuda_attention import cuda_attention  # CUDA's rules, read only for a CUDA target
@@ -186,8 +182,7 @@ def target_attention(capability: tuple[int, int] | None = None) -> Iterator[Any]
             out = cuda_attention(args, kwargs, capability=capability)
         return out if out is not None else original(*args, **kwargs)
 
-    with swapped({original: attention}) as mode:
-        yield mode
+    return {original: attention}
 
 
 def choose_attention(args: tuple, kwargs: dict) -> Any:

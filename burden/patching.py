@@ -62,33 +62,42 @@ class _Swaps(TorchFunctionMode):
     def __init__(self, table: Mapping[Any, Callable[..., Any]]) -> None:
         super().__init__()
         self.table = dict(table)
-        self.bodies: dict[Any, Callable[..., Any] | None] = {}
+        # per function the mode has met: None (run it as it is), its replacement, or the copy of
+        # its body to run with the mode on (``_body``); decided once, as every torch call meets it
+        self.routes: dict[Any, tuple[bool, Callable[..., Any]] | None] = {}
 
     def __torch_function__(self, func: Any, types_: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
         try:
-            replacement = self.table.get(func)
+            route = self.routes[func]
+        except KeyError:
+            route = self.routes[func] = self._route(func)
         except TypeError:  # an unhashable callable: never one of ours
-            replacement = None
-        if replacement is not None:
-            return replacement(*args, **kwargs)
-        body = self._body(func)
-        if body is None:
-            return func(*args, **kwargs)
+            route = None
+        if route is None:
+            return func(*args, **kwargs) if kwargs else func(*args)
+        inside, run = route
+        if not inside:
+            return run(*args, **(kwargs or {}))
         with self:
-            return body(*args, **kwargs)
+            return run(*args, **(kwargs or {}))
 
-    def _body(self, func: Any) -> Callable[..., Any] | None:
+    def _route(self, func: Any) -> tuple[bool, Callable[..., Any]] | None:
+        replacement = self.table.get(func)
+        if replacement is not None:
+            return False, replacement
+        body = self._body(func)
+        return None if body is None else (True, body)
+
+    @staticmethod
+    def _body(func: Any) -> Callable[..., Any] | None:
         """A copy of one of torch's Python functions whose torch-function check says "handled"."""
         if (not isinstance(func, types.FunctionType) or func.__module__ not in _BODIES_OF
                 or not set(_GUARDS) & set(func.__code__.co_names)):
             return None
-        if func not in self.bodies:
-            body = types.FunctionType(func.__code__, {**func.__globals__, **_HANDLED}, func.__name__,
-                                      func.__defaults__, func.__closure__)
-            body.__kwdefaults__ = func.__kwdefaults__
-            self.bodies[func] = body
-        return self.bodies[func]
+        body = types.FunctionType(func.__code__, {**func.__globals__, **_HANDLED}, func.__name__,
+                                  func.__defaults__, func.__closure__)
+        body.__kwdefaults__ = func.__kwdefaults__
+        return body
 
 
 @contextmanager

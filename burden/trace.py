@@ -34,7 +34,7 @@ from .errors import BurdenError, DataDependentError, ShapeError, UnsupportedMode
 from .heap import no_full_collections
 from .kernels import Kernels
 from .meta_kernels import META_KERNELS, target_attention
-from .patching import backward_with
+from .patching import backward_with, swapped
 from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OPS, decomposes
 from .records import ModuleInfo, OpEvent, TensorInfo, Trace, schema_facts
 from .stand_ins import Make, StandIns, meta_stand_in
@@ -84,7 +84,10 @@ class _Recorder(TorchDispatchMode):
                 decomposed = func.decompose(*args, **kwargs)
             if decomposed is not NotImplemented:
                 return decomposed
-        return self.tracer.run_op(func, args, kwargs)
+        # burden's own bookkeeping is not the model's code: the trace's function modes (and any of
+        # the caller's) stay out of it, which also spares a Python call per tensor attribute read
+        with torch._C.DisableTorchFunction():
+            return self.tracer.run_op(func, args, kwargs)
 
 
 class _Values(TorchDispatchMode):
@@ -381,10 +384,10 @@ class Tracer:
         """Every aten op run inside the block is recorded (on meta, with the target's kernel choices)."""
         with ExitStack() as stack:
             if self.meta:
-                self.function_modes = [
-                    stack.enter_context(target_attention(self.kernels.capability if self.kernels.device == "cuda"
-                                                         else None)),
-                    stack.enter_context(self.values.reading(self._values_needed))]
+                # one function mode for both swaps: each torch call the model makes passes through it
+                capability = self.kernels.capability if self.kernels.device == "cuda" else None
+                swaps = {**target_attention(capability), **self.values.reads(self._values_needed)}
+                self.function_modes = [stack.enter_context(swapped(swaps))]
                 stack.callback(self.function_modes.clear)
             stack.enter_context(_Recorder(self))
             yield

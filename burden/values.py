@@ -35,7 +35,6 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from . import routing
 from .containers import iter_tensors, map_tensors
-from .patching import swapped
 
 aten = torch.ops.aten
 
@@ -128,6 +127,7 @@ class KnownValues:
         # weights, known but never read; past ``budget``, only values of up to ``small`` bytes (the
         # scalars, positions and masks that control flow reads) are still computed.
         self.budget, self.small = budget, small
+        self.only_small = False  # ``small_values``
         self.held_bytes = 0
         self._held: dict[int, weakref.ref] = {}  # storages of the values held -> a reference that says it died
         self._unknown: set[int] = set()  # storages written with values nobody knows
@@ -160,12 +160,11 @@ class KnownValues:
         found = self._lookup(t)
         return None if found is None else found.real
 
-    @contextmanager
-    def reading(self, refuse: Callable[[str], Exception]) -> Iterator[Any]:
-        """Two reads of values that no op the trace sees makes, answered from the known values while
-        the block runs: ``tolist()`` (which reads memory directly, and refuses a meta tensor whatever
-        is known; ``refuse`` makes the error where the value is unknown), and indexing by a Python
-        list (``ids[:, [-1, 0]]``), whose index tensor torch makes on the indexed tensor's device,
+    def reads(self, refuse: Callable[[str], Exception]) -> dict[Any, Callable[..., Any]]:
+        """The swaps (for ``burden.patching.swapped``) that answer two reads of values that no op the
+        trace sees makes from the known values: ``tolist()`` (which reads memory directly, and
+        refuses a meta tensor whatever is known; ``refuse`` makes the error where the value is
+        unknown), and indexing by a Python list (``ids[:, [-1, 0]]``), whose index tensor torch makes on the indexed tensor's device,
         meta, without its values: here it is made on the CPU, where its values are its own."""
         tolist, getitem = torch.Tensor.tolist, torch.Tensor.__getitem__
 
@@ -183,8 +182,7 @@ class KnownValues:
                 index = _lists_on_cpu(index)
             return getitem(t, index)
 
-        with swapped({tolist: listed, getitem: indexed}) as mode:
-            yield mode
+        return {tolist: listed, getitem: indexed}
 
     def _values_of(self, func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict, frozenset[str]] | None:
         """The arguments with every tensor replaced by its value, and the assumptions those rest on;
@@ -218,7 +216,18 @@ class KnownValues:
 
     def _affordable(self, out: Any) -> bool:
         size = sum(t.numel() * t.element_size() for t in iter_tensors(out))
-        return size <= self.small or self.held_bytes + size <= self.budget
+        return size <= self.small or (not self.only_small and self.held_bytes + size <= self.budget)
+
+    @contextmanager
+    def small_values(self) -> Iterator[None]:
+        """Inside the block only values of up to ``small`` bytes are computed: an optimizer's state
+        and its updates are as large as the weights, known (zeros) but never read, and computing
+        them for real would cost more than the trace; its scalars (a step count, ASGD's) stay known."""
+        self.only_small = True
+        try:
+            yield
+        finally:
+            self.only_small = False
 
     def read(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """The result of an op that needs values (``.item()``, ``nonzero``), computed from the known
