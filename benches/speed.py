@@ -1,10 +1,14 @@
 """How fast is burden, and at what memory, against the tools people use today?
 
 Times burden.estimate against each peer that is installed (fvcore's FlopCountAnalysis, ptflops,
-thop, torchinfo, torch's FlopCounterMode) on the seven SE networks, and the cold CLI against a
-bare ``import torch``. Every measurement runs in a fresh process, so peak RSS is that of one tool
-on one case. Peers run real forward passes, so they are skipped where the features would not fit
-in half of the free memory. Not part of the test suite.
+thop, torchinfo, torch's FlopCounterMode on real CPU tensors) on the seven SE networks, and the
+cold CLI against a bare ``import torch``. The fair peer is FlopCounterMode on the meta device, as
+burden runs: the same model built on meta and a meta input, so neither allocates features.
+Every measurement runs in a fresh process, so peak RSS is that of one tool on one case, and each
+gives two times: the first call in that process (after the imports: lazy kernels, burden's
+remembered meta results and the registry's models are all cold) and the median of warm calls.
+Peers on real tensors are skipped where the features would not fit in half of the free memory.
+Not part of the test suite.
 
     python benches/speed.py                  # full run, writes benches/results/speed.md
     python benches/speed.py --quick          # a smaller run to try it out
@@ -26,7 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MODELS = ["se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50_32x4d", "se_resnext101_32x4d",
           "senet154", "se_bn_inception"]
-PEERS = ["fvcore", "ptflops", "thop", "torchinfo", "flop_counter"]
+PEERS = ["flop_counter_meta", "fvcore", "ptflops", "thop", "torchinfo", "flop_counter"]
+ON_META = ("burden", "flop_counter_meta")  # tools that allocate no features: they run at any size
 
 
 # --- worker: one tool, one case, in its own process ------------------------------------------------
@@ -46,7 +51,19 @@ def _peer_runner(tool: str, name: str, size: int, batch: int):
 
     import burden
 
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def counted(model, x):
+        def run():
+            with FlopCounterMode(display=False) as counter:
+                model(x)
+            return counter.get_total_flops()
+        return run
+
     torch.manual_seed(0)
+    if tool == "flop_counter_meta":
+        with torch.device("meta"):  # as burden runs: no weights, no features
+            return counted(burden.create_model(name).eval(), torch.zeros(batch, 3, size, size))
     model = burden.create_model(name).eval()  # real CPU weights: the peers run real forward passes
     x = torch.zeros(batch, 3, size, size)
 
@@ -73,12 +90,7 @@ def _peer_runner(tool: str, name: str, size: int, batch: int):
         def run():
             return summary(model, input_data=x, verbose=0).total_mult_adds
     elif tool == "flop_counter":
-        from torch.utils.flop_counter import FlopCounterMode
-
-        def run():
-            with FlopCounterMode(display=False) as counter:
-                model(x)
-            return counter.get_total_flops()
+        run = counted(model, x)
     else:
         raise SystemExit(f"unknown tool {tool}")
     return run
@@ -99,13 +111,15 @@ def worker(tool: str, name: str, size: int, batch: int, repeats: int) -> dict:
         run = _peer_runner(tool, name, size, batch)
     baseline = _rss_now()
     with torch.no_grad():
-        run()  # warm-up: imports, lazy kernels, caches
+        start = time.perf_counter()
+        run()  # the first call: lazy kernels and caches are built here
+        first = time.perf_counter() - start
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "baseline_rss": baseline}
+    return {"first_s": first, "median_s": statistics.median(times), "baseline_rss": baseline}
 
 
 # --- parent: spawn workers, collect, write the table ------------------------------------------------
@@ -135,7 +149,7 @@ def measure(tool: str, name: str, size: int, batch: int, repeats: int) -> dict |
 
 def installed(tool: str) -> bool:
     module = {"fvcore": "fvcore", "ptflops": "ptflops", "thop": "thop", "torchinfo": "torchinfo",
-              "flop_counter": "torch"}[tool]
+              "flop_counter": "torch", "flop_counter_meta": "torch"}[tool]
     return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
@@ -218,9 +232,9 @@ def main() -> None:
             row = {"model": name, "size": size, "batch": batch, "burden": ours, "peers": {}}
             ok = fits(name, size, batch)
             for peer in peers:
-                # another burden traces on meta too: it runs at any size
-                row["peers"][peer] = measure(peer, name, size, batch, repeats) if ok or peer.startswith("burden@") \
-                    else None
+                # another burden, and FlopCounterMode on meta, allocate no features: they run at any size
+                on_meta = peer.startswith("burden@") or peer in ON_META
+                row["peers"][peer] = measure(peer, name, size, batch, repeats) if ok or on_meta else None
             rows.append(row)
 
     python = sys.executable
@@ -235,23 +249,31 @@ def main() -> None:
         f"Machine: {machine()}.",
         "",
         "Reproduce with `python benches/speed.py` (after `pip install fvcore ptflops thop torchinfo`; each",
-        "peer that imports is measured). Times are medians of warm, in-process runs (imports and the first",
-        "call excluded); peak RSS is the whole worker process's. Peers run real forward passes on the CPU",
-        "and are skipped (-) where their features would not fit in half of the free memory; burden traces",
-        "on the meta device and allocates no features. Ratio = peer time / burden time.",
+        "peer that imports is measured). Each tool runs in a fresh process: *first* is its first call there",
+        "(imports excluded; lazy kernels and caches cold), *warm* the median of later calls; peak RSS is the",
+        "whole worker process's. `flop_counter_meta` is PyTorch's FlopCounterMode on the meta device, as",
+        "burden runs (the model built on meta, a meta input): the like-for-like peer. The other peers run",
+        "real forward passes on the CPU and are skipped (-) where their features would not fit in half of",
+        "the free memory. Ratio = peer time / burden time, first to first and warm to warm.",
         "",
     ]
-    header = ["model", "input", "batch", "burden"] + [f"{p} (x burden)" for p in peers] + ["burden peak RSS"] \
-        + [f"{p} peak RSS" for p in peers]
+    header = (["model", "input", "batch", "burden first", "burden warm"]
+              + [f"{p} first (x burden)" for p in peers if p in ON_META]
+              + [f"{p} warm (x burden)" for p in peers] + ["burden peak RSS"] + [f"{p} peak RSS" for p in peers])
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for r in rows:
         ours = r["burden"]
-        cells = [r["model"], f"{r['size']} x {r['size']}", str(r["batch"]), fmt_s(ours and ours["median_s"])]
+        cells = [r["model"], f"{r['size']} x {r['size']}", str(r["batch"]), fmt_s(ours and ours["first_s"]),
+                 fmt_s(ours and ours["median_s"])]
+        for p in (p for p in peers if p in ON_META):
+            theirs = r["peers"].get(p)
+            cells.append(f"{fmt_s(theirs['first_s'])} ({theirs['first_s'] / ours['first_s']:.1f}x)"
+                         if theirs and ours else "-")
         for p in peers:
             theirs = r["peers"].get(p)
             if theirs and ours:
-                cells.append(f"{fmt_s(theirs['median_s'])} ({theirs['median_s'] / ours['median_s']:.0f}x)")
+                cells.append(f"{fmt_s(theirs['median_s'])} ({theirs['median_s'] / ours['median_s']:.1f}x)")
             else:
                 cells.append("-")
         cells.append(fmt_mb(ours and ours["peak_rss"]))
@@ -275,6 +297,14 @@ def main() -> None:
         speedup = fv["median_s"] / small
         lines.append(f"| warm SENet-154 at 224 at least 10x faster than fvcore | {fmt_s(small)} vs "
                      f"{fmt_s(fv['median_s'])}: {speedup:.1f}x | {'yes' if speedup >= 10 else 'no'} |")
+    meta_peer = case("senet154", 224, 1)["peers"].get("flop_counter_meta")
+    ours154 = case("senet154", 224, 1)["burden"]
+    if meta_peer and ours154:
+        lines.append(f"| SENet-154 at 224 against FlopCounterMode on meta, first call and warm (not a target: "
+                     f"the like-for-like figure) | {fmt_s(ours154['first_s'])} vs {fmt_s(meta_peer['first_s'])}; "
+                     f"{fmt_s(ours154['median_s'])} vs {fmt_s(meta_peer['median_s'])} | "
+                     f"{meta_peer['first_s'] / ours154['first_s']:.1f}x; "
+                     f"{meta_peer['median_s'] / ours154['median_s']:.1f}x |")
     lines.append(f"| SENet-154 at 672, batch 128 within 1.2x of 224, batch 1 | {fmt_s(big)} vs {fmt_s(small)}: "
                  f"{big / small:.2f}x | {'yes' if big <= 1.2 * small else 'no'} |")
     extra = cli_rss - torch_rss
