@@ -112,7 +112,8 @@ REPAIRS: dict[str, Repair] = {
     "hunyuan_v1_moe": Repair(*_HEAD_DIM),
     "ministral": Repair(*_HEAD_DIM),
     "nemotron": Repair("the default config leaves num_key_value_heads None: num_attention_heads (no GQA), the "
-                       "config's own documented default", _setting(num_key_value_heads=lambda c: c.num_attention_heads)),
+                       "config's own documented default",
+                       _setting(num_key_value_heads=lambda c: c.num_attention_heads)),
     "reformer": Repair("ReformerModelWithLMHead asserts is_decoder=True, which the default config does not set",
                        _setting(is_decoder=True)),
     "dbrx": Repair("the default attention config has no rope_theta and clip_qkv None, which the model clamps with: "

@@ -78,8 +78,9 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
     ``(224, 320)`` for an RGB image's height and width (as ``--input 224x320``), or ``224`` for a
     square one, and ``batch_size`` is prepended. Left out, it is the model's own: timm's
     ``pretrained_cfg["input_size"]``, the crop of torchvision's default weights, a registered
-    model's own; 3 x 224 x 224 where the model does not say (``Estimate.input`` shows the size used). A Hugging Face config (a ``config.json`` path, a
-    folder holding one, or ``hf:ORG/NAME``) is built on meta, never with weights. A language model
+    model's own; 3 x 224 x 224 where the model does not say (``Estimate.input`` shows the size
+    used). A Hugging Face config (a ``config.json`` path, a folder holding one, or ``hf:ORG/NAME``)
+    is built on meta, never with weights. A language model
     takes ``seq`` instead, a sequence length: real ``input_ids`` and an attention mask of ones (and
     in training the ids as ``labels``, for the model's own loss). For models that take several
     inputs, keyword inputs or nested structures, pass ``inputs`` instead: a tuple of positional

@@ -477,7 +477,8 @@ def _estimate(args: argparse.Namespace) -> int:
 
 def _no_inputs_with_generate(args: argparse.Namespace) -> None:
     if args.input is not None or args.inputs is not None or args.seq is not None:
-        raise InputSpecError("--generate sets the inputs by --prompt and --batch: leave out --input, --inputs and --seq")
+        raise InputSpecError("--generate sets the inputs by --prompt and --batch: leave out --input, --inputs "
+                             "and --seq")
 
 
 def _fit_generate(args: argparse.Namespace) -> int:

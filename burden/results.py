@@ -180,8 +180,8 @@ class Generate(_Summarised, GenerateFigures):
     def __repr__(self) -> str:
         speed = f", {self.tokens_per_second:,.1f} tokens/s" if self.tokens_per_second is not None else ""
         return (f"<Generate {self.model}, batch {self.batch}, {self.prompt:,} + {self.new_tokens:,} tokens, "
-                f"{self.dtype}: KV cache {fmt_bytes(self.kv_cache_bytes)}, peak {fmt_bytes(self.peak_bytes)}{speed}; print() it "
-                f"for more>")
+                f"{self.dtype}: KV cache {fmt_bytes(self.kv_cache_bytes)}, peak {fmt_bytes(self.peak_bytes)}{speed}; "
+                f"print() it for more>")
 
 
 class GenerateFit(_Summarised, GenerateFitFigures):

@@ -10,8 +10,9 @@ training keeps near even (load-balancing losses), so burden assumes it is even: 
 choice of row ``r`` is candidate ``(r * k + j) mod n`` (an argmax is a top-1). Every candidate is
 picked ``rows * k / n`` times (to within one), and no row picks the same one twice.
 
-``routing="refuse"`` (``--routing refuse``; the choices are ``options.ROUTINGS``) assumes nothing: a model that reads such a choice
-stops with ``DataDependentError``, as it would without this module.
+``routing="refuse"`` (``--routing refuse``; the choices are ``options.ROUTINGS``) assumes
+nothing: a model that reads such a choice stops with ``DataDependentError``, as it would without
+this module.
 
 Only the indices are assumed; the scores stay unknown. A value computed from an assumed one
 carries the assumption (``burden.values``), and a trace keeps the note of every assumption that

@@ -165,7 +165,8 @@ class Tracer:
         # numbers thousands of storages)
         self._watched: dict[weakref.ref, tuple[int, int]] = {}
         self._order = itertools.count()
-        self.values = KnownValues(assume=kernels.routing == "balanced") if meta else None  # small values computed from constants alone
+        # small values computed from constants and inputs alone
+        self.values = KnownValues(assume=kernels.routing == "balanced") if meta else None
         self.stand_ins = StandIns(make or (meta_stand_in if meta else _unchanged), on_new=self._same_storage)
         never = 10**9
         for path, module in model.named_modules():

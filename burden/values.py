@@ -164,8 +164,9 @@ class KnownValues:
         """The swaps (for ``burden.patching.swapped``) that answer two reads of values that no op the
         trace sees makes from the known values: ``tolist()`` (which reads memory directly, and
         refuses a meta tensor whatever is known; ``refuse`` makes the error where the value is
-        unknown), and indexing by a Python list (``ids[:, [-1, 0]]``), whose index tensor torch makes on the indexed tensor's device,
-        meta, without its values: here it is made on the CPU, where its values are its own."""
+        unknown), and indexing by a Python list (``ids[:, [-1, 0]]``), whose index tensor torch
+        makes on the indexed tensor's device, meta, without its values: here it is made on the CPU,
+        where its values are its own."""
         tolist, getitem = torch.Tensor.tolist, torch.Tensor.__getitem__
 
         def listed(t: torch.Tensor) -> Any:

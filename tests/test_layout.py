@@ -98,7 +98,8 @@ def test_no_import_cycle():
 def test_the_graph_sees_type_checking_imports(tmp_path, monkeypatch):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")
-    (tmp_path / "pkg" / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n")
+    (tmp_path / "pkg" / "a.py").write_text("from typing import TYPE_CHECKING\n"
+                                           "if TYPE_CHECKING:\n    from .b import B\n")
     (tmp_path / "pkg" / "b.py").write_text("from .a import A\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "pkg")
     assert cycles(import_graph()) == [["pkg.a", "pkg.b"]]

@@ -37,7 +37,8 @@ def _real_work():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(8, 16, generator=g), torch.randn(16, 16, generator=g)
     image, kernel = torch.randn(1, 3, 8, 8, generator=g), torch.randn(4, 3, 3, 3, generator=g)
-    return [F.linear(a, b), torch.matmul(a, b), a @ b, a.matmul(b), F.conv2d(image, kernel), torch.conv2d(image, kernel)]
+    return [F.linear(a, b), torch.matmul(a, b), a @ b, a.matmul(b), F.conv2d(image, kernel),
+            torch.conv2d(image, kernel)]
 
 
 def _in_threads(jobs):

@@ -408,8 +408,8 @@ def fit_summary(f: FitFigures) -> str:
     if f.accounting:
         rows.append(("peaks counted", f.accounting))
     if f.max_batch:
-        rows.append(("traces", f"{f.traces}: batch 1 to predict, " + ("the answer and the answer + 1 to confirm"
-                                                                       if f.traces <= 3 else "then refined and confirmed")))
+        how = "the answer and the answer + 1 to confirm" if f.traces <= 3 else "then refined and confirmed"
+        rows.append(("traces", f"{f.traces}: batch 1 to predict, {how}"))
     lines = _aligned(rows).splitlines()
     table = [[f"{p.batch:,}", fmt_bytes(p.peak_bytes), "yes" if p.fits else "no",
               "traced" if p.traced else "predicted"] for p in f.around]
@@ -560,7 +560,8 @@ def profiles_text(profiles: Sequence[DeviceProfile]) -> str:
     for p in profiles:
         for roof in p.roofs:
             peaks = ", ".join(f"{k} {fmt_rate(v, 'FLOP/s')}" for k, v in roof.peak_flops)
-            cache = f"{fmt_rate(roof.cache_bandwidth, 'B/s')} to {fmt_bytes(roof.cache_bytes)}" if roof.cache_bytes else "-"
+            cache = (f"{fmt_rate(roof.cache_bandwidth, 'B/s')} to {fmt_bytes(roof.cache_bytes)}" if roof.cache_bytes
+                     else "-")
             rows.append([p.name, p.device, str(roof.threads or "-"), peaks, fmt_rate(roof.bandwidth, "B/s"), cache])
     table = _tabulate(rows, ["profile", "device", "threads", "peak", "memory", "cache roof"], "simple",
                       ["left", "left", "right", "left", "right", "left"])
