@@ -343,6 +343,35 @@ def _grouped_mm(args: tuple, kwargs: dict) -> Any:
     return torch.empty(shape, dtype=out_dtype, device="meta")
 
 
+def _tensor_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(t, torch.Tensor) for t in value)
+
+
+def _foreach_in_place(args: tuple, kwargs: dict) -> Any:
+    """An in-place foreach op of an optimizer's step (``_foreach_lerp_``, ``_foreach_addcmul_``, ...):
+    each tensor of the first list written in place, every other tensor list of the same shapes and
+    dtypes, a tensor operand a single value; it returns nothing. Else declined (its meta kernel, in
+    Python, checks broadcasting and type promotion)."""
+    first = args[0] if args else None
+    if not _tensor_list(first):
+        return None
+    for other in (*args[1:], *kwargs.values()):
+        if _tensor_list(other):
+            if len(other) != len(first) or any(o.shape != f.shape or o.dtype != f.dtype for o, f in zip(other, first)):
+                return None
+        elif isinstance(other, torch.Tensor) and other.numel() != 1:
+            return None
+    return RETURNS_NOTHING
+
+
+def _foreach_unary(args: tuple, kwargs: dict) -> Any:
+    """An out-of-place unary foreach op (``_foreach_sqrt``): a new tensor like each input."""
+    first = args[0] if args else None
+    if not _tensor_list(first) or kwargs or not all(t.is_floating_point() for t in first):
+        return None
+    return [torch.empty_like(t) for t in first]
+
+
 def _in_place_only(args: tuple, kwargs: dict) -> Any:
     """A fused optimizer step: it writes its tensor lists in place and returns nothing."""
     return RETURNS_NOTHING
@@ -383,6 +412,11 @@ def _table() -> dict[Any, Rule]:
     add(lambda a, k: _batch_norm(a, bool(a[5])), "native_batch_norm.default", "_native_batch_norm_legit.default")
     add(_batch_norm_backward, "native_batch_norm_backward.default")
     add(_in_place_only, *NO_META_KERNEL_NAMES)
+    add(_foreach_in_place, *(f"_foreach_{name}_.{overload}" for name in ("add", "sub", "mul", "div")
+                             for overload in ("Scalar", "List", "ScalarList", "Tensor")),
+        "_foreach_lerp_.Scalar", "_foreach_lerp_.List", "_foreach_addcmul_.Scalar", "_foreach_addcmul_.ScalarList",
+        "_foreach_addcdiv_.Scalar", "_foreach_addcdiv_.ScalarList", "_foreach_sqrt_.default", "_foreach_neg_.default", "_foreach_zero_.default")
+    add(_foreach_unary, "_foreach_sqrt.default", "_foreach_neg.default", "_foreach_abs.default")
     add(_grouped_mm, "_grouped_mm.default")
     return rules
 

@@ -15,7 +15,7 @@ from torch import nn
 import burden
 from burden import meta_kernels
 from burden.containers import map_tensors
-from burden.shape_rules import CPU_RULES, NO_META_KERNEL, RULES, shape_rule
+from burden.shape_rules import CPU_RULES, NO_META_KERNEL, RETURNS_NOTHING, RULES, shape_rule
 
 aten = torch.ops.aten
 CL = torch.channels_last
@@ -116,6 +116,38 @@ CASES += [
     (aten.lerp_.Scalar, (t(2, 3), t(2, 3), 0.1)), (aten.lerp_.Tensor, (t(2, 3), t(2, 3), t(2, 3))),
     (aten.addcmul_.default, (t(3), t(2, 3), t(2, 3))),  # would broadcast self: the meta kernel's error
 ]
+# the foreach ops of torch.optim's multi-tensor steps: lists of parameters, gradients and states
+PARAMS = [t(3, 4), t(5)]
+CASES += [
+    (aten._foreach_lerp_.Scalar, (PARAMS, [t(3, 4), t(5)], 0.1)),
+    (aten._foreach_mul_.Scalar, (PARAMS, 0.9)),
+    (aten._foreach_mul_.Tensor, (PARAMS, t(1).reshape(()))),
+    (aten._foreach_add_.List, (PARAMS, [t(3, 4), t(5)])),
+    (aten._foreach_add_.Scalar, (PARAMS, 1.0)),
+    (aten._foreach_addcmul_.Scalar, (PARAMS, [t(3, 4), t(5)], [t(3, 4), t(5)], 0.5)),
+    (aten._foreach_addcdiv_.ScalarList, (PARAMS, [t(3, 4), t(5)], [t(3, 4), t(5)], [0.1, 0.2])),
+    (aten._foreach_div_.ScalarList, (PARAMS, [2.0, 3.0])),
+    (aten._foreach_sqrt.default, (PARAMS,)),
+    (aten._foreach_sqrt.default, ([t(4, 3, transpose=True)],)),  # a transposed parameter keeps its strides
+    (aten._foreach_add_.List, (PARAMS, [t(1, 4), t(5)])),  # would broadcast: declined
+    (aten._foreach_addcmul_.Scalar, (PARAMS, [t(3, 4), t(5)], [t(4), t(5)], 0.5)),  # would broadcast: declined
+    (aten._foreach_add_.List, (PARAMS, [t(3, 4, dtype=torch.float16), t(5)])),  # another dtype: declined
+]
+
+
+def _foreach_case(op):
+    """Arguments for every other foreach overload with a rule, by the overload's kind."""
+    name, overload = op._schema.name.removeprefix("aten::"), op._overloadname
+    same = [t(3, 4), t(5)]
+    last = {"Scalar": 0.5, "List": same, "ScalarList": [0.5, 0.25], "Tensor": t(1).reshape(())}.get(overload)
+    if name in ("_foreach_lerp_",):
+        return (PARAMS, same, last)
+    if name in ("_foreach_addcmul_", "_foreach_addcdiv_"):
+        return (PARAMS, same, [t(3, 4), t(5)], last)
+    return (PARAMS,) if overload == "default" else (PARAMS, last)
+
+
+CASES += [(op, _foreach_case(op)) for op in RULES if "_foreach_" in str(op) and op not in {c[0] for c in CASES}]
 CASES += [(getattr(aten, name).default, (t(2, 3, 4),)) for name in (
     "sigmoid_", "tanh_", "silu_", "hardswish_", "hardsigmoid_", "zero_", "tanh", "silu", "hardswish", "hardsigmoid",
     "exp", "neg", "sqrt", "rsqrt")]
@@ -128,7 +160,11 @@ def test_a_rule_gives_what_the_meta_kernel_gives(func, args):
     answer = shape_rule(func, meta_args, {})
     if answer is None:
         return  # declined: the meta kernel runs
-    assert _layout(answer) == _layout(func(*_meta(args)))
+    expected = func(*_meta(args))
+    if answer is RETURNS_NOTHING:
+        assert expected is None  # written in place, nothing returned
+    else:
+        assert _layout(answer) == _layout(expected)
 
 
 def test_the_rules_answer_the_common_cases():
