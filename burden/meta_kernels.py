@@ -18,6 +18,8 @@ Three things happen here and nowhere else:
 
 from __future__ import annotations
 
+import importlib
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -71,6 +73,14 @@ def _storages(value: Any) -> set[int]:
     return {t.untyped_storage()._cdata for t in leaves(value) if isinstance(t, torch.Tensor)}
 
 
+# Before 2.8, some of torch's meta kernels (its Python references) run through
+# ``torch._compile._disable_dynamo``, which imports torch._dynamo on first use; that import discovers
+# torch's builtins with a function mode of its own, which fails where burden's bookkeeping has
+# torch-function handling off. There it is imported before the first trace (the kernels would import
+# it in that trace anyway).
+_DYNAMO_IN_KERNELS = tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 8)
+
+
 class MetaKernels:
     """Meta results remembered across analyses, bounded, and forgotten when torch's kernel
     registrations change (a library registering a new meta kernel mid-session). Traces in several
@@ -98,6 +108,8 @@ class MetaKernels:
     def begin(self) -> None:
         """Called once per analysis, not per op: invalidation is checked here, at most once a second
         (listing torch's ops takes milliseconds; registrations come from a user's code, between calls)."""
+        if _DYNAMO_IN_KERNELS and "torch._dynamo" not in sys.modules:
+            importlib.import_module("torch._dynamo")  # see _DYNAMO_IN_KERNELS
         now = time.monotonic()
         if now - self._checked >= 1.0:
             self._checked = now
