@@ -136,3 +136,21 @@ def test_concurrent_training_estimates_equal_each_alone(alone, round_):
     results, errors = _in_threads([lambda kw=kw: _estimate(kw) for kw in JOBS.values()])
     assert not errors, errors
     assert dict(zip(JOBS, results)) == alone
+
+
+@pytest.mark.consistency
+def test_one_model_object_in_two_threads_takes_turns():
+    """The same nn.Module given to two analyses at once (training, and training with amp): each
+    hooks the module and swaps its tensors while it runs, so they take turns, and each gives what
+    it gives alone; the module comes back unchanged."""
+    model = ConvAttention()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kinds = [dict(mode="training"), dict(mode="training", amp="bf16")]
+    alone = [burden.estimate(model, 32, batch_size=2, **kw).to_dict() for kw in kinds]
+    for _ in range(3):
+        results, errors = _in_threads([lambda kw=kw: burden.estimate(model, 32, batch_size=2, **kw).to_dict()
+                                       for kw in kinds])
+        assert not errors, errors
+        assert results == alone
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
