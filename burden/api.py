@@ -70,7 +70,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
              checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
              amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1,
              zero: int = 0, device_profile: str | DeviceProfile | None = None, optimizer_impl: str | None = None,
-             grad_accum: int = 1, seq: int | None = None, routing: str = "balanced") -> Estimate:
+             grad_accum: int = 1, seq: int | None = None, routing: str = ROUTINGS[0]) -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -80,9 +80,9 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
     ``pretrained_cfg["input_size"]``, the crop of torchvision's default weights, a registered
     model's own; 3 x 224 x 224 where the model does not say (``Estimate.input`` shows the size
     used). A Hugging Face config (a ``config.json`` path, a folder holding one, or ``hf:ORG/NAME``)
-    is built on meta, never with weights. A language model
-    takes ``seq`` instead, a sequence length: real ``input_ids`` and an attention mask of ones (and
-    in training the ids as ``labels``, for the model's own loss). For models that take several
+    is built on meta, never with weights. A language model takes ``seq`` instead, a sequence
+    length: real ``input_ids`` and an attention mask of ones (and in training the ids as
+    ``labels``, for the model's own loss). For models that take several
     inputs, keyword inputs or nested structures, pass ``inputs`` instead: a tuple of positional
     arguments, or a dict of keyword arguments (``{"args": (...), "kwargs": {...}}`` for both), whose
     tensors are example tensors, ``torch.Size`` shapes or ``burden.TensorSpec``; their shapes include
@@ -232,7 +232,7 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
         checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
         amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1, zero: int = 0,
         optimizer_impl: str | None = None, grad_accum: int = 1,
-        device_profile: str | DeviceProfile | None = None, seq: int | None = None, routing: str = "balanced") -> Fit:
+        device_profile: str | DeviceProfile | None = None, seq: int | None = None, routing: str = ROUTINGS[0]) -> Fit:
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
@@ -259,7 +259,7 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
 def generate(model: nn.Module | str, prompt: int, new_tokens: int, *, batch_size: int = 1,
              dtype: str | torch.dtype | None = None, convention: str = DEFAULT_CONVENTION, cache: str = "dynamic",
              target: str = "cpu", device_profile: str | DeviceProfile | None = None,
-             routing: str = "balanced") -> Generate:
+             routing: str = ROUTINGS[0]) -> Generate:
     """A causal language model's ``generate()``: ``batch_size`` prompts of ``prompt`` tokens, each
     given ``new_tokens`` more, greedy, with the model's own KV cache.
 
@@ -286,7 +286,7 @@ def generate(model: nn.Module | str, prompt: int, new_tokens: int, *, batch_size
 def fit_generate(model: nn.Module | str, memory: int | str, prompt: int | None, new_tokens: int, *,
                  batch_size: int | None = None, dtype: str | torch.dtype | None = None, cache: str = "dynamic",
                  target: str = "cpu", device_profile: str | DeviceProfile | None = None,
-                 routing: str = "balanced") -> GenerateFit:
+                 routing: str = ROUTINGS[0]) -> GenerateFit:
     """The largest batch whose ``generate()`` of ``prompt`` + ``new_tokens`` tokens fits in
     ``memory`` (``"80GiB"``, bytes); with ``batch_size``, the longest prompt that fits at that batch
     (up to the model's ``max_position_embeddings``; ``prompt`` is then not needed). ``model``,

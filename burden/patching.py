@@ -113,21 +113,20 @@ def swapped(table: Mapping[Any, Callable[..., Any]]) -> Iterator[TorchFunctionMo
         yield mode
 
 
-def backward_with(modes: list[TorchFunctionMode], roots: list[torch.Tensor], seeds: list[torch.Tensor]) -> None:
-    """``torch.autograd.backward(roots, seeds)`` with ``modes`` on inside every node of the graph.
+def backward_with(mode: TorchFunctionMode | None, roots: list[torch.Tensor], seeds: list[torch.Tensor]) -> None:
+    """``torch.autograd.backward(roots, seeds)`` with ``mode`` on inside every node of the graph.
     Autograd runs its nodes without the caller's function modes, and a node that recomputes a
     checkpointed forward (``torch.utils.checkpoint``) calls the model's code again: it must meet the
     same swaps as the forward did, or it takes another path (the meta device's attention)."""
-    if not modes:
+    if mode is None:
         torch.autograd.backward(roots, seeds)
         return
+
     def on(*_: Any) -> None:
-        for mode in modes:
-            _push_mode(mode)
+        _push_mode(mode)
 
     def off(*_: Any) -> None:
-        for _mode in modes:
-            _pop_mode()
+        _pop_mode()
 
     handles, seen = [], set()
     todo = [t.grad_fn for t in roots]
@@ -144,5 +143,5 @@ def backward_with(modes: list[TorchFunctionMode], roots: list[torch.Tensor], see
     finally:
         for handle in handles:
             handle.remove()
-        while len(_get_current_function_mode_stack()) > depth:  # a node that raised left its modes on
+        while len(_get_current_function_mode_stack()) > depth:  # a node that raised left its mode on
             _pop_mode()

@@ -51,29 +51,17 @@ def _command(names: Sequence[str], size: tuple[int, ...], settings: ReportSettin
     """The command line that writes the same set of files into a folder of the same name."""
     from .models import list_models
 
-    convention, batch_size, dtype, mode = settings.convention, settings.batch_size, settings.dtype, settings.mode
-    optimizer, chart_depth = settings.optimizer, settings.chart_depth
-    fit_memory, device_profile = settings.fit_memory, settings.device_profile
     parts = ["burden report"]
     parts += ["--all"] if list(names) == list_models() else list(names)
     if size != DEFAULT_INPUT:
         parts += ["--input", "x".join(str(d) for d in size)]
-    if batch_size != 1:
-        parts += ["--batch", str(batch_size)]
-    if dtype is not None:
-        parts += ["--dtype", str(dtype)]
-    if convention != DEFAULT_CONVENTION:
-        parts += ["--convention", convention]
-    if mode != "inference":
-        parts += ["--mode", mode]
-    if optimizer is not None:
-        parts += ["--optimizer", optimizer]
-    if chart_depth is not None:
-        parts += ["--chart-depth", str(chart_depth)]
-    if fit_memory is not None:
-        parts += ["--fit", str(fit_memory)]
-    if device_profile is not None:
-        parts += ["--device-profile", str(device_profile)]
+    default = ReportSettings()
+    for flag, field in (("--batch", "batch_size"), ("--dtype", "dtype"), ("--convention", "convention"),
+                        ("--mode", "mode"), ("--optimizer", "optimizer"), ("--chart-depth", "chart_depth"),
+                        ("--fit", "fit_memory"), ("--device-profile", "device_profile")):
+        value = getattr(settings, field)
+        if value != getattr(default, field):  # the command line's own default: left out
+            parts += [flag, str(value)]
     return " ".join(parts + ["--out", f"{out.name}/" if out.name else "."])
 
 

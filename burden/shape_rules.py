@@ -415,7 +415,8 @@ def _table() -> dict[Any, Rule]:
     add(_foreach_in_place, *(f"_foreach_{name}_.{overload}" for name in ("add", "sub", "mul", "div")
                              for overload in ("Scalar", "List", "ScalarList", "Tensor")),
         "_foreach_lerp_.Scalar", "_foreach_lerp_.List", "_foreach_addcmul_.Scalar", "_foreach_addcmul_.ScalarList",
-        "_foreach_addcdiv_.Scalar", "_foreach_addcdiv_.ScalarList", "_foreach_sqrt_.default", "_foreach_neg_.default", "_foreach_zero_.default")
+        "_foreach_addcdiv_.Scalar", "_foreach_addcdiv_.ScalarList", "_foreach_sqrt_.default", "_foreach_neg_.default",
+        "_foreach_zero_.default")
     add(_foreach_unary, "_foreach_sqrt.default", "_foreach_neg.default", "_foreach_abs.default")
     add(_grouped_mm, "_grouped_mm.default")
     return rules

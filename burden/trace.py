@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
@@ -157,7 +157,7 @@ class Tracer:
         self.open_spans: list[int] = []
         self._paths: dict[int, str] = {}  # id(module) -> its path in the model
         self._thread = threading.get_ident()  # the thread whose module calls are this trace's
-        self.function_modes: list[Any] = []  # the swaps ``recording`` turned on, for ``backward``
+        self.swaps: Any = None  # the function mode ``recording`` turned on, for ``backward``
         self._storage_ids: dict[int, int] = {}
         self._next_storage = itertools.count()
         # storage -> (address, number): a plain weak reference per numbered storage, whose callback
@@ -388,19 +388,24 @@ class Tracer:
                 # one function mode for both swaps: each torch call the model makes passes through it
                 capability = self.kernels.capability if self.kernels.device == "cuda" else None
                 swaps = {**target_attention(capability), **self.values.reads(self._values_needed)}
-                self.function_modes = [stack.enter_context(swapped(swaps))]
-                stack.callback(self.function_modes.clear)
+                self.swaps = stack.enter_context(swapped(swaps))
+                stack.callback(setattr, self, "swaps", None)
             stack.enter_context(_Recorder(self))
             yield
 
     def backward(self, roots: list[torch.Tensor], seeds: list[torch.Tensor]) -> None:
         """Backpropagate inside ``recording``, the forward's swaps on wherever autograd runs the
         model's code again (checkpointed modules)."""
-        backward_with([m for m in self.function_modes if m is not None], roots, seeds)
+        backward_with(self.swaps, roots, seeds)
 
     def _values_needed(self, what: str) -> DataDependentError:
         at = where(self.stack[-1] if self.stack else "", self.modules)
         return DataDependentError(needs_values_message(what, at))
+
+    def small_values(self) -> Any:
+        """Only small values computed inside the block (``KnownValues.small_values``); a CPU trace
+        has real tensors and no known values to limit."""
+        return self.values.small_values() if self.values is not None else nullcontext()
 
     def unrecorded(self) -> _Values:
         """Ops inside the block run unrecorded, with their known values kept."""

@@ -24,7 +24,7 @@ not counted in FLOPs.
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
@@ -302,7 +302,7 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
                                  for n in [lifetimes.allocation_of(p.grad)] if n is not None)
                 if micro == 0:
                     first_backward_end = len(tracer.events)
-            with tracer.values.small_values() if tracer.values is not None else nullcontext():
+            with tracer.small_values():
                 with tracer.unrecorded():
                     _warm_up(optimizer, params)
                 state = _state_allocations(optimizer, req.meta)
