@@ -25,13 +25,13 @@ from .models.hf import is_config_spec
 from .models.resolve import own_input_size, resolve_model
 from .heap import paused_gc
 from .machine import available_bytes, fits_in_half
+from . import sharded
 from .memory import LiveMemory, inference_peak, trace_lifetimes
 from .options import DEFAULT_INPUT_SIZE
 from .records import Trace
 from .request import Request, describe_inputs, input_sizes, model_dtype, model_inputs
 from .roofline import latency_figures
 from .traffic import trace_bytes
-from .training import training_step
 from .state import preserved_modes, with_real_weights
 
 
@@ -121,6 +121,9 @@ class Progress:
             self.say(f"burden: tracing on {self.device}: {len(tracer.events)} ops, at "
                      f"{event.module or 'the model'}, {now - self.start:.0f} s")
 
+    def storage_allocated(self, tracer: Any, tensor: torch.Tensor, storage: int) -> None:
+        pass
+
     def storage_freed(self, tracer: Any, storage: int) -> None:
         pass
 
@@ -201,6 +204,7 @@ def check_mode(req: Request, checkpointing: bool) -> None:
         return
     for given, what in ((checkpointing, "activation checkpointing changes"),
                         (req.accounting.zero, "ZeRO shards the state of"),
+                        (req.sharding is not None, "FSDP and tensor parallelism shard"),
                         (req.training.grad_accum > 1, "gradient accumulation is part of"),
                         (req.training.optimizer_impl is not None, "the optimizer's implementation is part of")):
         if given:
@@ -233,10 +237,10 @@ def checkpoint_paths(module: nn.Module, checkpoint: Sequence[str] | str | None, 
 def _training(module: nn.Module, req: Request, args: tuple, kwargs: dict,
               checkpoint: tuple[str, ...] = ()) -> TrainingFigures:
     """The training step, and with checkpointing the peak the same step has without it."""
-    step = training_step(module, args, kwargs, req, checkpoint).figures
+    step = sharded.step(module, args, kwargs, req, checkpoint).figures
     if not checkpoint:
         return step
-    return replace(step, unchecked_peak_bytes=training_step(module, args, kwargs, req).figures.training_peak_bytes)
+    return replace(step, unchecked_peak_bytes=sharded.step(module, args, kwargs, req).figures.training_peak_bytes)
 
 
 def _stages(trace: Trace) -> tuple[tuple[int, str], ...]:

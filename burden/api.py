@@ -24,7 +24,7 @@ from .machine import run_device
 from .optimizers import OptimizerSpec, check_impl, factory
 from .options import (DEFAULT_CONVENTION, DEFAULT_OPTIMIZER, DEFAULT_SCALE_BASE, DEFAULT_SCALE_BATCH, DEFAULT_SCALES,
                       MODES, ROUTINGS)
-from .request import Request, Training, check_device, check_grad_accum
+from .request import Request, Training, check_device, check_grad_accum, sharding
 from .results import Bench, Comparison, Estimate, Fit, Generate, GenerateBench, GenerateFit, ScaleTable, as_estimate
 
 def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any = None,
@@ -33,7 +33,9 @@ def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any 
             progress: Callable[[str], None] | None = None, amp: Any = None, target: str = "cpu",
             world_size: int = 1, zero: int = 0, device_profile: str | DeviceProfile | None = None,
             mode: str = "inference", optimizer: OptimizerSpec = DEFAULT_OPTIMIZER, optimizer_impl: str | None = None,
-            grad_accum: int = 1, seq: int | None = None, routing: str = ROUTINGS[0]) -> Request:
+            grad_accum: int = 1, seq: int | None = None, routing: str = ROUTINGS[0], shard: str | None = None,
+            tensor_parallel: int = 1, shard_modules: Sequence[str] | str | None = None,
+            tp_plan: Mapping[str, str] | str | None = None, rank: int = 0) -> Request:
     """The request that every layer below takes whole, each option checked once, here at the boundary,
     before any model is built or traced. ``seq`` (a sequence length) replaces ``input_size`` for a
     language model: its inputs are token ids and a mask; ``input_size=None`` is the model's own size,
@@ -54,11 +56,15 @@ def request(input_size: Any = (3, 224, 224), batch_size: Any = 1, *, dtype: Any 
     if routing not in ROUTINGS:
         raise InputSpecError(f"unknown routing {routing!r}; choose {' or '.join(ROUTINGS)}")
     size = (seq,) if seq is not None else None if input_size is None else parse_input_size(input_size)
+    plan = sharding(shard, world_size, zero, tensor_parallel, shard_modules, tp_plan, rank)
+    if plan is not None and (low is not None or device not in (None, "meta")):
+        raise InputSpecError("a sharded step is traced with fake tensors in PyTorch's own parallel code: leave out "
+                             "--amp (amp=) and --device (device=) with --shard or --tensor-parallel")
     return Request(size=size, batch=parse_batch(batch_size), dtype=parsed, convention=rules,
                    memory=get_memory_convention(memory or rules.memory), device=check_device(device),
                    check_memory=check_memory, progress=progress, amp=low,
                    accounting=accounting(target, world_size, zero, profile), profile=profile, mode=mode,
-                   training=training, tokens=seq is not None, routing=routing)
+                   training=training, tokens=seq is not None, routing=routing, sharding=plan)
 
 
 @guarded
@@ -70,7 +76,9 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
              checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
              amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1,
              zero: int = 0, device_profile: str | DeviceProfile | None = None, optimizer_impl: str | None = None,
-             grad_accum: int = 1, seq: int | None = None, routing: str = ROUTINGS[0]) -> Estimate:
+             grad_accum: int = 1, seq: int | None = None, routing: str = ROUTINGS[0], shard: str | None = None,
+             tensor_parallel: int = 1, shard_modules: Sequence[str] | str | None = None,
+             tp_plan: Mapping[str, str] | str | None = None, rank: int = 0) -> Estimate:
     """Parameter memory, feature memory and FLOPs of ``model`` for one forward pass.
 
     ``model`` is an ``nn.Module`` or a name: ``burden.list_models()``, ``package.module:factory``,
@@ -114,6 +122,15 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
     picks for the GPU that ``device_profile`` names (an H100 by default); ``world_size`` and
     ``zero`` (1, 2, 3) give one device's share of a training step under ZeRO sharding
     (``burden.accounting`` says what is not counted; ``docs/memory.md`` has the rules).
+    ``shard="fsdp"`` with ``world_size`` traces one rank of a training step under PyTorch's FSDP2
+    (``fully_shard`` on each block: a Hugging Face model's own, the modules ``shard_modules`` names by
+    path or class, else the longest list of like blocks; then on the root), and ``tensor_parallel``
+    (2 or more) applies PyTorch's tensor parallelism within groups of that many ranks, by the model's
+    own plan (a Hugging Face config's) or ``tp_plan`` (module pattern -> colwise, rowwise, ...; a
+    mapping or a JSON file). The step runs with fake tensors in a fake process group, as that rank
+    (``rank``, 0 by default) runs it: ``training.sharding`` gives the plan and each kind of
+    collective's calls and bytes; with a ``device_profile`` that has an interconnect, their time.
+    ``world_size`` with ``zero`` instead is the quick arithmetic for DeepSpeed (docs/parallel.md).
     ``device_profile`` (a built-in name such as ``"a100"``, ``"local"`` after ``burden calibrate``,
     or a profile's JSON path) adds ``Estimate.latency``: each op's roofline time on that device,
     max(real FLOPs / peak, bytes moved / bandwidth), per layer and in total, with the samples/s it
@@ -134,7 +151,8 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
     req = request(input_size, batch_size, dtype=dtype, convention=convention, device=device, memory=memory,
                   formulas=formulas, check_memory=check_memory, progress=progress, amp=amp, target=target,
                   world_size=world_size, zero=zero, device_profile=device_profile, mode=mode, optimizer=optimizer,
-                  optimizer_impl=optimizer_impl, grad_accum=grad_accum, seq=seq, routing=routing)
+                  optimizer_impl=optimizer_impl, grad_accum=grad_accum, seq=seq, routing=routing, shard=shard,
+                  tensor_parallel=tensor_parallel, shard_modules=shard_modules, tp_plan=tp_plan, rank=rank)
     return as_estimate(analysis.estimate_figures(model, req, inputs, checkpoint, checkpoint_depth))
 
 
@@ -232,7 +250,9 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
         checkpoint: Sequence[str] | str | None = None, checkpoint_depth: int | None = None,
         amp: str | torch.dtype | None = None, target: str = "cpu", world_size: int = 1, zero: int = 0,
         optimizer_impl: str | None = None, grad_accum: int = 1,
-        device_profile: str | DeviceProfile | None = None, seq: int | None = None, routing: str = ROUTINGS[0]) -> Fit:
+        device_profile: str | DeviceProfile | None = None, seq: int | None = None, routing: str = ROUTINGS[0],
+        shard: str | None = None, tensor_parallel: int = 1, shard_modules: Sequence[str] | str | None = None,
+        tp_plan: Mapping[str, str] | str | None = None) -> Fit:
     """The largest batch whose predicted peak fits in ``memory`` (``"24GiB"``, ``"24GB"``, bytes).
 
     ``model``, ``input_size``, ``inputs`` (their leading dimension is the batch, which the search
@@ -244,14 +264,16 @@ def fit(model: nn.Module | str, memory: int | str, input_size: int | str | Seque
     for almost every model, and traces the answer and the answer + 1 to confirm it: three traces,
     more only where a prediction was off. ``Fit`` has the answer, its peak and the next batch's,
     what the peak holds, and the peaks around it. ``checkpoint``, ``checkpoint_depth``, ``amp``,
-    ``target``, ``world_size``, ``zero``, ``device_profile`` and ``routing`` are as in ``estimate``; with ZeRO the
-    batch is per device. On the CUDA target the answer is the largest batch whose run never exhausts
+    ``target``, ``world_size``, ``zero``, ``device_profile``, ``routing``, ``shard``, ``tensor_parallel``,
+    ``shard_modules`` and ``tp_plan`` are as in ``estimate``; with ZeRO or a sharded step the batch is per
+    rank (rank 0 is traced). On the CUDA target the answer is the largest batch whose run never exhausts
     ``memory`` less the CUDA context (the profile's, or 512 MiB), the caching allocator simulated.
     """
     budget = parse_memory(memory)
     req = request(input_size, 1, dtype=dtype, convention=convention, device="meta", amp=amp, target=target,
                   world_size=world_size, zero=zero, mode=mode, optimizer=optimizer, optimizer_impl=optimizer_impl,
-                  grad_accum=grad_accum, device_profile=device_profile, seq=seq, routing=routing)
+                  grad_accum=grad_accum, device_profile=device_profile, seq=seq, routing=routing, shard=shard,
+                  tensor_parallel=tensor_parallel, shard_modules=shard_modules, tp_plan=tp_plan)
     return Fit(**vars(planner.fit_figures(model, budget, req, inputs, checkpoint, checkpoint_depth)))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import options
 from .devices import BUILT_IN as _BUILT_IN
@@ -122,10 +122,27 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
                    help="how the peaks count bytes: cpu (default, exact, as the CPU allocator) or cuda (as "
                         "torch.cuda.max_memory_allocated: every tensor rounded up to 512 bytes)")
     p.add_argument("--world-size", default=1, type=_positive_int, metavar="N",
-                   help="with --zero: the number of data-parallel devices")
+                   help="with --shard or --zero: the number of ranks (devices)")
+    p.add_argument("--shard", default=None, choices=options.SHARDS,
+                   help="with --mode training: trace one rank of the step under PyTorch's FSDP2 (fully_shard on "
+                        "each block, then the root), in a fake process group; the figures are that rank's")
+    p.add_argument("--tensor-parallel", default=1, type=_positive_int, metavar="N",
+                   help="with --mode training: PyTorch's tensor parallelism within groups of N ranks, by the "
+                        "model's own plan (a Hugging Face config's) or --tp-plan")
+    p.add_argument("--shard-modules", default=None, metavar="LIST",
+                   help="with --shard: the modules FSDP wraps, comma-separated paths or class names (default: the "
+                        "model's blocks)")
+    p.add_argument("--tp-plan", default=None, metavar="FILE",
+                   help="with --tensor-parallel: a JSON object of module pattern -> "
+                        f"{' | '.join(options.TP_STYLES)}")
     p.add_argument("--zero", default=0, type=int, choices=(0, 1, 2, 3),
-                   help="ZeRO stage: 1 shards the optimizer state, 2 the gradients too, 3 the parameters too; "
-                        "the figures are one device's")
+                   help="quick arithmetic for DeepSpeed ZeRO, not a trace: stage 1 divides the optimizer state by "
+                        "the world size, 2 the gradients too, 3 the parameters too")
+
+
+def _parallel_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"world_size": args.world_size, "zero": args.zero, "shard": args.shard,
+            "tensor_parallel": args.tensor_parallel, "shard_modules": args.shard_modules, "tp_plan": args.tp_plan}
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -455,8 +472,7 @@ def _estimate(args: argparse.Namespace) -> int:
                  check_memory=args.check_memory,
                  progress=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=args.checkpoint,
                  checkpoint_depth=args.checkpoint_depth, amp=args.amp, target=args.target,
-                 world_size=args.world_size, zero=args.zero, device_profile=args.device_profile,
-                 routing=args.routing)
+                 **_parallel_options(args), device_profile=args.device_profile, routing=args.routing)
     layers = args.layers or args.depth is not None or args.leaves
     if args.format == "json":
         print(e.to_json())
@@ -510,7 +526,7 @@ def _fit(args: argparse.Namespace) -> int:
     sizes.pop("batch_size", None)
     f = fit(args.model, args.memory, **sizes, mode=args.mode, **_training_options(args), dtype=args.dtype,
             device_profile=args.device_profile, checkpoint=args.checkpoint, checkpoint_depth=args.checkpoint_depth,
-            amp=args.amp, target=args.target, world_size=args.world_size, zero=args.zero, routing=args.routing)
+            amp=args.amp, target=args.target, **_parallel_options(args), routing=args.routing)
     print(f.to_json() if args.format == "json" else f.summary())
     return 0
 

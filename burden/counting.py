@@ -13,7 +13,7 @@ from .accounting import Accounting
 from .figures import LayerFigures, UncountedOp
 from .layer_details import describe
 from .formulas import FormulaTable
-from .records import Trace, value_bytes
+from .records import Trace, local_tensor, value_bytes
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,14 @@ def held_sizes(model: nn.Module, elsize: int, accounts: Accounting) -> list[int]
     def sizes(tensors: Iterable[torch.Tensor], stage: int) -> list[int]:
         found = []
         for t in tensors:
-            key = _tensor_key(t)
-            if key not in seen:
-                seen.add(key)
+            local = local_tensor(t)
+            key = _tensor_key(local)
+            if key in seen:
+                continue
+            seen.add(key)
+            if local is not t:  # a sharded tensor: this rank's shard, with its padding (at its own dtype)
+                found.append(local.untyped_storage().nbytes())
+            else:
                 found.append(accounts.share(t.numel() * value_bytes(t.dtype, elsize), stage))
         return found
 

@@ -37,6 +37,7 @@ from typing import Any, Iterator
 
 import torch
 from torch.nn import functional
+from torch._subclasses.fake_tensor import FakeTensor
 
 aten = torch.ops.aten
 
@@ -352,6 +353,11 @@ def _sdpa_arguments(query: Any, key: Any, value: Any, attn_mask: Any = None, dro
     return query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
 
 
+def _shapes_only(t: torch.Tensor) -> bool:
+    """A tensor with no data, that takes any kernel: on meta, or fake (a sharded step's, ``burden.sharded``)."""
+    return t.device.type == "meta" or isinstance(t, FakeTensor)
+
+
 def cuda_attention(args: tuple, kwargs: dict, *, capability: tuple[int, int],
                    enabled: tuple[str, ...] | frozenset = BACKENDS,
                    build: CudaBuild = DEFAULT_BUILD) -> torch.Tensor | None:
@@ -359,13 +365,13 @@ def cuda_attention(args: tuple, kwargs: dict, *, capability: tuple[int, int],
     runs it: the fused kernel's output where CUDA picks one, else None, and the caller keeps the
     default (math) path.
 
-    None as well for calls this module leaves to the default path: non-meta or nested tensors, and inputs
+    None as well for calls this module leaves to the default path: tensors with data, nested tensors, and inputs
     that ``validate_sdpa_input`` rejects, so that the real error is raised there. No fused backend gets
     a GQA call it can't take natively in 2.13 (mem-eff has no GQA), so k and v are never repeated here.
     """
     query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(*args, **kwargs)
     qkv = (query, key, value)
-    if not all(isinstance(t, torch.Tensor) for t in qkv) or any(t.is_nested or t.device.type != "meta" for t in qkv):
+    if not all(isinstance(t, torch.Tensor) for t in qkv) or any(t.is_nested or not _shapes_only(t) for t in qkv):
         return None
     if not (query.dtype == key.dtype == value.dtype) or min(t.dim() for t in qkv) < 2:
         return None  # validate_sdpa_input

@@ -52,6 +52,9 @@ class DeviceProfile:
     # CUDA context takes beside the caching allocator when measured (None: not measured)
     capability: tuple[int, int] | None = None
     context_bytes: int | None = None
+    # bytes per second a GPU sends to its peers, one direction (NVLink, or PCIe where it has none);
+    # None: unknown, and a sharded plan's collectives get no time
+    interconnect: float | None = None
 
     def roof(self, threads: int | None = None) -> Roof:
         """The roofs for ``threads`` CPU threads: those measured with that many, else with the
@@ -67,38 +70,46 @@ class DeviceProfile:
 
 
 def _sheet(name: str, device: str, capability: tuple[int, int], flops: dict[str, float], bandwidth: float,
-           source: str, note: str = "") -> DeviceProfile:
+           source: str, note: str = "", link: tuple[float, str] | None = None) -> DeviceProfile:
     peaks = tuple((k, v * 1e12) for k, v in flops.items())
     what = ", ".join(f"{k} {v:g} TFLOP/s" for k, v in flops.items()) + f"; {bandwidth:g} GB/s"
     return DeviceProfile(name=name, device=device, kind="cuda", roofs=(Roof(peaks, bandwidth * 1e9),),
                          sources=((what, source + (f" ({note})" if note else "")),
                                   (f"compute capability {capability[0]}.{capability[1]}",
-                                   "NVIDIA CUDA GPUs list (developer.nvidia.com/cuda-gpus)")),
-                         capability=capability)
+                                   "NVIDIA CUDA GPUs list (developer.nvidia.com/cuda-gpus)"))
+                         + ((f"interconnect {link[0]:g} GB/s each way", link[1]),) * (link is not None),
+                         capability=capability, interconnect=None if link is None else link[0] * 1e9)
 
 
 _DENSE = "dense figures: the data sheet prints the tensor-core ones with sparsity, twice these"
 # float32 is the plain FP32 peak; tfloat32 the tensor-core one cuDNN uses for float32 convolutions
 BUILT_IN: dict[str, DeviceProfile] = {p.name: p for p in (
     _sheet("v100", "NVIDIA V100 SXM2", (7, 0), {"float32": 15.7, "float16": 125, "float64": 7.8}, 900,
-           "NVIDIA Tesla V100 GPU Accelerator data sheet (SXM2 column)"),
+           "NVIDIA Tesla V100 GPU Accelerator data sheet (SXM2 column)",
+           link=(150, "NVLink 300 GB/s in both directions together, same data sheet")),
     _sheet("t4", "NVIDIA T4", (7, 5), {"float32": 8.1, "float16": 65, "int8": 130}, 320,
-           "NVIDIA T4 Tensor Core GPU data sheet"),
+           "NVIDIA T4 Tensor Core GPU data sheet",
+           link=(16, "PCIe Gen3 x16 (no NVLink), same data sheet")),
     _sheet("a100", "NVIDIA A100 SXM4 80GB", (8, 0), {"float32": 19.5, TF32: 156, "bfloat16": 312, "float16": 312,
                                              "int8": 624, "float64": 9.7}, 2039,
-           "NVIDIA A100 Tensor Core GPU data sheet (A100 80GB SXM column)", "dense figures"),
+           "NVIDIA A100 Tensor Core GPU data sheet (A100 80GB SXM column)", "dense figures",
+           link=(300, "NVLink 600 GB/s in both directions together, same data sheet")),
     _sheet("h100", "NVIDIA H100 SXM5 80GB", (9, 0), {"float32": 67, TF32: 494.7, "bfloat16": 989.4, "float16": 989.4,
                                              "int8": 1978.9, "float64": 34}, 3350,
-           "NVIDIA H100 Tensor Core GPU data sheet (H100 SXM column)", _DENSE),
+           "NVIDIA H100 Tensor Core GPU data sheet (H100 SXM column)", _DENSE,
+           link=(450, "NVLink 900 GB/s in both directions together, same data sheet")),
     _sheet("h200", "NVIDIA H200 SXM 141GB", (9, 0), {"float32": 67, TF32: 494.7, "bfloat16": 989.4, "float16": 989.4,
                                              "int8": 1978.9, "float64": 34}, 4800,
-           "NVIDIA H200 Tensor Core GPU data sheet (H200 SXM column)", _DENSE),
+           "NVIDIA H200 Tensor Core GPU data sheet (H200 SXM column)", _DENSE,
+           link=(450, "NVLink 900 GB/s in both directions together, same data sheet")),
     _sheet("l4", "NVIDIA L4", (8, 9), {"float32": 30.3, TF32: 60, "bfloat16": 121, "float16": 121, "int8": 242.5}, 300,
-           "NVIDIA L4 Tensor Core GPU data sheet", _DENSE),
+           "NVIDIA L4 Tensor Core GPU data sheet", _DENSE,
+           link=(32, "PCIe Gen4 x16 64 GB/s in both directions together (no NVLink), same data sheet")),
     _sheet("rtx4090", "NVIDIA GeForce RTX 4090", (8, 9), {"float32": 82.6, TF32: 82.6, "bfloat16": 165.2,
                                                   "float16": 165.2, "int8": 660.6}, 1008,
            "NVIDIA Ada Lovelace GPU Architecture whitepaper, Appendix A (GeForce RTX 4090 column)",
-           "dense figures; FP16 and BF16 with FP32 accumulate, as PyTorch multiplies"),
+           "dense figures; FP16 and BF16 with FP32 accumulate, as PyTorch multiplies",
+           link=(32, "PCIe Gen4 x16 (no NVLink), same whitepaper: 64 GB/s in both directions together")),
 )}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -143,7 +154,8 @@ def from_dict(data: dict[str, Any], origin: str) -> DeviceProfile:
                                 roofs=roofs, sources=tuple(tuple(s) for s in data.get("sources", ())),
                                 measured=str(data.get("measured", "")),
                                 capability=None if capability is None else (int(capability[0]), int(capability[1])),
-                                context_bytes=None if context is None else int(context))
+                                context_bytes=None if context is None else int(context),
+                                interconnect=None if data.get("interconnect") is None else float(data["interconnect"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputSpecError(f"{origin} is not a burden device profile ({type(exc).__name__}: {exc})") from None
     if not roofs or any(r.bandwidth <= 0 or not r.peak_flops or min(v for _, v in r.peak_flops) <= 0

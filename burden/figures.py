@@ -157,6 +157,57 @@ class BenchFigures:
 
 
 @dataclass(frozen=True)
+class Collective:
+    """One kind of collective in one rank's training step."""
+
+    kind: str  # all-gather, reduce-scatter, all-reduce, broadcast, all-to-all
+    calls: int
+    sent_bytes: int  # the buffers the rank contributes (an all-gather's input, a reduce-scatter's input)
+    received_bytes: int  # the buffers the rank gets (an all-gather's output, a reduce-scatter's output)
+    wire_bytes: int  # what a ring algorithm sends from the rank: (n-1)/n of the whole, twice for all-reduce
+
+
+@dataclass(frozen=True)
+class ShardedFigures:
+    """The plan one rank's training step was traced under, and what its collectives moved."""
+
+    world_size: int
+    rank: int
+    fsdp: bool
+    tensor_parallel: int
+    units: tuple[str, ...]  # the modules FSDP wrapped ("" the root)
+    collectives: tuple[Collective, ...]
+    communication_seconds: float | None = None  # wire bytes over the profile's interconnect, if it has one
+
+    @property
+    def sent_bytes(self) -> int:
+        return sum(c.sent_bytes for c in self.collectives)
+
+    @property
+    def received_bytes(self) -> int:
+        return sum(c.received_bytes for c in self.collectives)
+
+    @property
+    def wire_bytes(self) -> int:
+        return sum(c.wire_bytes for c in self.collectives)
+
+    @property
+    def data_parallel(self) -> int:
+        """Ranks that each take their own batch (the tensor-parallel ones share one)."""
+        return self.world_size // self.tensor_parallel
+
+    @property
+    def plan(self) -> str:
+        parts = []
+        if self.fsdp:
+            blocks = len(self.units) - 1
+            parts.append(f"FSDP2 over {self.data_parallel} ranks ({blocks} blocks and the root)")
+        if self.tensor_parallel > 1:
+            parts.append(f"tensor parallel {self.tensor_parallel}")
+        return " x ".join(parts) + f"; rank {self.rank} of {self.world_size}, traced"
+
+
+@dataclass(frozen=True)
 class TrainingFigures:
     """One whole training step, in the steady state: what it holds (bytes) and what it costs (FLOPs).
 
@@ -199,6 +250,7 @@ class TrainingFigures:
     recompute_peak_bytes: int = 0
     unchecked_peak_bytes: int = 0
     reserved_bytes: int = 0  # on the CUDA target: the caching allocator's most reserved, simulated; else 0
+    sharding: ShardedFigures | None = None  # one rank of a sharded step: its plan and collectives
 
 
 @dataclass(frozen=True)
@@ -315,6 +367,7 @@ class FitFigures:
     # context beside it; the answer is the largest batch whose run never runs out of budget - context
     reserved_bytes: int = 0
     context_bytes: int = 0
+    sharding: ShardedFigures | None = None  # a sharded step: its plan and collectives at max_batch
 
 
 @dataclass(frozen=True)

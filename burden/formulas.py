@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from .containers import map_leaves
 from .errors import InternalError
-from .op_groups import never_recorded
+from .op_groups import PARALLEL_NAMESPACES, never_recorded
 from .records import OpEvent, TensorInfo
 from .trace_errors import first_line
 
@@ -130,8 +130,12 @@ class FormulaTable:
         return self.lookup(func) is not None
 
     def flops(self, event: OpEvent) -> int | None:
-        """FLOPs of one recorded op, or None when the table has no rule for it."""
+        """FLOPs of one recorded op, or None when the table has no rule for it. A parallel engine's
+        collectives and bookkeeping (``PARALLEL_NAMESPACES``) move bytes and do no arithmetic under any
+        convention, unless a table gives them a formula of its own."""
         formula = self.lookup(event.func)
+        if formula is None and event.func.namespace in PARALLEL_NAMESPACES:
+            return 0
         if formula is None:
             return None
         if formula is _ZERO:

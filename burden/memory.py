@@ -114,6 +114,9 @@ class Lifetimes:
         elements = max(storage.nbytes() // tensor.element_size(), at_least)
         self.allocations[number] = Allocation(event, elements, tensor.dtype, tuple(tensor.shape), host)
 
+    def storage_allocated(self, tracer: Tracer, tensor: torch.Tensor, storage: int) -> None:
+        self._allocated(tensor, storage, len(tracer.events) - 1, False)
+
     def storage_freed(self, tracer: Tracer, storage: int) -> None:
         key = self._numbers.pop(storage, None)
         if key is None:

@@ -105,3 +105,48 @@ def never_recorded(target: Any) -> bool:
         overloads = [getattr(target, name) for name in target.overloads() if not name.endswith("out")]
         return bool(overloads) and all(decomposes(o) for o in overloads)
     return False
+
+
+def _collective_ops() -> dict[Any, tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """Collectives, by kind, with the arguments that hold what a rank sends and what it receives
+    ("" for the op's result): the process-group ops that ``torch.distributed`` calls (FSDP's) and
+    the functional ones that DTensor calls (tensor parallelism's)."""
+    table = {
+        "c10d._allgather_base_": ("all-gather", ("input_tensor",), ("output_tensor",)),
+        "c10d.allgather_": ("all-gather", ("input_tensors",), ("output_tensors",)),
+        "c10d.allgather_into_tensor_coalesced_": ("all-gather", ("inputs",), ("outputs",)),
+        "c10d._reduce_scatter_base_": ("reduce-scatter", ("input_tensor",), ("output_tensor",)),
+        "c10d.reduce_scatter_": ("reduce-scatter", ("input_tensors",), ("output_tensors",)),
+        "c10d.reduce_scatter_tensor_coalesced_": ("reduce-scatter", ("inputs",), ("outputs",)),
+        "c10d.allreduce_": ("all-reduce", ("tensors",), ("tensors",)),
+        "c10d.allreduce_coalesced_": ("all-reduce", ("tensors",), ("tensors",)),
+        "c10d.broadcast_": ("broadcast", ("tensors",), ("tensors",)),
+        "c10d.alltoall_base_": ("all-to-all", ("input",), ("output",)),
+        "_c10d_functional.all_gather_into_tensor": ("all-gather", ("input",), ("",)),
+        "_c10d_functional.all_gather_into_tensor_coalesced": ("all-gather", ("inputs",), ("",)),
+        "_c10d_functional.reduce_scatter_tensor": ("reduce-scatter", ("input",), ("",)),
+        "_c10d_functional.reduce_scatter_tensor_coalesced": ("reduce-scatter", ("inputs",), ("",)),
+        "_c10d_functional.all_reduce": ("all-reduce", ("input",), ("",)),
+        "_c10d_functional.all_reduce_": ("all-reduce", ("input",), ("input",)),
+        "_c10d_functional.all_reduce_coalesced": ("all-reduce", ("inputs",), ("",)),
+        "_c10d_functional.all_to_all_single": ("all-to-all", ("input",), ("",)),
+        "_c10d_functional.broadcast": ("broadcast", ("input",), ("",)),
+    }
+    found = {}
+    for name, facts in table.items():
+        namespace, _, op = name.partition(".")
+        try:
+            found[getattr(getattr(torch.ops, namespace), op).default] = facts
+        except (AttributeError, RuntimeError):  # not in this torch release, or no distributed build
+            pass
+    return found
+
+
+# collective op -> (kind, arguments sent, arguments received)
+COLLECTIVES = _collective_ops()
+
+
+# namespaces of a parallel engine's ops, which do no arithmetic of the model's: the collectives (a
+# reduction's sums are communication), the wait for a functional one, FSDP's copies into and out of
+# its flat buffers (registered when FSDP loads), the ranges ``record_function`` marks
+PARALLEL_NAMESPACES = frozenset({"c10d", "_c10d_functional", "_c10d_functional_autograd", "fsdp", "profiler"})

@@ -24,3 +24,8 @@ DEFAULT_INPUT_SIZE = (3, 224, 224)  # where neither the caller nor the model say
 DEFAULT_SCALES = "0.5:3:0.5"
 DEFAULT_SCALE_BATCH = 128
 DEFAULT_SCALE_BASE = 224
+
+# sharded training, traced (burden.sharded): FSDP2 over the data-parallel ranks; tensor parallelism's
+# styles by the names Hugging Face's plans and --tp-plan files use
+SHARDS = ("fsdp",)
+TP_STYLES = ("colwise", "rowwise", "colwise_rep", "rowwise_rep", "sequence_parallel")

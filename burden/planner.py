@@ -20,9 +20,9 @@ from .analysis import analyse, check_mode, checkpoint_paths, model_and_request
 from .figures import BatchPeak, FitFigures, TrainingFigures
 from .inputs import dtype_name, rebatch
 from .device_memory import DeviceRun
+from . import sharded
 from .memory import batch_independent, replay
 from .request import Request, model_dtype, model_inputs
-from .training import training_step
 
 MAX_BATCH = 1 << 24  # where a model whose memory does not grow with the batch stops
 MAX_TRACES = 12
@@ -44,7 +44,7 @@ class _Probe:
 
 
 def _prober(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str, ...],
-            budget: int) -> Callable[[int], _Probe]:
+            budget: int, steps: sharded.Steps) -> Callable[[int], _Probe]:
     """Traces at a batch size. On the CUDA target, a batch fits when the simulated caching allocator,
     given the card less the CUDA context, never gives up (it frees its cache and retries first)."""
     accounts = req.accounting
@@ -60,7 +60,7 @@ def _prober(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str,
         spec = None if inputs is None else rebatch(inputs, batch)
         if req.mode == "training":
             args, kwargs = model_inputs(module, at, spec)
-            step = training_step(module, args, kwargs, at, checkpoint, batch=batch)
+            step = steps(args, kwargs, at, checkpoint, batch=batch)
             figures = step.figures
             return _Probe(batch, figures.training_peak_bytes, step.curve, step.fixed_curve, figures.peak_parts,
                           *fits(figures.training_peak_bytes, step.device_run), figures)
@@ -117,7 +117,13 @@ def fit_figures(model: nn.Module | str, budget: int, req: Request, inputs: Any =
     check_mode(req, checkpoint is not None or checkpoint_depth is not None)
     name, module, req = model_and_request(model, req)
     paths = checkpoint_paths(module, checkpoint, checkpoint_depth)
-    probe = _prober(module, req, inputs, paths, budget)
+    with sharded.Steps(module, req) as steps:  # a sharded plan is made once for every batch traced
+        return _search(name, module, req, inputs, paths, budget, steps)
+
+
+def _search(name: str, module: nn.Module, req: Request, inputs: Any, paths: tuple[str, ...], budget: int,
+            steps: sharded.Steps) -> FitFigures:
+    probe = _prober(module, req, inputs, paths, budget, steps)
     # the peaks the lines predict are allocated bytes: on CUDA the context is not among them
     usable = budget - req.accounting.context_bytes
     known: dict[int, _Probe] = {1: probe(1)}
@@ -153,11 +159,13 @@ def fit_figures(model: nn.Module | str, budget: int, req: Request, inputs: Any =
     at = known.get(lo)
     step = (at or known[1]).training
     accum = req.training.grad_accum
+    sharded = step is not None and step.sharding is not None
     return FitFigures(
         model=name, input=req.size if inputs is None else (), dtype=dtype_name(req.dtype or model_dtype(module)),
         mode=req.mode, optimizer=step.optimizer if step is not None else None,
         optimizer_impl=step.optimizer_impl if step is not None else "", budget_bytes=budget, max_batch=lo,
-        grad_accum=accum, effective_batch=lo * accum * req.accounting.world_size,
+        grad_accum=accum, effective_batch=lo * accum * (step.sharding.data_parallel if sharded
+                                                         else req.accounting.world_size),
         peak_bytes=known[lo].peak_bytes if lo in known else 0, next_peak_bytes=known[lo + 1].peak_bytes,
         peak_phase=at.training.peak_phase if at is not None and at.training is not None else "",
         reserved_bytes=at.reserved_bytes if at is not None else 0, context_bytes=req.accounting.context_bytes,
@@ -165,4 +173,5 @@ def fit_figures(model: nn.Module | str, budget: int, req: Request, inputs: Any =
         around=tuple(BatchPeak(b, known[b].peak_bytes, True, known[b].fits) if b in known
                      else BatchPeak(b, _predicted(lines, b), False, _predicted(lines, b) <= usable) for b in around),
         traces=len(known), notes=tuple(notes), checkpointed=paths,
-        amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe())
+        amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe(),
+        sharding=step.sharding if sharded else None)

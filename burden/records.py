@@ -24,6 +24,13 @@ def schema_facts(func: Any) -> tuple[bool, tuple[bool, ...]]:
     return facts
 
 
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The tensor whose storage holds ``t``'s memory on this rank: a DTensor's local shard (a
+    sharded parameter, its gradient, its optimizer state), or ``t`` itself."""
+    local = getattr(t, "_local_tensor", None)
+    return local if isinstance(local, torch.Tensor) else t
+
+
 def value_bytes(dtype: torch.dtype, elsize: int | None) -> int:
     """Bytes per value under an analysis element size: ``elsize`` for floating-point values (the
     ``--dtype`` being asked about), the native size otherwise, and always with ``elsize=None``

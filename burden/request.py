@@ -9,6 +9,10 @@ a model; the helpers at the end are the one place that builds default inputs and
 from __future__ import annotations
 
 import itertools
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -24,7 +28,7 @@ from .kernels import Kernels
 from .inputs import materialize_inputs, parse_batch, parse_dtype, parse_input_size
 from .machine import require_cuda
 from .optimizers import OptimizerSpec
-from .options import DEFAULT_OPTIMIZER, ROUTINGS
+from .options import DEFAULT_OPTIMIZER, ROUTINGS, SHARDS, TP_STYLES
 from .records import value_bytes
 from .tokens import token_inputs
 
@@ -38,6 +42,19 @@ class Training:
     optimizer: OptimizerSpec = DEFAULT_OPTIMIZER
     optimizer_impl: str | None = None
     grad_accum: int = 1
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """A training step split across ranks, traced as one rank runs it (``burden.sharded``): FSDP2
+    over the data-parallel ranks, tensor parallelism within groups of ``tensor_parallel``."""
+
+    world_size: int
+    fsdp: bool = True
+    tensor_parallel: int = 1
+    modules: tuple[str, ...] = ()  # FSDP's units by path or class name; (): the model's blocks
+    tp_plan: tuple[tuple[str, str], ...] = ()  # (module pattern, style); (): the model's own plan
+    rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,7 @@ class Request:
     training: Training = field(default_factory=Training)
     tokens: bool = False  # size is (sequence length,): a language model's token inputs (burden.tokens)
     routing: str = ROUTINGS[0]  # balanced, or refuse (burden.routing)
+    sharding: Sharding | None = None  # a sharded training step (FSDP2, tensor parallelism), one rank traced
 
     @classmethod
     def counting(cls, size: Any, batch: Any, dtype: Any, convention: str) -> "Request":
@@ -104,6 +122,67 @@ def check_device(device: str | torch.device | None) -> str | None:
     if dev.type == "cuda":
         require_cuda()
     return str(dev)
+
+
+def sharding(shard: str | None, world_size: int, zero: int, tensor_parallel: Any, modules: Any, plan: Any,
+             rank: Any) -> Sharding | None:
+    """The sharded step asked for (None for one device, or ZeRO's arithmetic), every part checked:
+    ``plan`` is a mapping or a JSON file's path, module pattern -> tensor-parallel style."""
+    if shard is not None and shard not in SHARDS:
+        raise InputSpecError(f"unknown sharding {shard!r}; choose {' or '.join(SHARDS)}")
+    if isinstance(tensor_parallel, bool) or not isinstance(tensor_parallel, int) or tensor_parallel < 1:
+        raise InputSpecError(f"tensor parallelism takes a whole number of ranks from 1, got {tensor_parallel!r}")
+    if shard is None and tensor_parallel == 1:
+        if modules or plan:
+            raise InputSpecError("--shard-modules and --tp-plan shape a sharded step: give --shard fsdp or "
+                                 "--tensor-parallel N")
+        return None
+    if zero:
+        raise InputSpecError("--zero is the quick arithmetic for DeepSpeed; --shard and --tensor-parallel trace "
+                             "PyTorch's own parallel code: choose one")
+    world = world_size if shard is not None else max(world_size, tensor_parallel)
+    if world < 2:
+        raise InputSpecError("a sharded step spans ranks: give --world-size N (world_size=N) above 1")
+    if world % tensor_parallel:
+        raise InputSpecError(f"the world size {world} is not a multiple of the tensor-parallel size {tensor_parallel}")
+    if shard is None and world != tensor_parallel:
+        raise InputSpecError(f"{world} ranks and tensor parallelism over {tensor_parallel}: give --shard fsdp for "
+                             f"the data-parallel ranks, or a world size of {tensor_parallel}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world:
+        raise InputSpecError(f"the rank traced must be a whole number from 0 to {world - 1}, got {rank!r}")
+    if plan is not None and tensor_parallel == 1:
+        raise InputSpecError("a tensor-parallel plan needs --tensor-parallel N above 1")
+    return Sharding(world_size=world, fsdp=shard is not None, tensor_parallel=tensor_parallel,
+                    modules=_names(modules), tp_plan=_tp_plan(plan), rank=rank)
+
+
+def _names(modules: Any) -> tuple[str, ...]:
+    if modules is None:
+        return ()
+    if isinstance(modules, str):
+        return tuple(m.strip() for m in modules.split(",") if m.strip())
+    if not all(isinstance(m, str) for m in modules):
+        raise InputSpecError(f"modules to shard are paths or class names, got {modules!r}")
+    return tuple(modules)
+
+
+def _tp_plan(plan: Any) -> tuple[tuple[str, str], ...]:
+    if plan is None:
+        return ()
+    if isinstance(plan, (str, os.PathLike)):
+        try:
+            plan = json.loads(Path(plan).read_text())
+        except OSError as exc:
+            raise InputSpecError(f"cannot read the tensor-parallel plan {str(plan)!r}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise InputSpecError(f"the tensor-parallel plan is not JSON: {exc}") from None
+    if not isinstance(plan, Mapping) or not plan:
+        raise InputSpecError("a tensor-parallel plan is a JSON object of module pattern -> style")
+    for pattern, style in plan.items():
+        if not isinstance(pattern, str) or style not in TP_STYLES:
+            raise InputSpecError(f"unknown tensor-parallel style {style!r} for {pattern!r}; choose "
+                                 f"{', '.join(TP_STYLES)}")
+    return tuple(plan.items())
 
 
 def check_grad_accum(value: Any) -> int:

@@ -19,6 +19,7 @@ thread's work, and other models, run as if no trace were running.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import weakref
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -26,6 +27,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .autocast import autocast
@@ -51,6 +53,8 @@ _QUERIES = {
     aten.sym_storage_offset.default, aten.numel.default, aten.sym_numel.default, aten.dim.default,
     torch.ops.prim.layout.default, torch.ops.prim.device.default,
 }
+_WAIT = getattr(torch.ops._c10d_functional.wait_tensor, "default", None) if hasattr(torch.ops, "_c10d_functional") \
+    else None
 # ops that may legitimately make an empty output from non-empty inputs
 _MAY_BE_EMPTY = {*ALIAS_OPS, *FACTORY_OPS, *DATA_DEPENDENT_OPS, aten.index}
 
@@ -60,6 +64,9 @@ class Observer(Protocol):
 
     def storage_freed(self, tracer: "Tracer", storage: int) -> None:
         """Called when the last reference to a storage the tracer numbered dies."""
+
+    def storage_allocated(self, tracer: "Tracer", tensor: torch.Tensor, storage: int) -> None:
+        """Called when a storage that no op made gets memory: one that FSDP resized from nothing."""
 
 
 class _Recorder(TorchDispatchMode):
@@ -77,6 +84,19 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _QUERIES:
             return func(*args, **kwargs)
+        if self.tracer.own_model:
+            if any(not issubclass(t, FakeTensor) for t in types):
+                # a DTensor (or a collective's waiting tensor) runs its own dispatch, whose ops on its
+                # local tensors come back here and are recorded: what the rank really holds and runs
+                return NotImplemented
+            if _called_from(sys._getframe(1), self.tracer.not_run):
+                # DTensor's sharding propagation works out an output's global shape by running the
+                # op on fake tensors of that shape (once per op and layout, then cached): no rank runs it
+                return func(*args, **kwargs)
+            if func is _WAIT:
+                # eager returns the collective's output itself once it is done; the fake kernel
+                # would make a new tensor that no rank holds
+                return args[0]
         # Like torch's FlopCounterMode: see an op through its decomposition where it has one, so
         # both look at the same primitive ops.
         if decomposes(func):
@@ -88,6 +108,15 @@ class _Recorder(TorchDispatchMode):
         # the caller's) stay out of it, which also spares a Python call per tensor attribute read
         with torch._C.DisableTorchFunction():
             return self.tracer.run_op(func, args, kwargs)
+
+
+def _called_from(frame: Any, codes: frozenset, depth: int = 6) -> bool:
+    """Whether one of the few Python frames nearest the op's call runs one of ``codes``."""
+    while frame is not None and depth:
+        if frame.f_code in codes:
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
 
 
 class _Values(TorchDispatchMode):
@@ -137,8 +166,13 @@ class Tracer:
     """Records forward passes (and, for training, the backward ops) of ``model``."""
 
     def __init__(self, model: nn.Module, meta: bool, stop_after: str | None = None, make: Make | None = None,
-                 observers: tuple[Observer, ...] = (), kernels: Kernels = Kernels()) -> None:
+                 observers: tuple[Observer, ...] = (), kernels: Kernels = Kernels(), own_model: bool = False) -> None:
         self.model = model
+        # burden's own copy of a model (a sharded one, of fake tensors): nothing of it is swapped,
+        # and tensor subclasses (DTensor) run their own dispatch beneath the recorder
+        self.own_model = own_model
+        # with ``own_model``: the code of PyTorch's own that runs ops no rank runs (given by the caller)
+        self.not_run: frozenset = frozenset()
         self.kernels = kernels  # the target's attention chooser, and its autocast policy in the forward
         self.meta = meta
         self.stop_after = stop_after
@@ -201,6 +235,21 @@ class Tracer:
             self.values.forget(key)
         for observer in self.observers:
             observer.storage_freed(self, number)
+
+    def storage_resized(self, t: torch.Tensor) -> None:
+        """``t``'s storage was resized in place (FSDP frees and refills its gathered parameters so,
+        and no dispatch mode sees it): to nothing, it is freed; from nothing, it is a new allocation."""
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if storage.nbytes() == 0:
+            number = self._storage_ids.pop(key, None)
+            if number is not None:
+                for observer in self.observers:
+                    observer.storage_freed(self, number)
+            return
+        number = self._number(storage, fresh=True)
+        for observer in self.observers:
+            observer.storage_allocated(self, t, number)
 
     def stop(self) -> None:
         """Stop watching storages: those still alive now stay alive in every record."""
@@ -371,7 +420,8 @@ class Tracer:
         META_KERNELS.begin()
         with ExitStack() as stack:
             stack.enter_context(no_full_collections())
-            stack.enter_context(self.stand_ins.swapped(self.model))
+            if not self.own_model:
+                stack.enter_context(self.stand_ins.swapped(self.model))
             self._thread = threading.get_ident()
             # the model's own hooks run after these, as they would after torch's global hooks
             handles = [hook for module in self.model.modules()
@@ -384,10 +434,13 @@ class Tracer:
     def recording(self) -> Iterator[None]:
         """Every aten op run inside the block is recorded (on meta, with the target's kernel choices)."""
         with ExitStack() as stack:
-            if self.meta:
+            if self.meta or self.own_model:
                 # one function mode for both swaps: each torch call the model makes passes through it
+                # (burden's fake copy of a sharded model has no known values, and runs CPU kernels
+                # by itself: only CUDA's attention is swapped in there)
                 capability = self.kernels.capability if self.kernels.device == "cuda" else None
-                swaps = {**target_attention(capability), **self.values.reads(self._values_needed)}
+                reads = self.values.reads(self._values_needed) if self.values is not None else {}
+                swaps = {**target_attention(capability), **reads} if self.meta or capability else {}
                 self.swaps = stack.enter_context(swapped(swaps))
                 stack.callback(setattr, self, "swaps", None)
             stack.enter_context(_Recorder(self))

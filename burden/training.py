@@ -24,7 +24,7 @@ not counted in FLOPs.
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
@@ -42,7 +42,7 @@ from .formulas import FormulaTable
 from .memory import Allocation, Lifetimes, batch_independent, replay
 from .optimizers import Optimizer, build as build_optimizer
 from .patching import replaced
-from .records import OpEvent, Trace
+from .records import OpEvent, Trace, local_tensor
 from .request import Request, input_sizes
 from .stand_ins import fresh_meta_stand_in, training_stand_in
 from .state import preserved_modes
@@ -61,10 +61,12 @@ class Step:
     curve: tuple[int, ...]
     fixed_curve: tuple[int, ...]
     device_run: DeviceRun
+    events: tuple[OpEvent, ...] = ()
 
 
 def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Request,
-                  checkpoint: tuple[str, ...] = (), batch: int | None = None) -> Step:
+                  checkpoint: tuple[str, ...] = (), batch: int | None = None,
+                  watch: Callable[[Tracer], AbstractContextManager] | None = None) -> Step:
     """One steady-state training step of ``model`` on ``args``/``kwargs`` under ``req`` (its
     convention, element size, mixed precision, target accounting and ``req.training``).
 
@@ -72,13 +74,16 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Reque
     ``requires_grad`` flags, hooks, buffers and ``.grad`` fields untouched. On meta (the request's
     default) ``args`` should be meta tensors; on a real device the step runs on real tensors, with
     burden's own copies of the parameters (the optimizer writes to them) and buffers.
+
+    With ``watch``, ``model`` is burden's own copy (a rank's share of a sharded model, of fake
+    tensors: ``burden.sharded``), run as it is, and ``watch(tracer)`` is entered around the step.
     """
     rules = req.convention
     if rules.flops is None or rules.backward is None:
         raise InputSpecError(f"the {rules.name} convention has no backward rules; analyse training under "
                              f"convnet-burden or torch")
     kwargs = kwargs or {}
-    step = _record_step(model, args, kwargs, req, checkpoint)
+    step = _record_step(model, args, kwargs, req, checkpoint, watch)
     elsize, accounts = req.elsize(model), req.accounting
     # under mixed precision the features are of several dtypes: each counts at its own size
     features = None if req.amp is not None else elsize
@@ -120,7 +125,7 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Reque
         checkpointed=tuple(checkpoint), recompute_peak_bytes=max((curve[i] for i in step.recomputed), default=0),
         unchecked_peak_bytes=max(curve, default=base), reserved_bytes=(run.reserved() or 0) if accounts.cuda else 0,
         **_step_flops(model, step, req))
-    return Step(figures, curve, fixed_curve, run)
+    return Step(figures, curve, fixed_curve, run, tuple(step.events))
 
 
 def _step_flops(model: nn.Module, step: "_Step", req: Request) -> dict[str, Any]:
@@ -244,11 +249,12 @@ def _loss(output: Any) -> tuple[torch.Tensor | None, str]:
     return None, "a gradient of ones on every output (the model returns no loss)"
 
 
-def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, checkpoint: tuple[str, ...]) -> _Step:
+def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, checkpoint: tuple[str, ...],
+                 watch: Callable[[Tracer], AbstractContextManager] | None) -> _Step:
     lifetimes = Lifetimes()
     attribution = _BackwardAttribution(model)
     tracer = Tracer(model, meta=req.meta, make=fresh_meta_stand_in if req.meta else training_stand_in,
-                    observers=(lifetimes, attribution), kernels=req.kernels)
+                    observers=(lifetimes, attribution), kernels=req.kernels, own_model=watch is not None)
     attribution.tracer = tracer
     saved: set[int] = set()
     recomputed: set[int] = set()
@@ -270,7 +276,7 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
     args, kwargs = map_tensors(torch.Tensor.detach, args), map_tensors(torch.Tensor.detach, kwargs)
     try:
         with preserved_modes(model, train=True), tracer.session(), torch.enable_grad(), \
-                _checkpointed(model, checkpoint, tracer, recomputed):
+                _checkpointed(model, checkpoint, tracer, recomputed), (watch or _unwatched)(tracer):
             params = [p for p in model.parameters() if p.requires_grad]
             if not params:
                 raise InputSpecError("nothing to train: the model has no parameter that requires grad")
@@ -299,7 +305,7 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
                     _backward(output, tracer)
                     del output
                 gradients.update(n for p in params if p.grad is not None
-                                 for n in [lifetimes.allocation_of(p.grad)] if n is not None)
+                                 for n in [lifetimes.allocation_of(local_tensor(p.grad))] if n is not None)
                 if micro == 0:
                     first_backward_end = len(tracer.events)
             with tracer.small_values():
@@ -324,6 +330,10 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
                  recomputed=recomputed, phases=tuple(phases), backward_start=backward_start,
                  first_backward_end=first_backward_end,
                  micro_batches=req.training.grad_accum, optimizer=optimizer, state=state, loss=loss_kind)
+
+
+def _unwatched(tracer: Tracer) -> AbstractContextManager:
+    return nullcontext()
 
 
 def _warm_up(optimizer: Optimizer, params: list[nn.Parameter]) -> None:
@@ -352,7 +362,7 @@ def _state_allocations(optimizer: Optimizer, meta: bool) -> list[Allocation]:
     """The optimizer's state tensors, each storage once, as allocations (its CPU step counters are
     host memory when the step runs on meta)."""
     found: dict[int, Allocation] = {}
-    for t in optimizer.state_tensors():
+    for t in map(local_tensor, optimizer.state_tensors()):
         storage = t.untyped_storage()
         found[storage._cdata] = Allocation(-1, storage.nbytes() // t.element_size(), t.dtype, tuple(t.shape),
                                            host=meta and not t.is_meta)
@@ -458,6 +468,9 @@ class _BackwardAttribution:
         self.between_nodes = True
 
     def storage_freed(self, tracer: Tracer, storage: int) -> None:
+        pass
+
+    def storage_allocated(self, tracer: Tracer, tensor: torch.Tensor, storage: int) -> None:
         pass
 
     def op_recorded(self, tracer: Tracer, event: OpEvent, outputs: tuple[torch.Tensor, ...]) -> None:

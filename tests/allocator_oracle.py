@@ -89,18 +89,21 @@ def _composite(name: str) -> bool:
         return False
 
 
-def _phase_allocations(tree: list) -> list[tuple[int, int, int, int | None, str | None]]:
-    """(time, ptr, bytes, end of the kernel call around it, phase) of every allocator event, in time
-    order; the phase is the name, less ``_PHASE``, of the outermost ``record_function`` range around
-    the event that ``measure_step`` opened, or None outside them."""
+def _phase_allocations(tree: list) -> list[tuple[int, int, int, int | None, str | None, bool]]:
+    """(time, ptr, bytes, end of the kernel call around it, phase, in a collective) of every allocator
+    event, in time order; the phase is the name, less ``_PHASE``, of the outermost ``record_function``
+    range around the event that ``measure_step`` opened, or None outside them; the last says whether
+    a process group's collective (a ``c10d::`` op, or gloo's own ``gloo:`` range on its worker thread)
+    made the event."""
     found = []
-    todo = [(root, None, None) for root in reversed(tree)]
+    todo = [(root, None, None, False) for root in reversed(tree)]
     while todo:
-        event, kernel_end, phase = todo.pop()
+        event, kernel_end, phase, collective = todo.pop()
         fields = event.extra_fields
         if hasattr(fields, "alloc_size"):
-            found.append((event.start_time_ns, fields.ptr, fields.alloc_size, kernel_end, phase))
+            found.append((event.start_time_ns, fields.ptr, fields.alloc_size, kernel_end, phase, collective))
             continue
+        collective = collective or event.name.startswith(("c10d::", "gloo:"))
         # The outermost kernel call owns its scratch: a kernel may run other ops for parts of its
         # work (the grouped convolution backward runs one per group) and free their results itself.
         # An op that PyTorch defines by other ops (CompositeImplicitAutograd: max_pool2d, linear,
@@ -113,7 +116,7 @@ def _phase_allocations(tree: list) -> list[tuple[int, int, int, int | None, str 
             phase = event.name[len(_PHASE):]
         # children in their own order, so that events stamped with the same time stay in the order
         # they happened (the sort below is stable)
-        todo.extend((child, kernel_end, phase) for child in reversed(event.children))
+        todo.extend((child, kernel_end, phase, collective) for child in reversed(event.children))
     return sorted(found, key=lambda f: f[0])
 
 
@@ -434,7 +437,7 @@ def measure_step(model: nn.Module, args: tuple = (), kwargs: dict | None = None,
     # [start, peak, end, workspace peak] of each phase, relative to the step's start
     spans: dict[str, list[int]] = {}
     tensors = workspace = peak = workspace_peak = 0
-    for (time, ptr, size, kernel_end, name), scratch in zip(events, _scratch(events)):
+    for (time, ptr, size, kernel_end, name, _), scratch in zip(events, _scratch(events)):
         span = spans.setdefault(name, [tensors, tensors, tensors, 0]) if name is not None else None
         if scratch:
             workspace += size
@@ -453,3 +456,74 @@ def measure_step(model: nn.Module, args: tuple = (), kwargs: dict | None = None,
                                    peak=resident + top, end=resident + end, workspace=scratch_top))
     return StepFigures(peak=resident + peak, parameters=parameters, optimizer_state=optimizer_state, inputs=inputs,
                        phases=tuple(phases), workspace=workspace_peak, retained=tensors)
+
+
+@dataclass(frozen=True)
+class RankFigures:
+    """The allocator's figures for one rank of a parallel training step (``measure_built_step``)."""
+
+    resident: int  # tensor bytes held when the measured step starts: shards, optimizer state, inputs, and all else
+    peak: int  # the most tensor bytes held at once during the measured step
+    workspace: int  # the most kernel scratch bytes held at once during it, apart from ``peak``
+    backend: int  # the most bytes the process group's own buffers held at once during it, apart from ``peak``
+    retained: int  # tensor bytes held when it ended beyond ``resident`` (0 in a steady state)
+
+
+def measure_built_step(build: Callable[[], tuple[nn.Module, tuple, dict, torch.optim.Optimizer]],
+                       step: Callable[[nn.Module, tuple, dict, torch.optim.Optimizer], None]) -> RankFigures:
+    """One training step as the allocator sees it from before the model exists: ``build`` makes the
+    model (sharded or parallelized as it will train), its inputs and its optimizer; ``step`` runs
+    one whole step (forward, backward, ``optimizer.step()``, ``zero_grad``). One step is run
+    unmeasured first, for the steady state. Every allocator event from the start is summed, so the
+    resident bytes are the allocator's own count of what is held when the measured step starts,
+    whatever holds it (a parallel engine's buffers kept between steps included), not a sum over
+    tensors someone knows of.
+
+    A block that a collective takes (inside a ``c10d::`` op, or in gloo's own worker ranges) is the
+    process group's buffer, not a tensor of the program, wherever it is given back: gloo copies a
+    reduce-scatter's input and holds it until the work is done, and takes an output-sized block
+    inside each all-gather, where NCCL keeps its buffers outside PyTorch's allocator. Those are
+    reported apart (``backend``), as kernel scratch is (``workspace``).
+
+    gloo's worker threads take and give back some blocks where the profiler does not hear them
+    (a work's tensors let go when the thread drops the finished work). So every event is paired
+    by address: a free whose allocation went unheard is ignored, and an allocation at an address
+    that is still taken means the block there was freed unheard, no later than now."""
+    collecting = gc.isenabled()
+    try:
+        with _quiet_cpu(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            with record_function(_PHASE + "build"):
+                model, args, kwargs, opt = build()
+                step(model, args, kwargs, opt)
+                gc.collect()  # what the steps before left in reference cycles, as a long run collects it
+            gc.disable()  # no collection at a moment that varies from run to run
+            with record_function(_PHASE + "step"):
+                step(model, args, kwargs, opt)
+    finally:
+        if collecting:
+            gc.enable()
+    events = _phase_allocations(prof.profiler.kineto_results.experimental_event_tree())
+    levels = {"tensors": 0, "workspace": 0, "backend": 0}
+    taken: dict[int, tuple[int, str]] = {}  # address -> (bytes, which level)
+    resident = None
+    peaks = {"tensors": 0, "workspace": 0, "backend": 0}
+    for (time, ptr, size, kernel_end, name, collective), scratch in zip(events, _scratch(events)):
+        if name == "step" and resident is None:
+            resident = peaks["tensors"] = levels["tensors"]
+        if size > 0:
+            if ptr in taken:  # freed unheard
+                old, where = taken.pop(ptr)
+                levels[where] -= old
+            where = "backend" if collective else "workspace" if scratch else "tensors"
+            taken[ptr] = (size, where)
+            levels[where] += size
+        elif ptr in taken:
+            old, where = taken.pop(ptr)
+            levels[where] -= old
+        if resident is not None:
+            for key, level in levels.items():
+                peaks[key] = max(peaks[key], level)
+    if resident is None:
+        raise ValueError("the measured step made no allocator event")
+    return RankFigures(resident=resident, peak=peaks["tensors"], workspace=peaks["workspace"],
+                       backend=peaks["backend"], retained=levels["tensors"] - resident)

@@ -201,6 +201,8 @@ def test_built_in_profiles_name_their_sources():
                                  for _, s in p.sources), name
         assert p.capability is not None and p.context_bytes is None  # a data sheet measures no context
         assert p.roof().peak("float32") > 0 and p.roof().bandwidth > 0
+        assert p.interconnect is not None and any(what.startswith("interconnect") for what, _ in p.sources)
+    assert devices.load("H100").interconnect == 450e9  # NVLink 4: 900 GB/s both ways together
     assert devices.load("H100").roof().peak("bfloat16") == pytest.approx(989.4e12)
     assert devices.matching("NVIDIA H100 80GB HBM3") == "h100"
     assert devices.matching("NVIDIA A100-SXM4-80GB") == "a100"

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..figures import BenchFigures, ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
 from ..figures import GenerateBenchFigures, GenerateFigures, GenerateFitFigures
-from ..figures import ScaleFigures as ScaleTable
+from ..figures import ScaleFigures as ScaleTable, ShardedFigures
 
 LAYER_KEYS = ("name", "type", "details", "depth", "output_shape", "call_output_shapes", "calls", "params",
               "shared_params", "param_bytes", "feature_bytes", "flops", "self_params", "self_param_bytes",
@@ -93,7 +93,19 @@ def _training_dict(e: Estimate) -> dict[str, Any]:
     out["training_forward_flops"] = t.forward_flops if t is not None else None
     out["checkpointed"] = list(t.checkpointed) if t is not None else None
     out["backward_uncounted_ops"] = _uncounted(t.backward_uncounted_ops) if t is not None else None
+    out["sharding"] = sharding_to_dict(t.sharding) if t is not None else None
     return out
+
+
+def sharding_to_dict(s: ShardedFigures | None) -> dict[str, Any] | None:
+    """The plan a rank was traced under, and its collectives by kind, in exact bytes."""
+    if s is None:
+        return None
+    return {"plan": s.plan, "world_size": s.world_size, "rank": s.rank, "fsdp": s.fsdp,
+            "tensor_parallel": s.tensor_parallel, "data_parallel": s.data_parallel, "units": list(s.units),
+            "collectives": [asdict(c) for c in s.collectives], "sent_bytes": s.sent_bytes,
+            "received_bytes": s.received_bytes, "wire_bytes": s.wire_bytes,
+            "communication_seconds": s.communication_seconds}
 
 
 def scale_to_dict(t: ScaleTable) -> dict[str, Any]:
@@ -140,6 +152,7 @@ def fit_to_dict(f: FitFigures) -> dict[str, Any]:
         "next_peak_bytes": f.next_peak_bytes, "breakdown": dict(f.breakdown),
         "around": [asdict(p) for p in f.around], "traces": f.traces, "notes": list(f.notes),
         "checkpointed": list(f.checkpointed), "amp": f.amp, "accounting": f.accounting,
+        "sharding": sharding_to_dict(f.sharding),
     }
 
 

@@ -11,7 +11,7 @@ from ..devices import DeviceProfile
 from ..errors import InputSpecError
 from ..figures import BenchFigures, ComparisonFigures as Comparison, EstimateFigures as Estimate, FitFigures
 from ..figures import GenerateBenchFigures, GenerateFigures, GenerateFitFigures, GenerationPhase
-from ..figures import CheckReport, LayerFigures, TrainingFigures
+from ..figures import CheckReport, LayerFigures, ShardedFigures, TrainingFigures
 from ..figures import ScaleFigures as ScaleTable
 from .phases import layer_kinds
 from .units import fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds, fmt_shape
@@ -80,7 +80,23 @@ def summary(e: Estimate) -> str:
                                    f"{fmt_bytes(t.recompute_peak_bytes)} live while it runs")]
         if t.backward_uncounted_ops:
             rows.append(("uncounted backward", ", ".join(f"{u.op} x{u.calls}" for u in t.backward_uncounted_ops)))
+        rows += sharding_rows(t.sharding)
     return _aligned(rows)
+
+
+def sharding_rows(s: ShardedFigures | None) -> list[tuple[str, str]]:
+    """The plan a rank was traced under, and what its collectives moved in the step."""
+    if s is None:
+        return []
+    rows = [("sharded", f"{s.plan} (PyTorch's own parallel code, fake tensors and process group); the figures "
+                        f"above are this rank's")]
+    rows += [(f"  {c.kind}", f"{c.calls:,} calls: {fmt_bytes(c.sent_bytes)} sent from, {fmt_bytes(c.received_bytes)} "
+                             f"received into its buffers; {fmt_bytes(c.wire_bytes)} on the wire (ring)")
+             for c in s.collectives]
+    if s.communication_seconds is not None:
+        rows.append(("communication", f"{s.communication_seconds * 1e3:,.2f} ms per step at the profile's "
+                                      f"interconnect (ring; not overlapped with compute)"))
+    return rows
 
 
 def reserved_rows(reserved: int, context: int) -> list[tuple[str, str]]:
@@ -394,7 +410,7 @@ def fit_summary(f: FitFigures) -> str:
             ("mode", what + (f", checkpointing {', '.join(f.checkpointed)}" if f.checkpointed else "")),
             ("budget", fmt_bytes(f.budget_bytes)),
             ("largest batch", f"{f.max_batch:,}" if f.max_batch else "none: even batch 1 does not fit")]
-    if f.max_batch and (f.grad_accum > 1 or "ZeRO" in f.accounting):
+    if f.max_batch and (f.grad_accum > 1 or "ZeRO" in f.accounting or f.sharding is not None):
         rows.append(("effective batch", f"{f.effective_batch:,} samples per optimizer step (the batch above is per "
                                         f"device and micro-batch)"))
     if f.max_batch:
@@ -407,6 +423,7 @@ def fit_summary(f: FitFigures) -> str:
     rows += [("note", note) for note in f.notes]
     if f.accounting:
         rows.append(("peaks counted", f.accounting))
+    rows += sharding_rows(f.sharding)
     if f.max_batch:
         how = "the answer and the answer + 1 to confirm" if f.traces <= 3 else "then refined and confirmed"
         rows.append(("traces", f"{f.traces}: batch 1 to predict, {how}"))
