@@ -96,8 +96,8 @@ class Accounting:
                          f"{self.context_bytes / 2**20:g} MiB CUDA context beside it; not counted: "
                          f"{NOT_COUNTED['cuda']})")
         if self.zero:
-            parts.append(f"one device of {self.world_size} under ZeRO stage {self.zero} (not counted: "
-                         f"{NOT_COUNTED['zero']})")
+            parts.append(f"one device of {self.world_size} under ZeRO stage {self.zero}, as quick arithmetic (not "
+                         f"counted: {NOT_COUNTED['zero']}; --shard fsdp traces a sharded step)")
         return "; ".join(parts)
 
 

@@ -135,6 +135,11 @@ class Optimizer:
                     state["step"] = torch.zeros((), dtype=torch.float32, device=params[0].device)
         self.zero_grad()
 
+    def has_state(self, params: Iterable[nn.Parameter]) -> bool:
+        """Whether every one of ``params`` has its state already (a step has run on it)."""
+        state = self.optimizer.state
+        return all(p in state and bool(state[p]) for p in params)
+
     def step(self) -> None:
         with torch.set_grad_enabled(bool(self.optimizer.defaults.get("differentiable", False))):
             inspect.unwrap(type(self.optimizer).step)(self.optimizer)

@@ -27,7 +27,7 @@ import fnmatch
 import itertools
 import threading
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any, Iterator
 
@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import _disable_current_modes
 
 from .containers import map_tensors
 from .errors import InputSpecError, UnsupportedModelError
@@ -47,7 +48,7 @@ from .trace import Tracer
 from .training import Step, training_step
 
 _WORLD = threading.Lock()  # the process's one default process group: one sharded trace at a time
-
+_WORLDS = itertools.count()  # numbers each fake world's device mesh dimensions apart
 
 
 class Steps:
@@ -60,17 +61,14 @@ class Steps:
         self._stack = ExitStack()
         self._model: nn.Module | None = None
         self._units: tuple[str, ...] = ()
+        self._kept: dict = {}  # the copy's optimizer and its state, from one step to the next
 
     def __enter__(self) -> "Steps":
         if self.plan is not None:
             with ExitStack() as stack:
                 mesh = stack.enter_context(_fake_world(self.plan))
-                fake = FakeTensorMode(allow_non_fake_inputs=False)
-                # its cache of op results pays for itself in a compiled graph, not here: hashing every
-                # op's arguments costs more than the shape rules it would spare
-                fake.cache_enabled = False
-                stack.enter_context(fake)
-                self._model = _fake_copy(self.module, self.dtype, fake)
+                stack.enter_context(FakeTensorMode(allow_non_fake_inputs=False))
+                self._model = _fake_copy(self.module, self.dtype)
                 self._units = _apply(self._model, self.plan, mesh)
                 self._stack = stack.pop_all()
         return self
@@ -87,7 +85,7 @@ class Steps:
         fake_args, fake_kwargs = map_tensors(_fake_like, (args, kwargs))
         # the fake tensors run as they are, as real CPU tensors would (no meta stand-ins)
         result = training_step(model, fake_args, fake_kwargs, req.on("cpu"), checkpoint, batch=batch,
-                               watch=lambda tracer: _watched(model, tracer))
+                               watch=lambda tracer: _watched(model, tracer), kept=self._kept)
         moved = collectives(result.events)
         plan = self.plan
         link = req.profile.interconnect if req.profile is not None else None
@@ -105,25 +103,35 @@ def step(module: nn.Module, args: tuple, kwargs: dict, req: Request, checkpoint:
         return run(args, kwargs, req, checkpoint, batch)
 
 
+def available() -> bool:
+    """Whether this torch can trace a sharded step: torch.distributed with its built-in fake backend."""
+    return dist.is_available() and "fake" in dist.Backend.backend_list
+
+
 @contextmanager
 def _fake_world(plan: Sharding) -> Iterator[Any]:
     """The fake default process group of ``plan.world_size`` ranks, this one ``plan.rank``, and its
     device mesh: one dimension, or (data parallel, tensor parallel)."""
-    if not dist.is_available():
-        raise InputSpecError("this PyTorch build has no torch.distributed: a sharded plan traces its parallel code")
+    if not available():
+        raise InputSpecError(f"a sharded plan runs PyTorch's own parallel code in its built-in fake process group, "
+                             f"which torch {torch.__version__} does not have (torch 2.13 does)")
     from torch.distributed.device_mesh import init_device_mesh
     with _WORLD:
         if dist.is_initialized():
             raise InputSpecError("this process already has a default process group (torch.distributed): burden "
                                  "traces a sharded step in a fake group of its own and never touches a real one; "
                                  "plan it in a process without one")
-        dist.init_process_group("fake", rank=plan.rank, world_size=plan.world_size, store=dist.HashStore())
+        dist.init_process_group("fake", rank=plan.rank, world_size=plan.world_size)  # torch makes its fake store
         try:
+            # DTensor caches its sharding decisions by device mesh, and meshes are equal by shape and
+            # dimension names: names no other mesh has keep this world's decisions to this world
+            world = next(_WORLDS)
             dp = plan.world_size // plan.tensor_parallel
             if plan.tensor_parallel == 1 or dp == 1:
-                yield init_device_mesh("cpu", (plan.world_size,))
+                yield init_device_mesh("cpu", (plan.world_size,), mesh_dim_names=(f"burden-{world}",))
             else:
-                yield init_device_mesh("cpu", (dp, plan.tensor_parallel), mesh_dim_names=("dp", "tp"))
+                yield init_device_mesh("cpu", (dp, plan.tensor_parallel),
+                                       mesh_dim_names=(f"burden-dp-{world}", f"burden-tp-{world}"))
         finally:
             dist.destroy_process_group()
 
@@ -133,9 +141,10 @@ def _fake_like(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
 
 
-def _fake_copy(module: nn.Module, dtype: torch.dtype | None, fake: FakeTensorMode) -> nn.Module:
-    """burden's own copy of ``module`` with fake CPU tensors for every parameter and buffer (floating
-    ones at ``dtype`` when given); tied tensors stay tied, and the user's module is not touched."""
+def _fake_copy(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """burden's own copy of ``module`` (inside the fake mode) with fake CPU tensors for every parameter
+    and buffer (floating ones at ``dtype`` when given); tied tensors stay tied, and the user's module
+    is not touched."""
     memo: dict[int, Any] = {}
     # plain tensor attributes too (a rotary embedding's copy of its frequencies): no meta or real
     # tensor may meet the fake ones
@@ -154,7 +163,7 @@ def _fake_copy(module: nn.Module, dtype: torch.dtype | None, fake: FakeTensorMod
 
 def _apply(model: nn.Module, plan: Sharding, mesh: Any) -> tuple[str, ...]:
     """Tensor parallelism, then FSDP, as users apply them; returns the FSDP units' paths."""
-    tp_mesh, dp_mesh = (mesh["tp"], mesh["dp"]) if mesh.ndim == 2 else (mesh, mesh)
+    tp_mesh, dp_mesh = (mesh[mesh.mesh_dim_names[1]], mesh[mesh.mesh_dim_names[0]]) if mesh.ndim == 2 else (mesh, mesh)
     if plan.tensor_parallel > 1:
         _parallelize(model, plan, tp_mesh)
     if not plan.fsdp:
@@ -162,9 +171,12 @@ def _apply(model: nn.Module, plan: Sharding, mesh: Any) -> tuple[str, ...]:
     from torch.distributed.fsdp import fully_shard
     units = fsdp_units(model, plan.modules)
     named = dict(model.named_modules())
-    for path in units:
-        fully_shard(named[path], mesh=dp_mesh)
-    fully_shard(model, mesh=dp_mesh)
+    # Over tensor-parallel parameters FSDP joins the two meshes, which reads the mesh's real rank
+    # tables: that runs outside the fake mode (the parameters are fake tensors all the same)
+    with _disable_current_modes() if plan.tensor_parallel > 1 else nullcontext():
+        for path in units:
+            fully_shard(named[path], mesh=dp_mesh)
+        fully_shard(model, mesh=dp_mesh)
     # FSDP's first forward initialises it (padding shards again, once); the step traced is a later one
     model._get_fsdp_state()._lazy_init()
     return (*units, "")

@@ -24,6 +24,7 @@ not counted in FLOPs.
 
 from __future__ import annotations
 
+import inspect
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
@@ -66,7 +67,7 @@ class Step:
 
 def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Request,
                   checkpoint: tuple[str, ...] = (), batch: int | None = None,
-                  watch: Callable[[Tracer], AbstractContextManager] | None = None) -> Step:
+                  watch: Callable[[Tracer], AbstractContextManager] | None = None, kept: dict | None = None) -> Step:
     """One steady-state training step of ``model`` on ``args``/``kwargs`` under ``req`` (its
     convention, element size, mixed precision, target accounting and ``req.training``).
 
@@ -77,13 +78,15 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict | None, req: Reque
 
     With ``watch``, ``model`` is burden's own copy (a rank's share of a sharded model, of fake
     tensors: ``burden.sharded``), run as it is, and ``watch(tracer)`` is entered around the step.
+    ``kept``, a dict the caller keeps across steps of one model of its own, carries the optimizer
+    and its state from one step to the next (they do not depend on the batch).
     """
     rules = req.convention
     if rules.flops is None or rules.backward is None:
         raise InputSpecError(f"the {rules.name} convention has no backward rules; analyse training under "
                              f"convnet-burden or torch")
     kwargs = kwargs or {}
-    step = _record_step(model, args, kwargs, req, checkpoint, watch)
+    step = _record_step(model, args, kwargs, req, checkpoint, watch, kept)
     elsize, accounts = req.elsize(model), req.accounting
     # under mixed precision the features are of several dtypes: each counts at its own size
     features = None if req.amp is not None else elsize
@@ -250,7 +253,7 @@ def _loss(output: Any) -> tuple[torch.Tensor | None, str]:
 
 
 def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, checkpoint: tuple[str, ...],
-                 watch: Callable[[Tracer], AbstractContextManager] | None) -> _Step:
+                 watch: Callable[[Tracer], AbstractContextManager] | None, kept: dict | None) -> _Step:
     lifetimes = Lifetimes()
     attribution = _BackwardAttribution(model)
     tracer = Tracer(model, meta=req.meta, make=fresh_meta_stand_in if req.meta else training_stand_in,
@@ -274,14 +277,22 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
 
     # the step's graph must not reach into a graph the caller's inputs may belong to
     args, kwargs = map_tensors(torch.Tensor.detach, args), map_tensors(torch.Tensor.detach, kwargs)
+    if checkpoint and "use_cache" not in kwargs and "use_cache" in inspect.signature(model.forward).parameters:
+        # as Hugging Face's own gradient checkpointing does: a recomputed layer would add its keys and
+        # values to the generation cache a second time
+        kwargs = {**kwargs, "use_cache": False}
     try:
         with preserved_modes(model, train=True), tracer.session(), torch.enable_grad(), \
                 _checkpointed(model, checkpoint, tracer, recomputed), (watch or _unwatched)(tracer):
             params = [p for p in model.parameters() if p.requires_grad]
             if not params:
                 raise InputSpecError("nothing to train: the model has no parameter that requires grad")
-            optimizer = build_optimizer(req.training.optimizer, params, req.training.optimizer_impl,
-                                        req.accounting.target)
+            optimizer = kept.get("optimizer") if kept is not None else None
+            if optimizer is None:
+                optimizer = build_optimizer(req.training.optimizer, params, req.training.optimizer_impl,
+                                            req.accounting.target)
+            if kept is not None:
+                kept["optimizer"] = optimizer
             forward = None
             loss_kind = ""
             for micro in range(micro_batches):
@@ -309,8 +320,9 @@ def _record_step(model: nn.Module, args: tuple, kwargs: dict, req: Request, chec
                 if micro == 0:
                     first_backward_end = len(tracer.events)
             with tracer.small_values():
-                with tracer.unrecorded():
-                    _warm_up(optimizer, params)
+                if not optimizer.has_state(p for p in params if p.grad is not None):  # else kept from a step before
+                    with tracer.unrecorded():
+                        _warm_up(optimizer, params)
                 state = _state_allocations(optimizer, req.meta)
                 enter(STEP)
                 tracer.own_real_tensors = True
