@@ -124,7 +124,7 @@ def estimate(model: nn.Module | str, input_size: int | str | Sequence[int] | Non
     (``burden.accounting`` says what is not counted; ``docs/memory.md`` has the rules).
     ``shard="fsdp"`` with ``world_size`` traces one rank of a training step under PyTorch's FSDP2
     (``fully_shard`` on each block: a Hugging Face model's own, the modules ``shard_modules`` names by
-    path or class, else the longest list of like blocks; then on the root), and ``tensor_parallel``
+    path or class, else the items of its lists of like blocks; then on the root), and ``tensor_parallel``
     (2 or more) applies PyTorch's tensor parallelism within groups of that many ranks, by the model's
     own plan (a Hugging Face config's) or ``tp_plan`` (module pattern -> colwise, rowwise, ...; a
     mapping or a JSON file). The step runs with fake tensors in a fake process group, as that rank

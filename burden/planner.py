@@ -79,6 +79,15 @@ def _prober(module: nn.Module, req: Request, inputs: Any, checkpoint: tuple[str,
     return probe
 
 
+def _allocatable(known: dict[int, _Probe], usable: int) -> int:
+    """The allocated bytes to aim the lines at. On CUDA the caching allocator's reserved memory, not
+    the allocated peak, must fit: aim at the budget scaled by the least allocated / reserved ratio
+    of the batches traced so far that fit (rounding to blocks and segments costs a share of
+    the peak that changes little with the batch), so that the search lands near the answer at once."""
+    ratios = [p.peak_bytes / p.reserved_bytes for p in known.values() if p.fits and p.reserved_bytes]
+    return int(usable * min(ratios)) if ratios else usable
+
+
 def _largest_under(lines: Sequence[tuple[float, float]], budget: int) -> int:
     """The largest batch b >= 1 with intercept + slope * b <= budget on every line (MAX_BATCH if
     none grows); 0 if batch 1 is over."""
@@ -138,7 +147,7 @@ def _search(name: str, module: nn.Module, req: Request, inputs: Any, paths: tupl
     else:
         lo, hi = 1, None
     while hi is None or hi > lo + 1:
-        n = _largest_under(_lines(known), usable)
+        n = _largest_under(_lines(known), _allocatable(known, usable))
         n = max(lo, min(n, (hi - 1) if hi is not None else MAX_BATCH))
         if n in known and (n + 1) in known or len(known) >= MAX_TRACES:  # the lines did not help: bisect
             n = (lo + hi) // 2 if hi is not None else min(2 * lo, MAX_BATCH)

@@ -103,9 +103,16 @@ def step(module: nn.Module, args: tuple, kwargs: dict, req: Request, checkpoint:
         return run(args, kwargs, req, checkpoint, batch)
 
 
+# the oldest torch whose FSDP2, DTensor and fake process group the sharded trace was checked on
+# (2.13 and 2.14 here; older releases differ in the private pieces it reads, such as FSDP's storage
+# resizes and DTensor's shape propagation)
+OLDEST = (2, 13)
+
+
 def available() -> bool:
-    """Whether this torch can trace a sharded step: torch.distributed with its built-in fake backend."""
-    return dist.is_available() and "fake" in dist.Backend.backend_list
+    """Whether this torch can trace a sharded step."""
+    release = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    return dist.is_available() and release >= OLDEST
 
 
 @contextmanager
@@ -113,15 +120,17 @@ def _fake_world(plan: Sharding) -> Iterator[Any]:
     """The fake default process group of ``plan.world_size`` ranks, this one ``plan.rank``, and its
     device mesh: one dimension, or (data parallel, tensor parallel)."""
     if not available():
-        raise InputSpecError(f"a sharded plan runs PyTorch's own parallel code in its built-in fake process group, "
-                             f"which torch {torch.__version__} does not have (torch 2.13 does)")
+        raise InputSpecError(f"a sharded plan traces PyTorch's own parallel code as torch "
+                             f"{'.'.join(map(str, OLDEST))} and later run it; this is torch {torch.__version__}")
     from torch.distributed.device_mesh import init_device_mesh
     with _WORLD:
         if dist.is_initialized():
             raise InputSpecError("this process already has a default process group (torch.distributed): burden "
                                  "traces a sharded step in a fake group of its own and never touches a real one; "
                                  "plan it in a process without one")
-        dist.init_process_group("fake", rank=plan.rank, world_size=plan.world_size)  # torch makes its fake store
+        # torch's own fake store and the backend it registers (what init_process_group("fake") imports)
+        from torch.testing._internal.distributed.fake_pg import FakeStore
+        dist.init_process_group("fake", rank=plan.rank, world_size=plan.world_size, store=FakeStore())
         try:
             # DTensor caches its sharding decisions by device mesh, and meshes are equal by shape and
             # dimension names: names no other mesh has keep this world's decisions to this world
@@ -185,7 +194,7 @@ def _apply(model: nn.Module, plan: Sharding, mesh: Any) -> tuple[str, ...]:
 def fsdp_units(model: nn.Module, names: tuple[str, ...]) -> tuple[str, ...]:
     """The modules FSDP wraps one by one (the root is wrapped last, around them): those named (a
     path, or a class name for every module of it), else the model's own blocks (a Hugging Face
-    model's ``_no_split_modules``), else the items of its longest list of like blocks."""
+    model's ``_no_split_modules``), else the items of its lists of like blocks."""
     modules = [(path, m) for path, m in model.named_modules() if path]
     if names:
         chosen = [path for path, m in modules if path in names or type(m).__name__ in names]
@@ -195,11 +204,10 @@ def fsdp_units(model: nn.Module, names: tuple[str, ...]) -> tuple[str, ...]:
     else:
         blocks = set(getattr(model, "_no_split_modules", None) or ())
         chosen = [path for path, m in modules if type(m).__name__ in blocks]
-        if not chosen:
-            lists = [m for _, m in modules if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) > 1
-                     and len({type(c) for c in m}) == 1]
-            longest = max(lists, key=len, default=None)
-            chosen = [path for path, m in modules if longest is not None and any(m is c for c in longest)]
+        if not chosen:  # the items of every list of like blocks (a ResNet's stages, a ViT's encoder)
+            items = {id(c) for _, m in modules if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) > 1
+                     and len({type(c) for c in m}) == 1 for c in m}
+            chosen = [path for path, m in modules if id(m) in items]
     # nested units are FSDP's to handle, but a unit inside another named one is a user's slip
     return tuple(p for p in chosen if not any(p.startswith(q + ".") for q in chosen))
 

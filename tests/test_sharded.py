@@ -25,7 +25,7 @@ from burden.errors import InputSpecError
 from burden import sharded
 from parallel_oracle import BATCH, SEQ, build, config, measured
 
-needs_fake_group = pytest.mark.skipif(not sharded.available(), reason="this torch has no built-in fake process group")
+needs_fake_group = pytest.mark.skipif(not sharded.available(), reason="sharded plans need torch 2.13 or later")
 
 
 def _llama() -> nn.Module:
@@ -193,6 +193,11 @@ def test_json_and_text_say_what_moved(tmp_path, capsys):
     assert main([*base, "--target", "cuda", "--device-profile", "h100"]) == 0
     text = capsys.readouterr().out
     assert "sharded" in text and "all-gather" in text and "ms per step" in text
+    e = burden.estimate(str(folder), seq=16, mode="training", shard="fsdp", world_size=2)
+    e.save_html(tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text()
+    assert page.count('data-key="collective"') == 2 and f"{kinds['all-gather']['calls']} calls" in page
+    assert 'data-key="sharding"' in page and "rank 0" in page
 
 
 @needs_fake_group
@@ -206,7 +211,18 @@ def test_hf_plan_styles_beyond_pytorchs_are_refused():
         burden.estimate(model, seq=8, mode="training", tensor_parallel=2)
 
 
-@pytest.mark.skipif(sharded.available(), reason="this torch has the fake process group")
-def test_a_torch_without_the_fake_group_says_so():
-    with pytest.raises(InputSpecError, match="fake process group"):
+@pytest.mark.skipif(sharded.available(), reason="this torch traces sharded plans")
+def test_an_older_torch_says_so():
+    with pytest.raises(InputSpecError, match="and later"):
         _training(_llama(), shard="fsdp", world_size=2)
+
+
+@needs_fake_group
+def test_a_convnet_is_sharded_by_its_blocks():
+    # SE-ResNet-50 has no Hugging Face block list: its 3 + 4 + 6 + 3 bottlenecks (the items of its
+    # four stages) are the units, each gathered in the forward and again in the backward, the root once
+    t = burden.estimate("se_resnet50", batch_size=2, mode="training", optimizer="sgd", shard="fsdp",
+                        world_size=4).training
+    units = t.sharding.units
+    assert len(units) == 17 and units[-1] == "" and all(u.startswith("layer") for u in units[:-1])
+    assert {c.kind: c.calls for c in t.sharding.collectives} == {"all-gather": 2 * 16 + 1, "reduce-scatter": 17}
