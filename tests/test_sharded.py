@@ -226,3 +226,27 @@ def test_a_convnet_is_sharded_by_its_blocks():
     units = t.sharding.units
     assert len(units) == 17 and units[-1] == "" and all(u.startswith("layer") for u in units[:-1])
     assert {c.kind: c.calls for c in t.sharding.collectives} == {"all-gather": 2 * 16 + 1, "reduce-scatter": 17}
+
+
+@needs_fake_group
+def test_named_units_and_a_plan_file(tmp_path):
+    model = _llama()
+    # two named blocks and the root: gathered twice each (the root once), reduce-scattered once each
+    named = _training(model, shard="fsdp", world_size=2, shard_modules="model.layers.0,model.layers.1").sharding
+    assert named.units == ("model.layers.0", "model.layers.1", "")
+    assert {c.kind: c.calls for c in named.collectives} == {"all-gather": 2 * 2 + 1, "reduce-scatter": 3}
+    # a plan file gives what the same plan as a mapping gives
+    from parallel_oracle import VIT_PLAN
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(VIT_PLAN))
+    with torch.device("meta"):
+        vit = build("vit")
+    inputs = {"pixel_values": torch.Size([BATCH, 3, 224, 224]), "labels": burden.TensorSpec((BATCH,), dtype=torch.long)}
+    runs = [burden.estimate(vit, inputs=inputs, mode="training", tensor_parallel=2, tp_plan=plan).training
+            for plan in (str(path), VIT_PLAN)]
+    assert runs[0].training_peak_bytes == runs[1].training_peak_bytes
+    assert runs[0].sharding.collectives == runs[1].sharding.collectives
+    # the ViT's q, k, v and fc1 column-wise, o and fc2 row-wise: one all-reduce per row-wise output in
+    # the forward (2 per layer), one per column-wise module's input gradient in the backward (4)
+    layers = config("vit").num_hidden_layers
+    assert runs[0].sharding.collectives[0].calls == layers * (2 + 4)
