@@ -132,18 +132,23 @@ def _collective_ops() -> dict[Any, tuple[str, tuple[str, ...], tuple[str, ...]]]
         "_c10d_functional.all_to_all_single": ("all-to-all", ("input",), ("",)),
         "_c10d_functional.broadcast": ("broadcast", ("input",), ("",)),
     }
-    found = {}
-    for name, facts in table.items():
-        namespace, _, op = name.partition(".")
-        try:
-            found[getattr(getattr(torch.ops, namespace), op).default] = facts
-        except (AttributeError, RuntimeError):  # not in this torch release, or no distributed build
-            pass
-    return found
+    return {op: facts for name, facts in table.items() for op in [_distributed_op(name)] if op is not None}
+
+
+def _distributed_op(name: str) -> Any:
+    """The default overload of ``namespace.op``, or None where this torch release (or a build
+    without torch.distributed) has no such op."""
+    namespace, _, op = name.partition(".")
+    try:
+        return getattr(getattr(torch.ops, namespace), op).default
+    except (AttributeError, RuntimeError):
+        return None
 
 
 # collective op -> (kind, arguments sent, arguments received)
 COLLECTIVES = _collective_ops()
+# the wait for a functional collective's result
+WAIT_TENSOR = _distributed_op("_c10d_functional.wait_tensor")
 
 
 # namespaces of a parallel engine's ops, which do no arithmetic of the model's: the collectives (a

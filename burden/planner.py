@@ -168,12 +168,12 @@ def _search(name: str, module: nn.Module, req: Request, inputs: Any, paths: tupl
     at = known.get(lo)
     step = (at or known[1]).training
     accum = req.training.grad_accum
-    sharded = step is not None and step.sharding is not None
+    plan = step.sharding if step is not None else None
     return FitFigures(
         model=name, input=req.size if inputs is None else (), dtype=dtype_name(req.dtype or model_dtype(module)),
         mode=req.mode, optimizer=step.optimizer if step is not None else None,
         optimizer_impl=step.optimizer_impl if step is not None else "", budget_bytes=budget, max_batch=lo,
-        grad_accum=accum, effective_batch=lo * accum * (step.sharding.data_parallel if sharded
+        grad_accum=accum, effective_batch=lo * accum * (plan.data_parallel if plan is not None
                                                          else req.accounting.world_size),
         peak_bytes=known[lo].peak_bytes if lo in known else 0, next_peak_bytes=known[lo + 1].peak_bytes,
         peak_phase=at.training.peak_phase if at is not None and at.training is not None else "",
@@ -183,4 +183,4 @@ def _search(name: str, module: nn.Module, req: Request, inputs: Any, paths: tupl
                      else BatchPeak(b, _predicted(lines, b), False, _predicted(lines, b) <= usable) for b in around),
         traces=len(known), notes=tuple(notes), checkpointed=paths,
         amp=dtype_name(req.amp) if req.amp is not None else None, accounting=req.accounting.describe(),
-        sharding=step.sharding if sharded else None)
+        sharding=plan)

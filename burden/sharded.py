@@ -37,7 +37,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import _disable_current_modes
 
-from .containers import map_tensors
+from .containers import leaves, map_tensors
 from .errors import InputSpecError, UnsupportedModelError
 from .figures import Collective, ShardedFigures
 from .op_groups import COLLECTIVES
@@ -145,9 +145,10 @@ def _fake_world(plan: Sharding) -> Iterator[Any]:
             dist.destroy_process_group()
 
 
-def _fake_like(t: torch.Tensor) -> torch.Tensor:
-    """A fake CPU tensor of ``t``'s shape, strides and dtype (a meta one, a real one alike)."""
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
+def _fake_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A fake CPU tensor (inside the fake mode) of ``t``'s shape and strides, and its dtype or
+    ``dtype`` (a meta tensor, a real one alike)."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=dtype or t.dtype, device="cpu")
 
 
 def _fake_copy(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
@@ -161,8 +162,7 @@ def _fake_copy(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     for t in itertools.chain(module.parameters(), module.buffers(), attributes):
         if id(t) in memo:
             continue
-        out = torch.empty_strided(t.shape, t.stride(), device="cpu",
-                                  dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
+        out = _fake_like(t, dtype if t.is_floating_point() else None)
         memo[id(t)] = nn.Parameter(out, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else out
     try:
         return copy.deepcopy(module, memo)
@@ -301,7 +301,7 @@ def collectives(events: tuple[OpEvent, ...] | list[OpEvent]) -> tuple[Collective
             continue
         kind, sends, receives = facts
         bound = _bound(event)
-        out = _bytes(bound[name] for name in sends)
+        out = _bytes([bound[name] for name in sends])
         into = sum(_bytes([event.out]) if name == "" else _bytes([bound[name]]) for name in receives)
         size = _group_size(bound, out, into)
         calls[kind] += 1
@@ -317,13 +317,8 @@ def _bound(event: OpEvent) -> dict[str, Any]:
 
 
 def _bytes(values: Any) -> int:
-    total = 0
-    for value in values:
-        if isinstance(value, TensorInfo):
-            total += value.numel * value.dtype.itemsize
-        elif isinstance(value, (list, tuple)):
-            total += _bytes(value)
-    return total
+    """Bytes of the recorded tensors among ``values`` (lists of them too), at their own dtypes."""
+    return sum(t.nbytes(None) for t in leaves(values) if isinstance(t, TensorInfo))
 
 
 def _group_size(bound: dict[str, Any], sent: int, received: int) -> int:

@@ -37,7 +37,7 @@ from .heap import no_full_collections
 from .kernels import Kernels
 from .meta_kernels import META_KERNELS, target_attention
 from .patching import backward_with, swapped
-from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OPS, decomposes
+from .op_groups import ALIAS_OPS, AUX_OUTPUT_OPS, DATA_DEPENDENT_OPS, FACTORY_OPS, WAIT_TENSOR, decomposes
 from .records import ModuleInfo, OpEvent, TensorInfo, Trace, schema_facts
 from .stand_ins import Make, StandIns, meta_stand_in
 from .trace_errors import describe_shapes, forward_failure, internal_failure, needs_values_message, op_failure, where
@@ -53,8 +53,6 @@ _QUERIES = {
     aten.sym_storage_offset.default, aten.numel.default, aten.sym_numel.default, aten.dim.default,
     torch.ops.prim.layout.default, torch.ops.prim.device.default,
 }
-_WAIT = getattr(torch.ops._c10d_functional.wait_tensor, "default", None) if hasattr(torch.ops, "_c10d_functional") \
-    else None
 # ops that may legitimately make an empty output from non-empty inputs
 _MAY_BE_EMPTY = {*ALIAS_OPS, *FACTORY_OPS, *DATA_DEPENDENT_OPS, aten.index}
 
@@ -93,7 +91,7 @@ class _Recorder(TorchDispatchMode):
                 # DTensor's sharding propagation works out an output's global shape by running the
                 # op on fake tensors of that shape (once per op and layout, then cached): no rank runs it
                 return func(*args, **kwargs)
-            if func is _WAIT:
+            if func is WAIT_TENSOR:
                 # eager returns the collective's output itself once it is done; the fake kernel
                 # would make a new tensor that no rank holds
                 return args[0]
@@ -434,14 +432,13 @@ class Tracer:
     def recording(self) -> Iterator[None]:
         """Every aten op run inside the block is recorded (on meta, with the target's kernel choices)."""
         with ExitStack() as stack:
-            if self.meta or self.own_model:
+            capability = self.kernels.capability if self.kernels.device == "cuda" else None
+            # burden's fake copy of a sharded model has no known values and runs the CPU's kernels by
+            # itself: only CUDA's attention is swapped in there, and on the CPU target nothing
+            if self.meta or (self.own_model and capability is not None):
                 # one function mode for both swaps: each torch call the model makes passes through it
-                # (burden's fake copy of a sharded model has no known values, and runs CPU kernels
-                # by itself: only CUDA's attention is swapped in there)
-                capability = self.kernels.capability if self.kernels.device == "cuda" else None
                 reads = self.values.reads(self._values_needed) if self.values is not None else {}
-                swaps = {**target_attention(capability), **reads} if self.meta or capability else {}
-                self.swaps = stack.enter_context(swapped(swaps))
+                self.swaps = stack.enter_context(swapped({**target_attention(capability), **reads}))
                 stack.callback(setattr, self, "swaps", None)
             stack.enter_context(_Recorder(self))
             yield
